@@ -1,0 +1,1 @@
+"""The BentoML online service and the batch scoring job of nextbest."""

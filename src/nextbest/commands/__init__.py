@@ -1,0 +1,1 @@
+"""One module per `nextbest` subcommand; see `nextbest.cli`."""

@@ -1,0 +1,93 @@
+"""The data contract: which tables exist, their required and optional columns and logical types.
+
+Column names are fixed by the contract (DESIGN.md §2); extra columns are allowed and passed through.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class ColumnType(Enum):
+    """Logical column types; readers normalise physical types (int ids, ISO strings, ...) to these."""
+
+    STRING = "string"
+    TIMESTAMP = "timestamp"  # stored as timestamp[us, tz=UTC]
+    FLOAT = "float"
+    BINARY_FLAG = "0/1"
+    PROBABILITY = "probability in (0, 1]"
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    name: str
+    type: ColumnType
+    required: bool
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One contract table. `time_column` is the column that orders a customer's rows."""
+
+    name: str
+    columns: tuple[ColumnSpec, ...]
+    time_column: str | None
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns if c.required)
+
+    def column(self, name: str) -> ColumnSpec | None:
+        return next((c for c in self.columns if c.name == name), None)
+
+
+def _col(name: str, type_: ColumnType, required: bool = False) -> ColumnSpec:
+    return ColumnSpec(name, type_, required)
+
+
+EVENTS = TableSpec(
+    "events",
+    (
+        _col("customer_id", ColumnType.STRING, required=True),
+        _col("timestamp", ColumnType.TIMESTAMP, required=True),
+        _col("event_type", ColumnType.STRING, required=True),
+        _col("channel", ColumnType.STRING),
+        _col("action", ColumnType.STRING),
+        _col("value", ColumnType.FLOAT),
+    ),
+    time_column="timestamp",
+)
+
+CUSTOMERS = TableSpec(
+    "customers",
+    (_col("customer_id", ColumnType.STRING, required=True),),
+    time_column=None,
+)
+
+DECISIONS = TableSpec(
+    "decisions",
+    (
+        _col("customer_id", ColumnType.STRING, required=True),
+        _col("timestamp", ColumnType.TIMESTAMP, required=True),
+        _col("action", ColumnType.STRING, required=True),
+        _col("propensity", ColumnType.PROBABILITY),
+        _col("converted", ColumnType.BINARY_FLAG),
+        _col("churned", ColumnType.BINARY_FLAG),
+        _col("revenue", ColumnType.FLOAT),
+    ),
+    time_column="timestamp",
+)
+
+LABELS = TableSpec(
+    "labels",
+    (
+        _col("customer_id", ColumnType.STRING, required=True),
+        _col("as_of", ColumnType.TIMESTAMP, required=True),
+        _col("conversion", ColumnType.BINARY_FLAG),
+        _col("churn", ColumnType.BINARY_FLAG),
+    ),
+    time_column="as_of",
+)
+
+TABLES: dict[str, TableSpec] = {t.name: t for t in (EVENTS, CUSTOMERS, DECISIONS, LABELS)}

@@ -1,0 +1,1 @@
+"""The Lightning side of nextbest: DataModule, LightningModule, CLI entry, MLflow export and promotion."""
