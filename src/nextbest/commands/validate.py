@@ -1,9 +1,44 @@
-"""`nextbest validate` (placeholder until its module lands)."""
+"""`nextbest validate`: check tables against the data contract and report every problem found."""
 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
+
+from nextbest.data import validate_tables
+
+DESCRIPTION = """\
+Check events (and optionally customers, decisions, labels) against the data contract.
+
+Prints one line per table (rows read, accepted, rejected) and one per finding, naming the table,
+column, number of rows and a few examples. Exit status: 0 when no errors were found (warnings, such
+as events logged out of time order, are fine unless --strict), 1 otherwise.
+"""
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    subparsers.add_parser("validate", help="(not yet available)")
+    parser = subparsers.add_parser(
+        "validate",
+        help="check tables against the data contract",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--events", type=Path, required=True, help="events table (Parquet or CSV)")
+    parser.add_argument("--customers", type=Path, help="customers table")
+    parser.add_argument("--decisions", type=Path, help="decisions table")
+    parser.add_argument("--labels", type=Path, help="labels table")
+    parser.add_argument("--strict", action="store_true", help="treat warnings as errors")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON to FILE")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    report = validate_tables(
+        events=args.events, customers=args.customers, decisions=args.decisions, labels=args.labels
+    )
+    print(report.render())
+    if args.json:
+        args.json.write_text(json.dumps(report.to_dict(), indent=2))
+    failed = bool(report.errors) or (args.strict and bool(report.warnings))
+    return 1 if failed else 0

@@ -1,0 +1,73 @@
+"""Reading contract tables from Parquet (file or directory of part files) and CSV (optionally compressed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+
+from nextbest.data.report import MAX_EXAMPLES, ValidationReport
+from nextbest.data.schema import TableSpec
+from nextbest.errors import DataContractError
+
+CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zst", ".tsv")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+def table_format(path: Path) -> str:
+    """'parquet' or 'csv', from the file name (a directory is a Parquet data set)."""
+    name = path.name.lower()
+    if path.is_dir() or name.endswith(PARQUET_SUFFIXES):
+        return "parquet"
+    if name.endswith(CSV_SUFFIXES):
+        return "csv"
+    raise DataContractError(
+        f"{path}: unknown table format; expected one of {', '.join(PARQUET_SUFFIXES + CSV_SUFFIXES)} "
+        "or a directory of Parquet files"
+    )
+
+
+def read_raw_table(path: str | Path, spec: TableSpec, report: ValidationReport) -> pa.Table:
+    """Read `path` as the contract table `spec`, without type normalisation.
+
+    CSV cells of contract columns are read as text so that one bad cell rejects one row, not the whole
+    file, and identifiers keep their leading zeros. Malformed CSV lines (wrong number of fields) are
+    rejected and reported in `report`.
+
+    Raises:
+        DataContractError: the file is missing or cannot be read as a table at all.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataContractError(f"{spec.name} table {path}: no such file or directory")
+    try:
+        if table_format(path) == "parquet":
+            return pq.read_table(path)
+        return _read_csv(path, spec, report)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, UnicodeDecodeError) as exc:
+        raise DataContractError(f"{spec.name} table {path}: cannot be read: {exc}") from exc
+
+
+def _read_csv(path: Path, spec: TableSpec, report: ValidationReport) -> pa.Table:
+    malformed: list[str] = []
+
+    def on_invalid_row(row: pcsv.InvalidRow) -> str:
+        malformed.append(
+            f"{row.text[:80]!r} has {row.actual_columns} fields, header has {row.expected_columns}"
+        )
+        return "skip"
+
+    delimiter = "\t" if path.name.lower().endswith(".tsv") else ","
+    table = pcsv.read_csv(
+        path,
+        parse_options=pcsv.ParseOptions(delimiter=delimiter, invalid_row_handler=on_invalid_row),
+        convert_options=pcsv.ConvertOptions(
+            column_types={c.name: pa.string() for c in spec.columns},
+            strings_can_be_null=True,
+        ),
+    )
+    if malformed:
+        report.reject(spec.name, None, "malformed CSV lines", len(malformed), malformed[:MAX_EXAMPLES])
+    return table

@@ -1,0 +1,203 @@
+"""Normalising raw columns to the contract's logical types, rejecting (and reporting) bad rows.
+
+Every column normaliser returns the converted array and a mask of rows it rejects; one bad cell costs one
+row, never the file. Types that cannot be meant as the logical type at all (a number where a timestamp is
+expected) make the whole table unusable, reported as a single finding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from nextbest.data.report import MAX_EXAMPLES, Finding, Severity, ValidationReport, row_examples
+from nextbest.data.schema import ColumnSpec, ColumnType, TableSpec
+
+UTC_US = pa.timestamp("us", tz="UTC")
+# Parsing is tried on chunks so that a single bad cell only sends its own chunk down the slow path.
+PARSE_CHUNK_ROWS = 65_536
+
+
+class UnusableColumnError(Exception):
+    """The column's physical type cannot hold the logical type (reported as one table-level finding)."""
+
+
+@dataclass(frozen=True)
+class Normalised:
+    """A converted column and the rows it rejects, as (problem, boolean row mask) pairs."""
+
+    values: pa.Array
+    rejections: tuple[tuple[str, np.ndarray], ...] = ()
+
+    def reject(self, problem: str, mask: np.ndarray, values: pa.Array | None = None) -> Normalised:
+        """This result with `mask` rows rejected for `problem`, unless an earlier problem already did."""
+        new_values = self.values if values is None else values
+        for _, earlier in self.rejections:
+            mask = mask & ~earlier
+        if not mask.any():
+            return Normalised(new_values, self.rejections)
+        return Normalised(new_values, (*self.rejections, (problem, mask)))
+
+
+def normalise_table(raw: pa.Table, spec: TableSpec, report: ValidationReport) -> pa.Table | None:
+    """Contract columns converted to their logical types; rows with bad cells removed and reported.
+
+    Returns:
+        The normalised table (extra columns passed through), or None when the table is unusable
+        (empty, missing a required column, a column of an impossible type); the reason is in `report`.
+    """
+    report.rows_read[spec.name] = raw.num_rows + report.rows_rejected.get(spec.name, 0)
+    if raw.num_rows == 0:
+        report.add(Finding(spec.name, None, Severity.ERROR, "table is empty"))
+        return None
+    missing = [c for c in spec.required if c not in raw.column_names]
+    if missing:
+        report.add(
+            Finding(
+                spec.name,
+                ", ".join(missing),
+                Severity.ERROR,
+                f"missing required column(s); the table has: {', '.join(raw.column_names)}",
+            )
+        )
+        return None
+    columns: dict[str, pa.Array] = {}
+    rejected = np.zeros(raw.num_rows, dtype=bool)
+    for column in spec.columns:
+        if column.name not in raw.column_names:
+            continue
+        original = raw.column(column.name).combine_chunks()
+        try:
+            result = normalise_column(original, column)
+        except UnusableColumnError as exc:
+            report.add(Finding(spec.name, column.name, Severity.ERROR, str(exc)))
+            return None
+        for problem, mask in result.rejections:
+            rows = np.flatnonzero(mask)
+            bad_values = original.take(pa.array(rows[:MAX_EXAMPLES])).to_pylist()
+            report.reject(spec.name, column.name, problem, len(rows), row_examples(rows, bad_values))
+            rejected |= mask
+        columns[column.name] = result.values
+    table = raw
+    for name, values in columns.items():
+        table = table.set_column(table.column_names.index(name), name, values)
+    return table.filter(pa.array(~rejected)) if rejected.any() else table
+
+
+def normalise_column(values: pa.Array, column: ColumnSpec) -> Normalised:
+    """Convert one column to its logical type; see the module docstring."""
+    normaliser = _NORMALISERS[column.type]
+    result = normaliser(values)
+    if column.required:
+        return result.reject("required value is missing", np.asarray(result.values.is_null(), dtype=bool))
+    return result
+
+
+def _string(values: pa.Array) -> Normalised:
+    if pa.types.is_dictionary(values.type):
+        values = values.dictionary_decode()
+    if pa.types.is_integer(values.type) or pa.types.is_large_string(values.type):
+        values = values.cast(pa.string())
+    if not pa.types.is_string(values.type):
+        raise UnusableColumnError(f"expected text (or integer ids), got {values.type}")
+    # An empty string carries no more information than a missing value.
+    empty = pc.equal(values, "")
+    if not pc.any(empty).as_py():
+        return Normalised(values)
+    return Normalised(pc.if_else(empty, pa.scalar(None, pa.string()), values))
+
+
+def _timestamp(values: pa.Array) -> Normalised:
+    kind = values.type
+    if pa.types.is_timestamp(kind):
+        # Naive timestamps are taken as UTC; aware ones are already stored as UTC instants.
+        return Normalised(pc.cast(values, UTC_US, safe=False))
+    if pa.types.is_date(kind):
+        return Normalised(pc.cast(pc.cast(values, pa.timestamp("us")), UTC_US))
+    if pa.types.is_dictionary(kind):
+        return _timestamp(values.dictionary_decode())
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        parsed = _parse_in_chunks(values.cast(pa.string()), _parse_iso8601_chunk)
+        return _unparsable(values, parsed, "unparsable timestamp (expected ISO 8601)")
+    raise UnusableColumnError(f"expected a timestamp or ISO-8601 text, got {kind}")
+
+
+def _parse_iso8601_chunk(chunk: pa.Array) -> pa.Array:
+    try:
+        return pc.cast(chunk, UTC_US)
+    except pa.ArrowInvalid:
+        pass
+    try:
+        return pc.cast(pc.cast(chunk, pa.timestamp("us")), UTC_US)
+    except pa.ArrowInvalid:
+        pass
+    # Mixed zone styles or bad cells: pandas parses each cell on its own (slow, so only for this chunk).
+    parsed = pd.to_datetime(
+        pd.Series(chunk.to_pylist(), dtype=object), utc=True, format="ISO8601", errors="coerce"
+    )
+    return pa.array(parsed, type=UTC_US, from_pandas=True)
+
+
+def _float(values: pa.Array) -> Normalised:
+    kind = values.type
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind):
+        return _non_finite(Normalised(pc.cast(values, pa.float64())))
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        parsed = _parse_in_chunks(values.cast(pa.string()), _parse_float_chunk)
+        return _non_finite(_unparsable(values, parsed, "not a number"))
+    raise UnusableColumnError(f"expected a number, got {kind}")
+
+
+def _parse_float_chunk(chunk: pa.Array) -> pa.Array:
+    try:
+        return pc.cast(chunk, pa.float64())
+    except pa.ArrowInvalid:
+        numbers = pd.to_numeric(pd.Series(chunk.to_pylist(), dtype=object), errors="coerce")
+        return pa.array(numbers, type=pa.float64(), from_pandas=True)
+
+
+def _binary_flag(values: pa.Array) -> Normalised:
+    numbers = _float(values)
+    flags = numbers.values
+    bad = pc.and_(pc.is_valid(flags), pc.invert(pc.is_in(flags, pa.array([0.0, 1.0]))))
+    mask = np.asarray(bad, dtype=bool)
+    as_int8 = pc.cast(pc.if_else(bad, pa.scalar(None, pa.float64()), flags), pa.int8())
+    return numbers.reject("expected 0 or 1", mask, as_int8)
+
+
+def _probability(values: pa.Array) -> Normalised:
+    numbers = _float(values)
+    p = numbers.values
+    bad = pc.or_(pc.less_equal(p, 0.0), pc.greater(p, 1.0)).fill_null(False)
+    return numbers.reject("expected a probability in (0, 1]", np.asarray(bad, dtype=bool))
+
+
+def _parse_in_chunks(values: pa.Array, parse: Callable[[pa.Array], pa.Array]) -> pa.Array:
+    chunks = [
+        parse(values.slice(start, PARSE_CHUNK_ROWS)) for start in range(0, len(values), PARSE_CHUNK_ROWS)
+    ]
+    return pa.concat_arrays(chunks)
+
+
+def _unparsable(original: pa.Array, parsed: pa.Array, problem: str) -> Normalised:
+    unparsable = pc.and_(pc.is_valid(original), pc.is_null(parsed))
+    return Normalised(parsed).reject(problem, np.asarray(unparsable, dtype=bool))
+
+
+def _non_finite(result: Normalised) -> Normalised:
+    non_finite = pc.invert(pc.is_finite(result.values)).fill_null(False)
+    return result.reject("not a finite number", np.asarray(non_finite, dtype=bool))
+
+
+_NORMALISERS: dict[ColumnType, Callable[[pa.Array], Normalised]] = {
+    ColumnType.STRING: _string,
+    ColumnType.TIMESTAMP: _timestamp,
+    ColumnType.FLOAT: _float,
+    ColumnType.BINARY_FLAG: _binary_flag,
+    ColumnType.PROBABILITY: _probability,
+}

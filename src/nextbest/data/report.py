@@ -1,0 +1,109 @@
+"""Validation findings: what is wrong with which table, column and rows, and what was done about it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import numpy as np
+
+MAX_EXAMPLES = 3
+
+
+class Severity(Enum):
+    """ERROR: the table is unusable or rows were rejected. WARNING: usable as loaded (e.g. re-sorted)."""
+
+    ERROR = "error"
+    WARNING = "warning"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem in one table (and column), with the number of rows it affects and a few examples."""
+
+    table: str
+    column: str | None
+    severity: Severity
+    problem: str
+    rows: int = 0
+    examples: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        where = f"{self.table}.{self.column}" if self.column else self.table
+        count = f" ({self.rows:,} row{'' if self.rows == 1 else 's'})" if self.rows else ""
+        examples = f"; e.g. {', '.join(self.examples)}" if self.examples else ""
+        return f"{self.severity.value}: {where}: {self.problem}{count}{examples}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "table": self.table,
+            "column": self.column,
+            "severity": self.severity.value,
+            "problem": self.problem,
+            "rows": self.rows,
+            "examples": list(self.examples),
+        }
+
+
+@dataclass
+class ValidationReport:
+    """Everything found while loading tables, and how many rows each table lost to rejection."""
+
+    findings: list[Finding] = field(default_factory=list)
+    rows_read: dict[str, int] = field(default_factory=dict)
+    rows_rejected: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity is Severity.ERROR]
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity is Severity.WARNING]
+
+    def add(self, finding: Finding) -> None:
+        self.findings.append(finding)
+
+    def reject(
+        self, table: str, column: str | None, problem: str, rows: int, examples: Sequence[str]
+    ) -> None:
+        """Record rows removed from `table` (they are counted, never dropped silently)."""
+        self.add(Finding(table, column, Severity.ERROR, problem, rows, tuple(examples[:MAX_EXAMPLES])))
+        self.rows_rejected[table] = self.rows_rejected.get(table, 0) + rows
+
+    def merge(self, other: ValidationReport) -> None:
+        self.findings += other.findings
+        self.rows_read.update(other.rows_read)
+        for table, rows in other.rows_rejected.items():
+            self.rows_rejected[table] = self.rows_rejected.get(table, 0) + rows
+
+    def render(self) -> str:
+        """A human-readable report: one line per table, then one per finding."""
+        lines = []
+        for table, read in self.rows_read.items():
+            rejected = self.rows_rejected.get(table, 0)
+            lines.append(f"{table}: {read:,} rows read, {read - rejected:,} accepted, {rejected:,} rejected")
+        lines += [str(f) for f in self.findings]
+        if not self.findings:
+            lines.append("all tables meet the data contract")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": not self.errors,
+            "rows_read": self.rows_read,
+            "rows_rejected": self.rows_rejected,
+            "findings": [f.to_dict() for f in self.findings],
+        }
+
+
+def row_examples(
+    row_numbers: Sequence[int] | np.ndarray, values: Sequence[object] | None = None
+) -> list[str]:
+    """Example strings like "row 12: 'yesterday'" (1-based data rows, header excluded)."""
+    rows = list(row_numbers[:MAX_EXAMPLES])
+    if values is None:
+        return [f"row {int(r) + 1}" for r in rows]
+    return [f"row {int(r) + 1}: {v!r}" for r, v in zip(rows, values[:MAX_EXAMPLES], strict=False)]

@@ -1,0 +1,236 @@
+"""From an event log (and customer profiles) to model-ready journeys at point-in-time cutoffs.
+
+Per-event features are computed once for the whole log, vectorised; a request is then only a slice of
+the log's sorted rows (its customer's events strictly before `as_of`, the last `max_events` of them), so
+many cutoffs per customer cost no copies. `EncodedJourneys.batch` pads a set of requests into dense
+arrays for the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from nextbest.data.events import EventLog
+from nextbest.journeys.profile import ProfileEncoder
+from nextbest.journeys.vocab import PAD, Vocabulary
+from nextbest.journeys.windows import Windows, history_windows
+
+MICROS_PER_HOUR = 3_600 * 1_000_000
+MICROS_PER_DAY = 24 * MICROS_PER_HOUR
+TOKEN_COLUMNS = ("event_type", "channel", "action")
+# History aggregates per request: a model sees these even when truncation hides old events.
+HISTORY_FEATURES = ("log_events_before", "log_days_since_last", "log_days_since_first", "has_history")
+
+
+@dataclass(frozen=True)
+class JourneyConfig:
+    """Knobs of the journey encoding.
+
+    Attributes:
+        max_events: the most recent events kept per history (older ones still count in the aggregates).
+        min_token_count: tokens seen fewer times in training map to the unknown token.
+        max_vocabulary: the most frequent tokens kept per vocabulary.
+        max_profile_categories: the most frequent categories kept per profile column.
+    """
+
+    max_events: int = 100
+    min_token_count: int = 1
+    max_vocabulary: int = 10_000
+    max_profile_categories: int = 1_000
+
+
+@dataclass(frozen=True)
+class EventFeatures:
+    """Per-event features of a log's sorted rows (int32 codes, float32 values)."""
+
+    tokens: dict[str, np.ndarray]
+    timestamps: np.ndarray
+    log_gap_hours: np.ndarray
+    hour: np.ndarray
+    weekday: np.ndarray
+    log_value: np.ndarray
+    has_value: np.ndarray
+
+
+@dataclass(frozen=True)
+class EncodedJourneys:
+    """Requests (customer, as_of) with their history windows, profile and history features and labels."""
+
+    customer_ids: pa.Array
+    as_of: np.ndarray
+    windows: Windows
+    events: EventFeatures
+    static: dict[str, np.ndarray]
+    labels: dict[str, np.ndarray]
+    max_events: int
+
+    def __len__(self) -> int:
+        return len(self.as_of)
+
+    def batch(self, indices: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Dense arrays for requests `indices` (all when None); events left-aligned, oldest first.
+
+        Keys: `event_type`, `channel`, `action` [B, L] int32 (0 = padding); `log_gap_hours`,
+        `log_recency_hours`, `log_value`, `has_value` [B, L] float32; `hour`, `weekday` [B, L] int32;
+        `mask` [B, L] bool; `length` [B] int32; the static blocks (`profile_categorical` [B, C] int32,
+        `profile_numeric` [B, F] float32, `history` [B, H] float32) and the labels [B] float32
+        (NaN = unknown).
+        L is the longest history in the batch, at most `max_events`.
+        """
+        idx = np.arange(len(self)) if indices is None else np.asarray(indices)
+        start, end = self.windows.start[idx], self.windows.end[idx]
+        lengths = end - start
+        width = int(lengths.max(initial=0))
+        positions = start[:, None] + np.arange(width)[None, :]
+        mask = positions < end[:, None]
+        rows = np.where(mask, positions, 0)
+        events = self.events
+        out: dict[str, np.ndarray] = {
+            name: np.where(mask, codes[rows], PAD).astype(np.int32) for name, codes in events.tokens.items()
+        }
+        recency = (self.as_of[idx][:, None] - events.timestamps[rows]) / MICROS_PER_HOUR
+        out["log_recency_hours"] = np.where(mask, np.log1p(np.maximum(recency, 0.0)), 0.0).astype(np.float32)
+        for name in ("log_gap_hours", "log_value", "has_value"):
+            out[name] = np.where(mask, getattr(events, name)[rows], 0.0).astype(np.float32)
+        for name in ("hour", "weekday"):
+            out[name] = np.where(mask, getattr(events, name)[rows], 0).astype(np.int32)
+        out["mask"] = mask
+        out["length"] = lengths.astype(np.int32)
+        out.update({name: block[idx] for name, block in self.static.items()})
+        out.update({name: values[idx] for name, values in self.labels.items()})
+        return out
+
+
+@dataclass(frozen=True)
+class JourneyEncoder:
+    """Vocabularies and profile encoding learned from training data; applied to any later data.
+
+    Serialisable with `to_dict`/`from_dict`, so the deployed model carries the exact encoding it
+    was trained with.
+    """
+
+    config: JourneyConfig
+    vocabularies: dict[str, Vocabulary]
+    profile: ProfileEncoder
+
+    @classmethod
+    def fit(
+        cls, log: EventLog, customers: pa.Table | None = None, config: JourneyConfig | None = None
+    ) -> JourneyEncoder:
+        config = config or JourneyConfig()
+        vocabularies = {
+            name: Vocabulary.fit(_token_column(log, name), config.min_token_count, config.max_vocabulary)
+            for name in TOKEN_COLUMNS
+        }
+        return cls(config, vocabularies, ProfileEncoder.fit(customers, config.max_profile_categories))
+
+    def event_features(self, log: EventLog) -> EventFeatures:
+        """Per-event features for every row of `log` (computed once, shared by all requests)."""
+        tokens = {
+            name: log.sorted_values(vocab.encode(_token_column(log, name)))
+            for name, vocab in self.vocabularies.items()
+        }
+        timestamps = log.timestamps
+        gaps = np.zeros(len(timestamps), dtype=np.float64)
+        gaps[1:] = np.diff(timestamps) / MICROS_PER_HOUR
+        gaps[log.offsets[:-1][np.diff(log.offsets) > 0]] = 0.0  # a customer's first event has no gap
+        seconds = timestamps // 1_000_000
+        value = _sorted_values(log)
+        has_value = ~np.isnan(value)
+        return EventFeatures(
+            tokens=tokens,
+            timestamps=timestamps,
+            log_gap_hours=np.log1p(gaps).astype(np.float32),
+            hour=((seconds // 3600) % 24).astype(np.int32),
+            weekday=((seconds // 86_400 + 3) % 7).astype(np.int32),  # 1970-01-01 was a Thursday; Monday = 0
+            log_value=np.where(has_value, np.sign(value) * np.log1p(np.abs(value)), 0.0).astype(np.float32),
+            has_value=has_value.astype(np.float32),
+        )
+
+    def encode(
+        self,
+        log: EventLog,
+        requests: pa.Table,
+        customers: pa.Table | None = None,
+        labels: dict[str, np.ndarray] | None = None,
+        events: EventFeatures | None = None,
+    ) -> EncodedJourneys:
+        """Journeys for `requests` (`customer_id`, `as_of`), built only from events before each `as_of`.
+
+        Args:
+            events: per-event features of `log`, when already computed for other requests.
+        """
+        events = events if events is not None else self.event_features(log)
+        as_of = np.asarray(pc.cast(requests.column("as_of"), pa.int64()).to_numpy(zero_copy_only=False))
+        customer_ids = requests.column("customer_id").combine_chunks().cast(pa.string())
+        customer = log.index_of(customer_ids)
+        windows = history_windows(log.timestamps, log.offsets, customer, as_of, self.config.max_events)
+        static = self.profile.encode(customers, _profile_rows(customers, customer_ids), as_of)
+        static["history"] = _history_features(windows, log.timestamps, as_of)
+        return EncodedJourneys(
+            customer_ids=customer_ids,
+            as_of=as_of,
+            windows=windows,
+            events=events,
+            static=static,
+            labels=labels or {},
+            max_events=self.config.max_events,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "config": asdict(self.config),
+            "vocabularies": {k: v.to_dict() for k, v in self.vocabularies.items()},
+            "profile": self.profile.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JourneyEncoder:
+        return cls(
+            JourneyConfig(**data["config"]),
+            {k: Vocabulary.from_dict(v) for k, v in data["vocabularies"].items()},
+            ProfileEncoder.from_dict(data["profile"]),
+        )
+
+
+def _token_column(log: EventLog, name: str) -> pa.Array:
+    if name in log.source.column_names:
+        return log.source.column(name).combine_chunks()
+    return pa.nulls(log.source.num_rows, pa.string())
+
+
+def _sorted_values(log: EventLog) -> np.ndarray:
+    if "value" not in log.source.column_names:
+        return np.full(log.num_events, np.nan)
+    values = pc.cast(log.source.column("value"), pa.float64()).to_numpy(zero_copy_only=False)
+    return log.sorted_values(np.asarray(values, dtype=np.float64))
+
+
+def _profile_rows(customers: pa.Table | None, customer_ids: pa.Array) -> np.ndarray:
+    if customers is None:
+        return np.full(len(customer_ids), -1, dtype=np.int64)
+    found = pc.index_in(customer_ids, value_set=customers.column("customer_id").combine_chunks())
+    return np.asarray(found.fill_null(-1), dtype=np.int64)
+
+
+def _history_features(windows: Windows, timestamps: np.ndarray, as_of: np.ndarray) -> np.ndarray:
+    has_history = windows.end > windows.first
+    last = timestamps[np.maximum(windows.end - 1, 0)] if len(timestamps) else np.zeros_like(as_of)
+    first = timestamps[np.minimum(windows.first, max(len(timestamps) - 1, 0))] if len(timestamps) else last
+    days_since_last = np.where(has_history, (as_of - last) / MICROS_PER_DAY, 0.0)
+    days_since_first = np.where(has_history, (as_of - first) / MICROS_PER_DAY, 0.0)
+    features = np.stack(
+        [
+            np.log1p(windows.total_before),
+            np.log1p(np.maximum(days_since_last, 0.0)),
+            np.log1p(np.maximum(days_since_first, 0.0)),
+            has_history,
+        ],
+        axis=1,
+    )
+    return features.astype(np.float32)

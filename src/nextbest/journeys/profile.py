@@ -1,0 +1,156 @@
+"""Static customer profile features: categorical codes and standardised numbers, learned on training data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from nextbest.journeys.vocab import MISSING, Vocabulary
+
+MICROS_PER_DAY = 86_400 * 1_000_000
+
+
+@dataclass(frozen=True)
+class NumericStats:
+    mean: float
+    std: float
+
+
+@dataclass(frozen=True)
+class ProfileEncoder:
+    """Encodes the customers table's attribute columns (every column but `customer_id`).
+
+    Text, boolean and dictionary columns are categorical (one vocabulary each); numeric columns are
+    standardised with a missing indicator; timestamp and date columns become "days before as_of", so a
+    sign-up date reads as tenure at the time of each request.
+    """
+
+    categorical: dict[str, Vocabulary]
+    numeric: dict[str, NumericStats]
+    temporal: dict[str, NumericStats]
+
+    @property
+    def num_categorical(self) -> int:
+        return len(self.categorical)
+
+    @property
+    def num_numeric(self) -> int:
+        """Width of the numeric block: a value and a missing flag per numeric or temporal column."""
+        return 2 * (len(self.numeric) + len(self.temporal))
+
+    @property
+    def categorical_sizes(self) -> list[int]:
+        return [len(v) for v in self.categorical.values()]
+
+    @classmethod
+    def fit(cls, customers: pa.Table | None, max_categories: int = 1000) -> ProfileEncoder:
+        if customers is None:
+            return cls({}, {}, {})
+        categorical, numeric, temporal = {}, {}, {}
+        reference = _reference_time(customers)
+        for name in customers.column_names:
+            if name == "customer_id":
+                continue
+            column = customers.column(name).combine_chunks()
+            kind = column.type
+            if pa.types.is_timestamp(kind) or pa.types.is_date(kind):
+                temporal[name] = _stats(_days_before(column, np.full(len(column), reference)))
+            elif pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind):
+                numeric[name] = _stats(
+                    np.asarray(pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False))
+                )
+            else:
+                categorical[name] = Vocabulary.fit(_as_text(column), max_size=max_categories)
+        return cls(categorical, numeric, temporal)
+
+    def encode(
+        self, customers: pa.Table | None, rows: np.ndarray, as_of: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """Features for requests whose profile is row `rows[i]` of `customers` (-1: no profile).
+
+        Returns:
+            `profile_categorical` [B, C] int32 and `profile_numeric` [B, 2·(numeric + temporal)] float32.
+        """
+        size = len(rows)
+        categorical = np.full((size, self.num_categorical), MISSING, dtype=np.int32)
+        numeric = np.zeros((size, self.num_numeric), dtype=np.float32)
+        has_row = rows >= 0
+        if customers is not None and has_row.any():
+            picked = customers.take(pa.array(np.where(has_row, rows, 0)))
+            for j, (name, vocab) in enumerate(self.categorical.items()):
+                if name in picked.column_names:
+                    codes = vocab.encode(_as_text(picked.column(name).combine_chunks()))
+                    categorical[:, j] = np.where(has_row, codes, MISSING)
+            column_values = [
+                *((name, stats, _numbers(picked, name)) for name, stats in self.numeric.items()),
+                *(
+                    (name, stats, _days_before(picked.column(name).combine_chunks(), as_of))
+                    for name, stats in self.temporal.items()
+                    if name in picked.column_names
+                ),
+            ]
+            for j, (_, stats, values) in enumerate(column_values):
+                values = np.where(has_row, values, np.nan)
+                missing = np.isnan(values)
+                numeric[:, 2 * j] = np.where(missing, 0.0, (values - stats.mean) / stats.std)
+                numeric[:, 2 * j + 1] = missing
+        else:
+            numeric[:, 1::2] = 1.0
+        return {"profile_categorical": categorical, "profile_numeric": numeric}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "categorical": {k: v.to_dict() for k, v in self.categorical.items()},
+            "numeric": {k: [s.mean, s.std] for k, s in self.numeric.items()},
+            "temporal": {k: [s.mean, s.std] for k, s in self.temporal.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProfileEncoder:
+        return cls(
+            {k: Vocabulary.from_dict(v) for k, v in data["categorical"].items()},
+            {k: NumericStats(*v) for k, v in data["numeric"].items()},
+            {k: NumericStats(*v) for k, v in data["temporal"].items()},
+        )
+
+
+def _as_text(column: pa.Array) -> pa.Array:
+    if pa.types.is_dictionary(column.type):
+        column = column.dictionary_decode()
+    return column if pa.types.is_string(column.type) else pc.cast(column, pa.string())
+
+
+def _numbers(table: pa.Table, name: str) -> np.ndarray:
+    if name not in table.column_names:
+        return np.full(table.num_rows, np.nan)
+    values = pc.cast(table.column(name), pa.float64()).to_numpy(zero_copy_only=False)
+    return np.asarray(values, dtype=np.float64)
+
+
+def _days_before(column: pa.Array, as_of: np.ndarray) -> np.ndarray:
+    micros = pc.cast(pc.cast(column, pa.timestamp("us")), pa.int64()).to_numpy(zero_copy_only=False)
+    micros = np.asarray(micros, dtype=np.float64)  # nulls arrive as NaN
+    return (as_of - micros) / MICROS_PER_DAY
+
+
+def _reference_time(customers: pa.Table) -> float:
+    """Fit-time stand-in for as_of: the latest time in any temporal column (only centres the scale)."""
+    latest = [
+        pc.max(pc.cast(pc.cast(customers.column(n), pa.timestamp("us")), pa.int64())).as_py()
+        for n in customers.column_names
+        if pa.types.is_timestamp(customers.schema.field(n).type)
+        or pa.types.is_date(customers.schema.field(n).type)
+    ]
+    return float(max((v for v in latest if v is not None), default=0))
+
+
+def _stats(values: np.ndarray) -> NumericStats:
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return NumericStats(0.0, 1.0)
+    std = float(finite.std())
+    return NumericStats(float(finite.mean()), std if std > 0 else 1.0)

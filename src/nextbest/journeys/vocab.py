@@ -1,0 +1,68 @@
+"""Token vocabularies with reserved padding, unknown and missing tokens."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+PAD, UNKNOWN, MISSING = 0, 1, 2
+RESERVED = ("<pad>", "<unk>", "<none>")
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Maps strings to int codes: 0 padding, 1 unknown (unseen in training), 2 missing (null), then tokens.
+
+    Attributes:
+        tokens: the known tokens, most frequent first; token `tokens[i]` has code `i + 3`.
+    """
+
+    tokens: tuple[str, ...]
+    _value_set: pa.Array = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_value_set", pa.array(self.tokens, type=pa.string()))
+
+    def __len__(self) -> int:
+        """Number of codes, reserved ones included (the embedding table size)."""
+        return len(self.tokens) + len(RESERVED)
+
+    @classmethod
+    def fit(cls, values: pa.Array, min_count: int = 1, max_size: int | None = None) -> Vocabulary:
+        """Tokens seen at least `min_count` times, most frequent first (ties by token), `max_size` at most."""
+        values = values.drop_null()
+        if len(values) == 0:
+            return cls(())
+        counts = pc.value_counts(values)
+        tokens = np.asarray(counts.field("values").to_pylist(), dtype=object)
+        freq = np.asarray(counts.field("counts"))
+        keep = freq >= min_count
+        tokens, freq = tokens[keep], freq[keep]
+        order = sorted(range(len(tokens)), key=lambda i: (-int(freq[i]), str(tokens[i])))
+        return cls(tuple(str(tokens[i]) for i in order[:max_size]))
+
+    def encode(self, values: pa.Array) -> np.ndarray:
+        """Codes (int32) for `values`; unseen tokens map to UNKNOWN, nulls to MISSING."""
+        values = values.cast(pa.string())
+        found = np.asarray(pc.index_in(values, value_set=self._value_set).fill_null(-1), dtype=np.int32)
+        codes = found + len(RESERVED)
+        codes[found < 0] = UNKNOWN
+        codes[np.asarray(values.is_null(), dtype=bool)] = MISSING
+        return codes
+
+    def decode(self, codes: Sequence[int] | np.ndarray) -> list[str]:
+        """Tokens for `codes` (reserved codes as their `<...>` names)."""
+        names = RESERVED + self.tokens
+        return [names[int(c)] for c in codes]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tokens": list(self.tokens)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Vocabulary:
+        return cls(tuple(data["tokens"]))

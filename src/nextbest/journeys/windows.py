@@ -1,0 +1,79 @@
+"""Point-in-time history windows: for each request, the customer's events strictly before `as_of`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Per-request slices into an event log's sorted rows.
+
+    Attributes:
+        start: first row of the (truncated) history window.
+        end: one past the last row; every row in `start:end` is strictly before the request's `as_of`.
+        first: first row of the customer's full history (before truncation).
+    """
+
+    start: np.ndarray
+    end: np.ndarray
+    first: np.ndarray
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return self.end - self.start
+
+    @property
+    def total_before(self) -> np.ndarray:
+        """Number of the customer's events before `as_of`, truncation ignored."""
+        return self.end - self.first
+
+
+def segmented_searchsorted(
+    values: np.ndarray, lo: np.ndarray, hi: np.ndarray, targets: np.ndarray, side: str = "left"
+) -> np.ndarray:
+    """`np.searchsorted` of each target within its own sorted segment `values[lo:hi]`, vectorised.
+
+    A binary search that advances every request one step per iteration, so the Python loop runs
+    log2(longest segment) times whatever the number of requests.
+
+    Returns:
+        For side="left", the first position in `lo..hi` whose value is >= target; for "right", > target.
+    """
+    lo, hi = lo.astype(np.int64).copy(), hi.astype(np.int64).copy()
+    active = lo < hi
+    while active.any():
+        mid = (lo + hi) // 2
+        probe = values[np.where(active, mid, 0)] if len(values) else np.zeros_like(mid)
+        go_right = (probe <= targets) if side == "right" else (probe < targets)
+        go_right &= active
+        lo = np.where(go_right, mid + 1, lo)
+        hi = np.where(active & ~go_right, mid, hi)
+        active = lo < hi
+    return lo
+
+
+def history_windows(
+    timestamps: np.ndarray,
+    offsets: np.ndarray,
+    customer: np.ndarray,
+    as_of: np.ndarray,
+    max_events: int,
+) -> Windows:
+    """Windows of at most `max_events` events strictly before `as_of` for each request.
+
+    Args:
+        timestamps: sorted event times of the log (int64 µs), ordered by time within each customer.
+        offsets: customer `i` owns rows `offsets[i]:offsets[i+1]`.
+        customer: the customer index of each request, -1 for customers without events.
+        as_of: the request times (int64 µs).
+        max_events: the most recent events kept per window.
+    """
+    known = customer >= 0
+    first = np.where(known, offsets[np.maximum(customer, 0)], 0)
+    last = np.where(known, offsets[np.maximum(customer, 0) + 1], 0)
+    end = segmented_searchsorted(timestamps, first, last, as_of, side="left")
+    start = np.maximum(first, end - max_events)
+    return Windows(start=start, end=end, first=first)
