@@ -10,8 +10,10 @@ import pyarrow.parquet as pq
 
 from nextbest.data.report import MAX_EXAMPLES, ValidationReport
 from nextbest.data.schema import TableSpec
+from nextbest.data.text import CATEGORICAL_COLUMNS
 from nextbest.errors import DataContractError
 
+TEXT_DICTIONARY = pa.dictionary(pa.int32(), pa.string())
 CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zst", ".tsv")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
@@ -33,7 +35,8 @@ def read_raw_table(path: str | Path, spec: TableSpec, report: ValidationReport) 
     """Read `path` as the contract table `spec`, without type normalisation.
 
     CSV cells of contract columns are read as text so that one bad cell rejects one row, not the whole
-    file, and identifiers keep their leading zeros. Malformed CSV lines (wrong number of fields) are
+    file, and identifiers keep their leading zeros. Low-cardinality text columns are read
+    dictionary-encoded (see `nextbest.data.text`). Malformed CSV lines (wrong number of fields) are
     rejected and reported in `report`.
 
     Raises:
@@ -44,7 +47,9 @@ def read_raw_table(path: str | Path, spec: TableSpec, report: ValidationReport) 
         raise DataContractError(f"{spec.name} table {path}: no such file or directory")
     try:
         if table_format(path) == "parquet":
-            return pq.read_table(path)
+            present = set(pq.read_schema(path).names) if path.is_file() else set(CATEGORICAL_COLUMNS)
+            dictionary_columns = [c for c in CATEGORICAL_COLUMNS if c in present]
+            return pq.read_table(path, read_dictionary=dictionary_columns)
         return _read_csv(path, spec, report)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, UnicodeDecodeError) as exc:
         raise DataContractError(f"{spec.name} table {path}: cannot be read: {exc}") from exc
@@ -64,7 +69,10 @@ def _read_csv(path: Path, spec: TableSpec, report: ValidationReport) -> pa.Table
         path,
         parse_options=pcsv.ParseOptions(delimiter=delimiter, invalid_row_handler=on_invalid_row),
         convert_options=pcsv.ConvertOptions(
-            column_types={c.name: pa.string() for c in spec.columns},
+            column_types={
+                c.name: TEXT_DICTIONARY if c.name in CATEGORICAL_COLUMNS else pa.string()
+                for c in spec.columns
+            },
             strings_can_be_null=True,
         ),
     )

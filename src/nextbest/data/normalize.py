@@ -100,7 +100,7 @@ def normalise_column(values: pa.Array, column: ColumnSpec) -> Normalised:
 
 def _string(values: pa.Array) -> Normalised:
     if pa.types.is_dictionary(values.type):
-        values = values.dictionary_decode()
+        return _dictionary_string(values)
     if pa.types.is_integer(values.type) or pa.types.is_large_string(values.type):
         values = values.cast(pa.string())
     if not pa.types.is_string(values.type):
@@ -110,6 +110,18 @@ def _string(values: pa.Array) -> Normalised:
     if not pc.any(empty).as_py():
         return Normalised(values)
     return Normalised(pc.if_else(empty, pa.scalar(None, pa.string()), values))
+
+
+def _dictionary_string(values: pa.DictionaryArray) -> Normalised:
+    """Dictionary-encoded text stays encoded; empty strings become nulls through the indices."""
+    dictionary = _string(values.dictionary).values
+    indices = values.indices
+    if dictionary.null_count:
+        blank = np.flatnonzero(np.asarray(dictionary.is_null(), dtype=bool))
+        indices = pc.if_else(
+            pc.is_in(indices, pa.array(blank, indices.type)), pa.scalar(None, indices.type), indices
+        )
+    return Normalised(pa.DictionaryArray.from_arrays(indices, dictionary))
 
 
 def _timestamp(values: pa.Array) -> Normalised:
@@ -190,8 +202,12 @@ def _unparsable(original: pa.Array, parsed: pa.Array, problem: str) -> Normalise
 
 
 def _non_finite(result: Normalised) -> Normalised:
-    non_finite = pc.invert(pc.is_finite(result.values)).fill_null(False)
-    return result.reject("not a finite number", np.asarray(non_finite, dtype=bool))
+    """NaN is how pandas writes a missing number, so it becomes null; infinities are rejected."""
+    values = result.values
+    if pc.any(pc.is_nan(values)).as_py():
+        values = pc.if_else(pc.is_nan(values), pa.scalar(None, pa.float64()), values)
+    infinite = np.asarray(pc.is_inf(values).fill_null(False), dtype=bool)
+    return Normalised(values, result.rejections).reject("not a finite number", infinite)
 
 
 _NORMALISERS: dict[ColumnType, Callable[[pa.Array], Normalised]] = {

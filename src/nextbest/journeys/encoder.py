@@ -135,21 +135,16 @@ class JourneyEncoder:
             name: log.sorted_values(vocab.encode(_token_column(log, name)))
             for name, vocab in self.vocabularies.items()
         }
-        timestamps = log.timestamps
-        gaps = np.zeros(len(timestamps), dtype=np.float64)
-        gaps[1:] = np.diff(timestamps) / MICROS_PER_HOUR
-        gaps[log.offsets[:-1][np.diff(log.offsets) > 0]] = 0.0  # a customer's first event has no gap
-        seconds = timestamps // 1_000_000
-        value = _sorted_values(log)
-        has_value = ~np.isnan(value)
+        hour, weekday = _calendar(log.timestamps)
+        log_value, has_value = _value_features(log)
         return EventFeatures(
             tokens=tokens,
-            timestamps=timestamps,
-            log_gap_hours=np.log1p(gaps).astype(np.float32),
-            hour=((seconds // 3600) % 24).astype(np.int32),
-            weekday=((seconds // 86_400 + 3) % 7).astype(np.int32),  # 1970-01-01 was a Thursday; Monday = 0
-            log_value=np.where(has_value, np.sign(value) * np.log1p(np.abs(value)), 0.0).astype(np.float32),
-            has_value=has_value.astype(np.float32),
+            timestamps=log.timestamps,
+            log_gap_hours=_log_gap_hours(log.timestamps, log.offsets),
+            hour=hour,
+            weekday=weekday,
+            log_value=log_value,
+            has_value=has_value,
         )
 
     def encode(
@@ -198,17 +193,38 @@ class JourneyEncoder:
         )
 
 
-def _token_column(log: EventLog, name: str) -> pa.Array:
+def _token_column(log: EventLog, name: str) -> pa.ChunkedArray | pa.Array:
     if name in log.source.column_names:
-        return log.source.column(name).combine_chunks()
+        return log.source.column(name)
     return pa.nulls(log.source.num_rows, pa.string())
 
 
-def _sorted_values(log: EventLog) -> np.ndarray:
+def _log_gap_hours(timestamps: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """log1p(hours since the customer's previous event); 0 for a customer's first event."""
+    gaps = np.zeros(len(timestamps), dtype=np.float32)
+    if len(timestamps) > 1:
+        gaps[1:] = np.diff(timestamps) / MICROS_PER_HOUR
+    gaps[offsets[:-1][np.diff(offsets) > 0]] = 0.0
+    return np.log1p(gaps, out=gaps)
+
+
+def _calendar(timestamps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Hour of day (0-23) and weekday (Monday = 0) in UTC, as int8."""
+    # One int64 division, then cheap int32 arithmetic (hours since 1970 fit int32 until the year 2215).
+    hours = (timestamps // MICROS_PER_HOUR).astype(np.int32)
+    weekday = (hours // 24 + 3) % 7  # 1970-01-01 was a Thursday
+    return (hours % 24).astype(np.int8), weekday.astype(np.int8)
+
+
+def _value_features(log: EventLog) -> tuple[np.ndarray, np.ndarray]:
+    """Signed log1p of the monetary value and a has-value flag, float32, in sorted order."""
     if "value" not in log.source.column_names:
-        return np.full(log.num_events, np.nan)
-    values = pc.cast(log.source.column("value"), pa.float64()).to_numpy(zero_copy_only=False)
-    return log.sorted_values(np.asarray(values, dtype=np.float64))
+        return np.zeros(log.num_events, np.float32), np.zeros(log.num_events, np.float32)
+    column = pc.cast(log.source.column("value").combine_chunks(), pa.float32())
+    has_value = np.asarray(pc.is_valid(column), dtype=bool)
+    values = np.asarray(column.fill_null(0.0), dtype=np.float32)
+    log_value = np.sign(values) * np.log1p(np.abs(values))
+    return log.sorted_values(log_value), log.sorted_values(has_value.astype(np.float32))
 
 
 def _profile_rows(customers: pa.Table | None, customer_ids: pa.Array) -> np.ndarray:

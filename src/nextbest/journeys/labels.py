@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from nextbest.data.events import EventLog
+from nextbest.data.text import equals_mask
 from nextbest.journeys.windows import segmented_searchsorted
 
 MICROS_PER_DAY = 86_400 * 1_000_000
@@ -80,8 +81,7 @@ def labels_from_frame(labels: pa.Table) -> dict[str, np.ndarray]:
 
 def _is_event_type(log: EventLog, event_type: str) -> np.ndarray:
     """Boolean mask over the log's sorted rows."""
-    matches = pc.equal(log.source.column("event_type"), event_type).fill_null(False)
-    return log.sorted_values(np.asarray(matches, dtype=bool))
+    return log.sorted_values(equals_mask(log.source.column("event_type"), event_type))
 
 
 def _count_between(

@@ -10,6 +10,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from nextbest.data.text import dictionary_codes
+
 PAD, UNKNOWN, MISSING = 0, 1, 2
 RESERVED = ("<pad>", "<unk>", "<none>")
 
@@ -33,27 +35,25 @@ class Vocabulary:
         return len(self.tokens) + len(RESERVED)
 
     @classmethod
-    def fit(cls, values: pa.Array, min_count: int = 1, max_size: int | None = None) -> Vocabulary:
+    def fit(
+        cls, values: pa.Array | pa.ChunkedArray, min_count: int = 1, max_size: int | None = None
+    ) -> Vocabulary:
         """Tokens seen at least `min_count` times, most frequent first (ties by token), `max_size` at most."""
-        values = values.drop_null()
-        if len(values) == 0:
-            return cls(())
-        counts = pc.value_counts(values)
-        tokens = np.asarray(counts.field("values").to_pylist(), dtype=object)
-        freq = np.asarray(counts.field("counts"))
+        dictionary, indices = dictionary_codes(values)
+        freq = np.bincount(indices[indices >= 0], minlength=len(dictionary))
+        tokens = np.asarray(dictionary.to_pylist(), dtype=object)
         keep = freq >= min_count
         tokens, freq = tokens[keep], freq[keep]
         order = sorted(range(len(tokens)), key=lambda i: (-int(freq[i]), str(tokens[i])))
         return cls(tuple(str(tokens[i]) for i in order[:max_size]))
 
-    def encode(self, values: pa.Array) -> np.ndarray:
+    def encode(self, values: pa.Array | pa.ChunkedArray) -> np.ndarray:
         """Codes (int32) for `values`; unseen tokens map to UNKNOWN, nulls to MISSING."""
-        values = values.cast(pa.string())
-        found = np.asarray(pc.index_in(values, value_set=self._value_set).fill_null(-1), dtype=np.int32)
-        codes = found + len(RESERVED)
-        codes[found < 0] = UNKNOWN
-        codes[np.asarray(values.is_null(), dtype=bool)] = MISSING
-        return codes
+        dictionary, indices = dictionary_codes(values)
+        found = np.asarray(pc.index_in(dictionary, value_set=self._value_set).fill_null(-1), dtype=np.int32)
+        # One extra slot at the end maps the null index (-1) to MISSING.
+        dictionary_codes_ = np.append(np.where(found >= 0, found + len(RESERVED), UNKNOWN), MISSING)
+        return dictionary_codes_[indices].astype(np.int32)
 
     def decode(self, codes: Sequence[int] | np.ndarray) -> list[str]:
         """Tokens for `codes` (reserved codes as their `<...>` names)."""

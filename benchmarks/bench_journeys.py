@@ -1,0 +1,252 @@
+"""Throughput and peak memory of validation and journey building, beside a plain pandas implementation.
+
+Usage:
+    python benchmarks/bench_journeys.py [--events 5000000] [--baseline-events 1000000] [--out DIR]
+
+Writes a synthetic events log (time-ordered, as logs are appended, plus a shuffled copy), then runs each
+case in a fresh subprocess so its peak RSS is its own. Prints one JSON object per case and a final
+`summary` object; targets: 2M events/s for validation and for journey building on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+TARGET_EVENTS_PER_S = 2_000_000
+EVENT_TYPES = [
+    "page_view",
+    "product_view",
+    "email_open",
+    "email_click",
+    "app_session",
+    "add_to_cart",
+    "purchase",
+    "support_call",
+    "complaint",
+    "ad_impression",
+]
+CHANNELS = ["web", "app", "email", "sms", "call_center", "store", "display"]
+ACTIONS = ["email_offer", "discount_10", "call_back", "push_notification", "sms_reminder"]
+MAX_EVENTS = 100
+
+
+def synthetic_events(num_events: int, seed: int = 0) -> pa.Table:
+    """A time-ordered log: ~10 events per customer on average, heavy-tailed, over 180 days."""
+    rng = np.random.default_rng(seed)
+    num_customers = max(1, num_events // 10)
+    weights = rng.pareto(1.5, num_customers) + 1
+    customer = rng.choice(num_customers, size=num_events, p=weights / weights.sum())
+    start = np.datetime64("2026-01-01T00:00:00", "us").astype(np.int64)
+    timestamps = np.sort(start + rng.integers(0, 180 * 86_400_000_000, num_events))
+    has_action = rng.random(num_events) < 0.2
+    return pa.table(
+        {
+            "customer_id": pa.array(np.char.add("c", customer.astype("U9")).astype(object), pa.string()),
+            "timestamp": pa.array(timestamps, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+            "event_type": pa.array(np.array(EVENT_TYPES, dtype=object)[rng.integers(0, 10, num_events)]),
+            "channel": pa.array(np.array(CHANNELS, dtype=object)[rng.integers(0, 7, num_events)]),
+            "action": pa.array(
+                np.where(has_action, np.array(ACTIONS, dtype=object)[rng.integers(0, 5, num_events)], None)
+            ),
+            "value": pa.array(
+                np.where(rng.random(num_events) < 0.05, rng.lognormal(3, 1, num_events), np.nan),
+                from_pandas=True,
+            ),
+        }
+    )
+
+
+def nextbest_validate(path: Path) -> int:
+    from nextbest.data import validate_tables
+
+    report = validate_tables(events=path)
+    assert not report.errors, report.render()
+    return report.rows_read["events"]
+
+
+def nextbest_journeys(path: Path) -> int:
+    from nextbest.data import load_events
+    from nextbest.journeys import JourneyConfig, JourneyEncoder, requests_at_end
+
+    log = load_events(path)
+    encoder = JourneyEncoder.fit(log, config=JourneyConfig(max_events=MAX_EVENTS))
+    journeys = encoder.encode(log, requests_at_end(log))
+    assert len(journeys) == log.num_customers
+    return log.num_events
+
+
+def nextbest_batches(path: Path) -> int:
+    """Padding every journey into dense [1024, L] minibatches (what a training epoch does)."""
+    from nextbest.data import load_events
+    from nextbest.journeys import JourneyConfig, JourneyEncoder, requests_at_end
+
+    log = load_events(path)
+    journeys = JourneyEncoder.fit(log, config=JourneyConfig(max_events=MAX_EVENTS)).encode(
+        log, requests_at_end(log)
+    )
+    started = time.perf_counter()
+    for first in range(0, len(journeys), 1024):
+        journeys.batch(np.arange(first, min(first + 1024, len(journeys))))
+    _report_inner_seconds(time.perf_counter() - started)
+    return log.num_events
+
+
+def pandas_validate(path: Path) -> int:
+    """The usual pandas checks: nulls, timestamp parsing, numeric values, duplicates, order."""
+    frame = pd.read_parquet(path)
+    assert not frame[["customer_id", "timestamp", "event_type"]].isna().any().any()
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True, errors="coerce")
+    assert not frame["timestamp"].isna().any()
+    pd.to_numeric(frame["value"], errors="coerce")
+    frame = frame[~frame.duplicated()]
+    frame.groupby("customer_id")["timestamp"].apply(lambda t: t.is_monotonic_increasing)
+    return len(frame)
+
+
+def pandas_journeys(path: Path) -> int:
+    """The straightforward pandas way: sort, group by customer, build each sequence in `apply`."""
+    frame = pd.read_parquet(path).sort_values(["customer_id", "timestamp"], kind="stable")
+    codes = {
+        c: {t: i + 3 for i, t in enumerate(frame[c].dropna().unique())} for c in ("event_type", "channel")
+    }
+
+    def journey(group: pd.DataFrame) -> dict[str, object]:
+        group = group.tail(MAX_EVENTS)
+        seconds = group["timestamp"].astype("int64") // 1_000_000
+        return {
+            "event_type": [codes["event_type"][t] for t in group["event_type"]],
+            "channel": [codes["channel"].get(c, 2) for c in group["channel"]],
+            "log_gap_hours": np.log1p(seconds.diff().fillna(0) / 3600).tolist(),
+            "hour": ((seconds // 3600) % 24).tolist(),
+            "log_value": np.log1p(group["value"].fillna(0)).tolist(),
+        }
+
+    journeys = frame.groupby("customer_id", sort=True).apply(journey, include_groups=False)
+    assert len(journeys) > 0
+    return len(frame)
+
+
+CASES: dict[str, Callable[[Path], int]] = {
+    "nextbest_validate": nextbest_validate,
+    "nextbest_journeys": nextbest_journeys,
+    "nextbest_batches": nextbest_batches,
+    "pandas_validate": pandas_validate,
+    "pandas_journeys": pandas_journeys,
+}
+_inner_seconds: list[float] = []
+
+
+def _report_inner_seconds(seconds: float) -> None:
+    _inner_seconds.append(seconds)
+
+
+def run_case(case: str, path: Path) -> dict[str, object]:
+    """Run one case in this process and measure it (called in a fresh subprocess)."""
+    started = time.perf_counter()
+    events = CASES[case](path)
+    seconds = _inner_seconds[0] if _inner_seconds else time.perf_counter() - started
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {
+        "case": case,
+        "input": path.name,
+        "events": events,
+        "seconds": round(seconds, 3),
+        "events_per_s": round(events / seconds),
+        "peak_rss_mb": round(peak_mb),
+    }
+
+
+def run_in_subprocess(case: str, path: Path) -> dict[str, object]:
+    output = subprocess.run(
+        [sys.executable, __file__, "--case", case, "--input", str(path)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    result: dict[str, object] = json.loads(output.strip().splitlines()[-1])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=5_000_000)
+    parser.add_argument(
+        "--baseline-events",
+        type=int,
+        default=1_000_000,
+        help="size of the pandas baseline's input (its apply is slow)",
+    )
+    parser.add_argument("--out", type=Path, help="where to write the inputs (default: a temporary folder)")
+    parser.add_argument("--case", choices=sorted(CASES), help=argparse.SUPPRESS)
+    parser.add_argument("--input", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.case:
+        print(json.dumps(run_case(args.case, args.input)))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = args.out or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        table = synthetic_events(args.events)
+        sorted_path, shuffled_path, small_path = (
+            folder / "events.parquet",
+            folder / "events_shuffled.parquet",
+            folder / "events_baseline.parquet",
+        )
+        pq.write_table(table, sorted_path)
+        order = np.random.default_rng(1).permutation(table.num_rows)
+        pq.write_table(table.take(pa.array(order)), shuffled_path)
+        pq.write_table(table.slice(0, min(args.baseline_events, table.num_rows)), small_path)
+        del table
+        results = [
+            run_in_subprocess("nextbest_validate", sorted_path),
+            run_in_subprocess("nextbest_validate", shuffled_path),
+            run_in_subprocess("nextbest_journeys", sorted_path),
+            run_in_subprocess("nextbest_journeys", shuffled_path),
+            run_in_subprocess("nextbest_batches", sorted_path),
+            run_in_subprocess("pandas_validate", small_path),
+            run_in_subprocess("pandas_journeys", small_path),
+        ]
+    for result in results:
+        print(json.dumps({"benchmark": "journeys", **result}))
+    print(json.dumps({"benchmark": "journeys", "summary": summarise(results)}))
+
+
+def summarise(results: list[dict[str, object]]) -> dict[str, object]:
+    rate = {(str(r["case"]), str(r["input"])): float(r["events_per_s"]) for r in results}  # type: ignore[arg-type]
+    validate = min(
+        rate[("nextbest_validate", "events.parquet")], rate[("nextbest_validate", "events_shuffled.parquet")]
+    )
+    journeys = min(
+        rate[("nextbest_journeys", "events.parquet")], rate[("nextbest_journeys", "events_shuffled.parquet")]
+    )
+    return {
+        "validate_events_per_s": round(validate),
+        "journeys_events_per_s": round(journeys),
+        "validate_speedup_vs_pandas": round(
+            validate / rate[("pandas_validate", "events_baseline.parquet")], 1
+        ),
+        "journeys_speedup_vs_pandas": round(
+            journeys / rate[("pandas_journeys", "events_baseline.parquet")], 1
+        ),
+        "target_events_per_s": TARGET_EVENTS_PER_S,
+        "meets_target": validate >= TARGET_EVENTS_PER_S and journeys >= TARGET_EVENTS_PER_S,
+    }
+
+
+if __name__ == "__main__":
+    main()

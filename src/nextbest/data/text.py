@@ -1,0 +1,41 @@
+"""Low-cardinality text columns (event types, channels, actions) as dictionary codes.
+
+Reading these columns dictionary-encoded and working on the codes means each row's string is hashed at
+most once, instead of once per step (vocabulary counting, encoding, filtering).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+# Contract columns that hold a handful of distinct values: read as dictionaries.
+CATEGORICAL_COLUMNS = ("event_type", "channel", "action")
+
+
+def as_dictionary(values: pa.Array | pa.ChunkedArray) -> pa.DictionaryArray:
+    """`values` as one dictionary array of strings (chunks' dictionaries unified)."""
+    if isinstance(values, pa.ChunkedArray):
+        if pa.types.is_dictionary(values.type):
+            values = values.unify_dictionaries()
+        values = values.combine_chunks()
+    if not pa.types.is_dictionary(values.type):
+        values = pc.dictionary_encode(values)
+    if not pa.types.is_string(values.type.value_type):
+        values = pa.DictionaryArray.from_arrays(values.indices, values.dictionary.cast(pa.string()))
+    return values
+
+
+def dictionary_codes(values: pa.Array | pa.ChunkedArray) -> tuple[pa.StringArray, np.ndarray]:
+    """The distinct strings and, per row, the int32 index of its string (-1 for null)."""
+    encoded = as_dictionary(values)
+    indices = np.asarray(encoded.indices.fill_null(-1), dtype=np.int32)
+    return encoded.dictionary, indices
+
+
+def equals_mask(values: pa.Array | pa.ChunkedArray, token: str) -> np.ndarray:
+    """Boolean mask of rows equal to `token`."""
+    dictionary, indices = dictionary_codes(values)
+    matches = np.flatnonzero(np.asarray(pc.equal(dictionary, token).fill_null(False), dtype=bool))
+    return np.isin(indices, matches)
