@@ -1,7 +1,7 @@
 """Throughput and peak memory of validation and journey building, beside a plain pandas implementation.
 
 Usage:
-    python benchmarks/bench_journeys.py [--events 5000000] [--baseline-events 1000000] [--out DIR]
+    python benchmarks/bench_journeys.py [--events 5000000] [--baseline-events 200000] [--out DIR]
 
 Writes a synthetic events log (time-ordered, as logs are appended, plus a shuffled copy), then runs each
 case in a fresh subprocess so its peak RSS is its own. Prints one JSON object per case and a final
@@ -69,26 +69,44 @@ def synthetic_events(num_events: int, seed: int = 0) -> pa.Table:
     )
 
 
-def nextbest_validate(path: Path) -> int:
+def nextbest_validate(path: Path) -> tuple[int, float]:
+    """File to a validated, grouped and ordered event log (what `nextbest validate` does)."""
     from nextbest.data import validate_tables
 
+    started = time.perf_counter()
     report = validate_tables(events=path)
     assert not report.errors, report.render()
-    return report.rows_read["events"]
+    return report.rows_read["events"], time.perf_counter() - started
 
 
-def nextbest_journeys(path: Path) -> int:
+def nextbest_journeys(path: Path) -> tuple[int, float]:
+    """A loaded event log to encoded journeys of every customer (vocabularies fitted, windows cut)."""
     from nextbest.data import load_events
     from nextbest.journeys import JourneyConfig, JourneyEncoder, requests_at_end
 
     log = load_events(path)
+    started = time.perf_counter()
     encoder = JourneyEncoder.fit(log, config=JourneyConfig(max_events=MAX_EVENTS))
     journeys = encoder.encode(log, requests_at_end(log))
     assert len(journeys) == log.num_customers
-    return log.num_events
+    return log.num_events, time.perf_counter() - started
 
 
-def nextbest_batches(path: Path) -> int:
+def nextbest_end_to_end(path: Path) -> tuple[int, float]:
+    """File to encoded journeys: validation and journey building together."""
+    from nextbest.data import load_events
+    from nextbest.journeys import JourneyConfig, JourneyEncoder, requests_at_end
+
+    started = time.perf_counter()
+    log = load_events(path)
+    journeys = JourneyEncoder.fit(log, config=JourneyConfig(max_events=MAX_EVENTS)).encode(
+        log, requests_at_end(log)
+    )
+    assert len(journeys) == log.num_customers
+    return log.num_events, time.perf_counter() - started
+
+
+def nextbest_batches(path: Path) -> tuple[int, float]:
     """Padding every journey into dense [1024, L] minibatches (what a training epoch does)."""
     from nextbest.data import load_events
     from nextbest.journeys import JourneyConfig, JourneyEncoder, requests_at_end
@@ -100,12 +118,12 @@ def nextbest_batches(path: Path) -> int:
     started = time.perf_counter()
     for first in range(0, len(journeys), 1024):
         journeys.batch(np.arange(first, min(first + 1024, len(journeys))))
-    _report_inner_seconds(time.perf_counter() - started)
-    return log.num_events
+    return log.num_events, time.perf_counter() - started
 
 
-def pandas_validate(path: Path) -> int:
+def pandas_validate(path: Path) -> tuple[int, float]:
     """The usual pandas checks: nulls, timestamp parsing, numeric values, duplicates, order."""
+    started = time.perf_counter()
     frame = pd.read_parquet(path)
     assert not frame[["customer_id", "timestamp", "event_type"]].isna().any().any()
     frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True, errors="coerce")
@@ -113,11 +131,12 @@ def pandas_validate(path: Path) -> int:
     pd.to_numeric(frame["value"], errors="coerce")
     frame = frame[~frame.duplicated()]
     frame.groupby("customer_id")["timestamp"].apply(lambda t: t.is_monotonic_increasing)
-    return len(frame)
+    return len(frame), time.perf_counter() - started
 
 
-def pandas_journeys(path: Path) -> int:
+def pandas_journeys(path: Path) -> tuple[int, float]:
     """The straightforward pandas way: sort, group by customer, build each sequence in `apply`."""
+    started = time.perf_counter()
     frame = pd.read_parquet(path).sort_values(["customer_id", "timestamp"], kind="stable")
     codes = {
         c: {t: i + 3 for i, t in enumerate(frame[c].dropna().unique())} for c in ("event_type", "channel")
@@ -136,28 +155,22 @@ def pandas_journeys(path: Path) -> int:
 
     journeys = frame.groupby("customer_id", sort=True).apply(journey, include_groups=False)
     assert len(journeys) > 0
-    return len(frame)
+    return len(frame), time.perf_counter() - started
 
 
-CASES: dict[str, Callable[[Path], int]] = {
+CASES: dict[str, Callable[[Path], tuple[int, float]]] = {
     "nextbest_validate": nextbest_validate,
     "nextbest_journeys": nextbest_journeys,
+    "nextbest_end_to_end": nextbest_end_to_end,
     "nextbest_batches": nextbest_batches,
     "pandas_validate": pandas_validate,
     "pandas_journeys": pandas_journeys,
 }
-_inner_seconds: list[float] = []
-
-
-def _report_inner_seconds(seconds: float) -> None:
-    _inner_seconds.append(seconds)
 
 
 def run_case(case: str, path: Path) -> dict[str, object]:
     """Run one case in this process and measure it (called in a fresh subprocess)."""
-    started = time.perf_counter()
-    events = CASES[case](path)
-    seconds = _inner_seconds[0] if _inner_seconds else time.perf_counter() - started
+    events, seconds = CASES[case](path)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
         "case": case,
@@ -217,6 +230,7 @@ def main() -> None:
             run_in_subprocess("nextbest_validate", shuffled_path),
             run_in_subprocess("nextbest_journeys", sorted_path),
             run_in_subprocess("nextbest_journeys", shuffled_path),
+            run_in_subprocess("nextbest_end_to_end", sorted_path),
             run_in_subprocess("nextbest_batches", sorted_path),
             run_in_subprocess("pandas_validate", small_path),
             run_in_subprocess("pandas_journeys", small_path),
@@ -234,8 +248,10 @@ def summarise(results: list[dict[str, object]]) -> dict[str, object]:
     journeys = min(
         rate[("nextbest_journeys", "events.parquet")], rate[("nextbest_journeys", "events_shuffled.parquet")]
     )
+    end_to_end = rate[("nextbest_end_to_end", "events.parquet")]
     return {
         "validate_events_per_s": round(validate),
+        "end_to_end_events_per_s": round(end_to_end),
         "journeys_events_per_s": round(journeys),
         "validate_speedup_vs_pandas": round(
             validate / rate[("pandas_validate", "events_baseline.parquet")], 1

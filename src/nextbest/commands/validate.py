@@ -24,10 +24,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--events", type=Path, required=True, help="events table (Parquet or CSV)")
-    parser.add_argument("--customers", type=Path, help="customers table")
-    parser.add_argument("--decisions", type=Path, help="decisions table")
-    parser.add_argument("--labels", type=Path, help="labels table")
+    parser.add_argument(
+        "--events", type=Path, required=True, metavar="PATH", help="events table (Parquet or CSV)"
+    )
+    parser.add_argument("--customers", type=Path, metavar="PATH", help="customers table")
+    parser.add_argument("--decisions", type=Path, metavar="PATH", help="decisions table")
+    parser.add_argument("--labels", type=Path, metavar="PATH", help="labels table")
     parser.add_argument("--strict", action="store_true", help="treat warnings as errors")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON to FILE")
     parser.set_defaults(handler=run)
