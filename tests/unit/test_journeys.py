@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nextbest.data import CUSTOMERS, load_events, load_table
+from nextbest.data import CUSTOMERS, DECISIONS, load_events, load_table
 from nextbest.journeys import (
     JourneyConfig,
     JourneyEncoder,
@@ -24,9 +24,10 @@ from nextbest.journeys import (
 )
 from nextbest.journeys.vocab import MISSING, PAD, UNKNOWN
 from nextbest.journeys.windows import segmented_searchsorted
+from nextbest.simulate import SimulationConfig, simulate
 
 UTC_US = pa.timestamp("us", tz="UTC")
-EVENT_TYPES = ["page_view", "email_open", "purchase", "complaint"]
+EVENT_TYPES = ["page_view", "email_open", "purchase", "complaint", "email_sent"]
 HOUR = 3_600_000_000
 DAY = 24 * HOUR
 
@@ -164,11 +165,23 @@ def test_rule_labels_match_a_brute_force_reading(
         conv_window = mine[(mine.micros >= as_of[i]) & (mine.micros < as_of[i] + horizon * HOUR)]
         converted = bool((conv_window.event_type == "purchase").any())
         churn_window = mine[(mine.micros >= as_of[i]) & (mine.micros < as_of[i] + inactivity * HOUR)]
-        active = len(churn_window) > 0
+        active = bool((churn_window.event_type != "email_sent").any())  # a business send is not activity
         expect_conv = 1.0 if converted else (0.0 if as_of[i] + horizon * HOUR <= until else np.nan)
         expect_churn = 0.0 if active else (1.0 if as_of[i] + inactivity * HOUR <= until else np.nan)
         np.testing.assert_equal(labels["conversion"][i], expect_conv)
         np.testing.assert_equal(labels["churn"][i], expect_churn)
+
+
+def test_rule_labels_reproduce_the_simulated_outcomes() -> None:
+    """The simulator's logged outcomes are exactly what the default label rules read off its events."""
+    world = simulate(SimulationConfig(n_customers=500, seed=3))
+    log = load_events(world.events)
+    decisions = load_table(world.decisions, DECISIONS)
+    as_of = np.asarray(decisions.column("timestamp").cast(pa.int64()))
+    customer = log.index_of(decisions.column("customer_id").combine_chunks())
+    labels = labels_from_rules(log, customer, as_of, LabelRules())
+    np.testing.assert_array_equal(labels["conversion"], decisions.column("converted").to_numpy())
+    np.testing.assert_array_equal(labels["churn"], decisions.column("churned").to_numpy())
 
 
 def test_churn_event_rule_counts_only_that_event() -> None:

@@ -34,8 +34,9 @@ def dictionary_codes(values: pa.Array | pa.ChunkedArray) -> tuple[pa.StringArray
     return encoded.dictionary, indices
 
 
-def equals_mask(values: pa.Array | pa.ChunkedArray, token: str) -> np.ndarray:
-    """Boolean mask of rows equal to `token`."""
+def equals_mask(values: pa.Array | pa.ChunkedArray, *tokens: str) -> np.ndarray:
+    """Boolean mask of rows equal to one of `tokens`."""
     dictionary, indices = dictionary_codes(values)
-    matches = np.flatnonzero(np.asarray(pc.equal(dictionary, token).fill_null(False), dtype=bool))
-    return np.isin(indices, matches)
+    matches = np.asarray(pc.is_in(dictionary, value_set=pa.array(tokens, pa.string())), dtype=bool)
+    # One extra slot at the end answers for nulls (index -1).
+    return np.append(matches, False)[indices]

@@ -18,6 +18,8 @@ from nextbest.journeys.windows import segmented_searchsorted
 
 MICROS_PER_DAY = 86_400 * 1_000_000
 OUTCOMES = ("conversion", "churn")
+# Touches the business initiates: they show nothing about whether the customer is still around.
+BUSINESS_TOUCHES = ("email_sent", "push_sent", "sms_sent", "offer_shown", "ad_impression", "outbound_call")
 
 
 @dataclass(frozen=True)
@@ -27,14 +29,17 @@ class LabelRules:
     Attributes:
         conversion_event: the event type that counts as a conversion.
         conversion_horizon_days: conversion = a `conversion_event` in `[as_of, as_of + H days)`.
-        churn_inactivity_days: churn = no event at all in `[as_of, as_of + D days)` ...
+        churn_inactivity_days: churn = no customer activity in `[as_of, as_of + D days)` ...
         churn_event: ... or, when set, a `churn_event` (e.g. "cancellation") in that window instead.
+        not_activity: event types that do not count as activity: the business's own touches (the
+            decision's e-mail at `as_of` must not make its recipient look active).
     """
 
     conversion_event: str = "purchase"
     conversion_horizon_days: float = 30.0
     churn_inactivity_days: float = 60.0
     churn_event: str | None = None
+    not_activity: tuple[str, ...] = BUSINESS_TOUCHES
 
 
 def labels_from_rules(
@@ -58,7 +63,8 @@ def labels_from_rules(
     conversions = _count_between(log, is_conversion, customer, as_of, conversion_horizon)
     conversion = _decided(conversions > 0, conversion_horizon <= until)
     if rules.churn_event is None:
-        active = _count_between(log, None, customer, as_of, churn_horizon) > 0
+        is_activity = ~_is_event_type(log, *rules.not_activity)
+        active = _count_between(log, is_activity, customer, as_of, churn_horizon) > 0
         churn = _decided(~active, churn_horizon <= until, known_early=active, early_value=0.0)
     else:
         is_churn = _is_event_type(log, rules.churn_event)
@@ -79,20 +85,18 @@ def labels_from_frame(labels: pa.Table) -> dict[str, np.ndarray]:
     return result
 
 
-def _is_event_type(log: EventLog, event_type: str) -> np.ndarray:
-    """Boolean mask over the log's sorted rows."""
-    return log.sorted_values(equals_mask(log.source.column("event_type"), event_type))
+def _is_event_type(log: EventLog, *event_types: str) -> np.ndarray:
+    """Boolean mask over the log's sorted rows: the event is of one of `event_types`."""
+    return log.sorted_values(equals_mask(log.source.column("event_type"), *event_types))
 
 
 def _count_between(
-    log: EventLog, selected: np.ndarray | None, customer: np.ndarray, lo: np.ndarray, hi: np.ndarray
+    log: EventLog, selected: np.ndarray, customer: np.ndarray, lo: np.ndarray, hi: np.ndarray
 ) -> np.ndarray:
-    """Events (restricted to `selected` sorted rows when given) of each request's customer in [lo, hi)."""
-    timestamps, offsets = log.timestamps, log.offsets
-    if selected is not None:
-        timestamps = timestamps[selected]
-        counts = np.bincount(log.customer_index[selected], minlength=log.num_customers)
-        offsets = np.concatenate([[0], np.cumsum(counts)])
+    """Selected events (a mask over sorted rows) of each request's customer in [lo, hi)."""
+    timestamps = log.timestamps[selected]
+    counts = np.bincount(log.customer_index[selected], minlength=log.num_customers)
+    offsets = np.concatenate([[0], np.cumsum(counts)])
     known = customer >= 0
     first = np.where(known, offsets[np.maximum(customer, 0)], 0)
     last = np.where(known, offsets[np.maximum(customer, 0) + 1], 0)
