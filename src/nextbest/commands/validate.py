@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from nextbest.data import validate_tables
+from nextbest.errors import NextbestError
 
 DESCRIPTION = """\
 Check events (and optionally customers, decisions, labels) against the data contract.
@@ -41,6 +42,9 @@ def run(args: argparse.Namespace) -> int:
     )
     print(report.render())
     if args.json:
-        args.json.write_text(json.dumps(report.to_dict(), indent=2))
-    failed = bool(report.errors) or (args.strict and bool(report.warnings))
-    return 1 if failed else 0
+        try:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(report.to_dict(args.strict), indent=2))
+        except OSError as exc:
+            raise NextbestError(f"cannot write the JSON report to {args.json}: {exc}") from exc
+    return 0 if report.passed(args.strict) else 1

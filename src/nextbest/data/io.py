@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
@@ -14,14 +17,18 @@ from nextbest.data.text import CATEGORICAL_COLUMNS
 from nextbest.errors import DataContractError
 
 TEXT_DICTIONARY = pa.dictionary(pa.int32(), pa.string())
+PARQUET_MAGIC = b"PAR1"
 CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zst", ".tsv")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
 
 def table_format(path: Path) -> str:
-    """'parquet' or 'csv', from the file name (a directory is a Parquet data set)."""
+    """'parquet' or 'csv': by content for Parquet files (whatever their name), else by file name.
+
+    A directory is a Parquet data set.
+    """
     name = path.name.lower()
-    if path.is_dir() or name.endswith(PARQUET_SUFFIXES):
+    if path.is_dir() or name.endswith(PARQUET_SUFFIXES) or _starts_with(path, PARQUET_MAGIC):
         return "parquet"
     if name.endswith(CSV_SUFFIXES):
         return "csv"
@@ -29,6 +36,11 @@ def table_format(path: Path) -> str:
         f"{path}: unknown table format; expected one of {', '.join(PARQUET_SUFFIXES + CSV_SUFFIXES)} "
         "or a directory of Parquet files"
     )
+
+
+def _starts_with(path: Path, magic: bytes) -> bool:
+    with path.open("rb") as file:
+        return file.read(len(magic)) == magic
 
 
 def read_raw_table(path: str | Path, spec: TableSpec, report: ValidationReport) -> pa.Table:
@@ -65,7 +77,24 @@ def _read_csv(path: Path, spec: TableSpec, report: ValidationReport) -> pa.Table
         return "skip"
 
     delimiter = "\t" if path.name.lower().endswith(".tsv") else ","
-    table = pcsv.read_csv(
+    with _unraisable_exceptions() as undecodable:
+        try:
+            table = _read_csv_table(path, spec, delimiter, on_invalid_row)
+        except pa.ArrowException:
+            if undecodable:
+                raise DataContractError(
+                    f"{spec.name} table {path}: is not UTF-8 text: {undecodable[0]}"
+                ) from None
+            raise
+    if malformed:
+        report.reject(spec.name, None, "malformed CSV lines", len(malformed), malformed[:MAX_EXAMPLES])
+    return table
+
+
+def _read_csv_table(
+    path: Path, spec: TableSpec, delimiter: str, on_invalid_row: Callable[[pcsv.InvalidRow], str]
+) -> pa.Table:
+    return pcsv.read_csv(
         path,
         parse_options=pcsv.ParseOptions(delimiter=delimiter, invalid_row_handler=on_invalid_row),
         convert_options=pcsv.ConvertOptions(
@@ -76,6 +105,24 @@ def _read_csv(path: Path, spec: TableSpec, report: ValidationReport) -> pa.Table
             strings_can_be_null=True,
         ),
     )
-    if malformed:
-        report.reject(spec.name, None, "malformed CSV lines", len(malformed), malformed[:MAX_EXAMPLES])
-    return table
+
+
+@contextmanager
+def _unraisable_exceptions() -> Iterator[list[BaseException]]:
+    """Collect exceptions reported through `sys.unraisablehook` instead of printing their tracebacks.
+
+    pyarrow decodes a malformed line's text before calling the invalid-row handler; when the bytes are
+    not UTF-8 that fails outside any caller and would print a traceback, then abort the read.
+    """
+    caught: list[BaseException] = []
+    previous = sys.unraisablehook
+
+    def collect(unraisable: sys.UnraisableHookArgs) -> None:
+        if unraisable.exc_value is not None:
+            caught.append(unraisable.exc_value)
+
+    sys.unraisablehook = collect
+    try:
+        yield caught
+    finally:
+        sys.unraisablehook = previous

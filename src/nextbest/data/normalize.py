@@ -19,6 +19,7 @@ from nextbest.data.report import MAX_EXAMPLES, Finding, Severity, ValidationRepo
 from nextbest.data.schema import ColumnSpec, ColumnType, TableSpec
 
 UTC_US = pa.timestamp("us", tz="UTC")
+_ZONE_SUFFIX = r"(Z|[+-]\d{2}(:?\d{2})?)$"
 # Parsing is tried on chunks so that a single bad cell only sends its own chunk down the slow path.
 PARSE_CHUNK_ROWS = 65_536
 
@@ -53,18 +54,12 @@ def normalise_table(raw: pa.Table, spec: TableSpec, report: ValidationReport) ->
     """
     report.rows_read[spec.name] = raw.num_rows + report.rows_rejected.get(spec.name, 0)
     if raw.num_rows == 0:
-        report.add(Finding(spec.name, None, Severity.ERROR, "table is empty"))
+        report.unusable(spec.name, None, "table is empty")
         return None
     missing = [c for c in spec.required if c not in raw.column_names]
     if missing:
-        report.add(
-            Finding(
-                spec.name,
-                ", ".join(missing),
-                Severity.ERROR,
-                f"missing required column(s); the table has: {', '.join(raw.column_names)}",
-            )
-        )
+        has = ", ".join(raw.column_names)
+        report.unusable(spec.name, ", ".join(missing), f"missing required column(s); the table has: {has}")
         return None
     columns: dict[str, pa.Array] = {}
     rejected = np.zeros(raw.num_rows, dtype=bool)
@@ -75,14 +70,17 @@ def normalise_table(raw: pa.Table, spec: TableSpec, report: ValidationReport) ->
         try:
             result = normalise_column(original, column)
         except UnusableColumnError as exc:
-            report.add(Finding(spec.name, column.name, Severity.ERROR, str(exc)))
+            report.unusable(spec.name, column.name, str(exc))
             return None
         for problem, mask in result.rejections:
             rows = np.flatnonzero(mask)
             bad_values = original.take(pa.array(rows[:MAX_EXAMPLES])).to_pylist()
-            report.reject(spec.name, column.name, problem, len(rows), row_examples(rows, bad_values))
+            examples = tuple(row_examples(rows, bad_values))
+            report.add(Finding(spec.name, column.name, Severity.ERROR, problem, len(rows), examples))
             rejected |= mask
         columns[column.name] = result.values
+    # A row with several bad cells gets a finding per cell but is one rejected row.
+    report.count_rejected(spec.name, int(rejected.sum()))
     table = raw
     for name, values in columns.items():
         table = table.set_column(table.column_names.index(name), name, values)
@@ -148,11 +146,24 @@ def _parse_iso8601_chunk(chunk: pa.Array) -> pa.Array:
         return pc.cast(pc.cast(chunk, pa.timestamp("us")), UTC_US)
     except pa.ArrowInvalid:
         pass
-    # Mixed zone styles or bad cells: pandas parses each cell on its own (slow, so only for this chunk).
-    parsed = pd.to_datetime(
-        pd.Series(chunk.to_pylist(), dtype=object), utc=True, format="ISO8601", errors="coerce"
-    )
-    return pa.array(parsed, type=UTC_US, from_pandas=True)
+    return _parse_iso8601_cells(chunk)
+
+
+def _parse_iso8601_cells(chunk: pa.Array) -> pa.Array:
+    """Slow path for a chunk with mixed zone styles or bad cells: each cell parsed on its own.
+
+    Cells with and without a zone offset are parsed apart because pandas carries one cell's offset
+    over to the naive cells after it. RFC 3339 allows a lower-case 't' and 'z'.
+    """
+    text = pc.utf8_upper(pc.utf8_trim_whitespace(chunk))
+    has_offset = np.asarray(pc.match_substring_regex(text, _ZONE_SUFFIX).fill_null(False), dtype=bool)
+    cells = np.asarray(text.to_pylist(), dtype=object)
+    parsed = np.full(len(cells), np.datetime64("NaT"), dtype="datetime64[us]")
+    for group in (has_offset, ~has_offset):
+        if group.any():
+            times = pd.to_datetime(pd.Series(cells[group]), utc=True, format="ISO8601", errors="coerce")
+            parsed[group] = times.dt.tz_convert(None).to_numpy(dtype="datetime64[us]")
+    return pc.cast(pa.array(parsed, from_pandas=True), UTC_US)
 
 
 def _float(values: pa.Array) -> Normalised:

@@ -54,6 +54,7 @@ class ValidationReport:
     findings: list[Finding] = field(default_factory=list)
     rows_read: dict[str, int] = field(default_factory=dict)
     rows_rejected: dict[str, int] = field(default_factory=dict)
+    unusable_tables: set[str] = field(default_factory=set)
 
     @property
     def errors(self) -> list[Finding]:
@@ -71,30 +72,48 @@ class ValidationReport:
     ) -> None:
         """Record rows removed from `table` (they are counted, never dropped silently)."""
         self.add(Finding(table, column, Severity.ERROR, problem, rows, tuple(examples[:MAX_EXAMPLES])))
+        self.count_rejected(table, rows)
+
+    def count_rejected(self, table: str, rows: int) -> None:
+        """Add `rows` to the rows removed from `table` (whose findings were recorded separately)."""
+        if rows == 0:
+            return
         self.rows_rejected[table] = self.rows_rejected.get(table, 0) + rows
 
-    def merge(self, other: ValidationReport) -> None:
-        self.findings += other.findings
-        self.rows_read.update(other.rows_read)
-        for table, rows in other.rows_rejected.items():
-            self.rows_rejected[table] = self.rows_rejected.get(table, 0) + rows
+    def unusable(self, table: str, column: str | None, problem: str) -> None:
+        """Record that `table` cannot be used at all: every row read counts as rejected."""
+        self.add(Finding(table, column, Severity.ERROR, problem))
+        self.unusable_tables.add(table)
+        if table in self.rows_read:
+            self.rows_rejected[table] = self.rows_read[table]
 
     def render(self) -> str:
         """A human-readable report: one line per table, then one per finding."""
         lines = []
+        for table in sorted(self.unusable_tables - self.rows_read.keys()):
+            lines.append(f"{table}: unusable")
         for table, read in self.rows_read.items():
             rejected = self.rows_rejected.get(table, 0)
-            lines.append(f"{table}: {read:,} rows read, {read - rejected:,} accepted, {rejected:,} rejected")
+            unusable = " (table unusable)" if table in self.unusable_tables else ""
+            lines.append(
+                f"{table}: {read:,} rows read, {read - rejected:,} accepted, {rejected:,} rejected{unusable}"
+            )
         lines += [str(f) for f in self.findings]
         if not self.findings:
             lines.append("all tables meet the data contract")
         return "\n".join(lines)
 
-    def to_dict(self) -> dict[str, Any]:
+    def passed(self, strict: bool = False) -> bool:
+        """No errors (and, when `strict`, no warnings either)."""
+        return not self.errors and not (strict and self.warnings)
+
+    def to_dict(self, strict: bool = False) -> dict[str, Any]:
         return {
-            "ok": not self.errors,
+            "ok": self.passed(strict),
+            "strict": strict,
             "rows_read": self.rows_read,
             "rows_rejected": self.rows_rejected,
+            "unusable_tables": sorted(self.unusable_tables),
             "findings": [f.to_dict() for f in self.findings],
         }
 

@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 from nextbest.data.events import EventLog
 from nextbest.data.io import read_raw_table
 from nextbest.data.normalize import normalise_table
-from nextbest.data.report import Finding, Severity, ValidationReport, row_examples
+from nextbest.data.report import MAX_EXAMPLES, Finding, Severity, ValidationReport, row_examples
 from nextbest.data.schema import CUSTOMERS, DECISIONS, EVENTS, LABELS, TableSpec
 from nextbest.errors import DataContractError
 
@@ -69,8 +69,8 @@ def validate_tables(
             else:
                 customer_sets[spec.name] = load_table(source, spec, report).column("customer_id")
         except DataContractError as exc:
-            if not any(f.table == spec.name for f in report.errors):
-                report.add(Finding(spec.name, None, Severity.ERROR, str(exc)))
+            if spec.name not in report.unusable_tables:
+                report.unusable(spec.name, None, str(exc))
     _report_customers_without_events(customer_sets, report)
     return report
 
@@ -78,7 +78,8 @@ def validate_tables(
 def _normalised_or_raise(source: TableSource, spec: TableSpec, report: ValidationReport) -> pa.Table:
     raw = source if isinstance(source, pa.Table) else read_raw_table(source, spec, report)
     if spec is LABELS and not {"conversion", "churn"} & set(raw.column_names):
-        report.add(Finding(spec.name, None, Severity.ERROR, "needs a `conversion` or a `churn` column"))
+        report.rows_read[spec.name] = raw.num_rows
+        report.unusable(spec.name, None, "needs a `conversion` or a `churn` column")
         raise DataContractError(_unusable_message(source, spec, report))
     table = normalise_table(raw, spec, report)
     if table is None:
@@ -100,12 +101,14 @@ def _reject_repeated_keys(table: pa.Table, spec: TableSpec, report: ValidationRe
         return table
     rows = np.flatnonzero(repeated)
     what = f"repeated {', '.join(key)}" if key else "duplicate rows (identical in every column)"
+    shown = table.select(columns).take(pa.array(rows[:MAX_EXAMPLES])).to_pylist()
+    values = [", ".join(str(v) for v in row.values()) for row in shown]
     report.reject(
         spec.name,
         ", ".join(key) if key else None,
         f"{what}; the first is kept",
         len(rows),
-        row_examples(rows),
+        row_examples(rows, values),
     )
     return table.filter(pa.array(~repeated))
 
