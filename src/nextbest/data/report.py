@@ -125,4 +125,7 @@ def row_examples(
     rows = list(row_numbers[:MAX_EXAMPLES])
     if values is None:
         return [f"row {int(r) + 1}" for r in rows]
-    return [f"row {int(r) + 1}: {v!r}" for r, v in zip(rows, values[:MAX_EXAMPLES], strict=False)]
+    return [
+        f"row {int(r) + 1}" if v is None else f"row {int(r) + 1}: {v!r}"
+        for r, v in zip(rows, values[:MAX_EXAMPLES], strict=False)
+    ]
