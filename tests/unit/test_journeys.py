@@ -12,12 +12,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nextbest.data import CUSTOMERS, DECISIONS, load_events, load_table
+from nextbest.data import CUSTOMERS, DECISIONS, LABELS, load_events, load_table
 from nextbest.journeys import (
     JourneyConfig,
     JourneyEncoder,
     LabelRules,
     Vocabulary,
+    labels_from_frame,
     labels_from_rules,
     requests_at_cutoffs,
     requests_at_end,
@@ -184,6 +185,15 @@ def test_rule_labels_reproduce_the_simulated_outcomes() -> None:
     np.testing.assert_array_equal(labels["churn"], decisions.column("churned").to_numpy())
 
 
+def test_label_frame_outcomes_become_float_labels_with_nan_for_missing() -> None:
+    frame = load_table(
+        pa.table({"customer_id": ["a", "b", "c"], "as_of": ["2026-01-01"] * 3, "churn": [1, None, 0]}), LABELS
+    )
+    labels = labels_from_frame(frame)
+    np.testing.assert_array_equal(labels["churn"], [1.0, np.nan, 0.0])
+    assert np.isnan(labels["conversion"]).all()  # no conversion column: unknown for every row
+
+
 def test_churn_event_rule_counts_only_that_event() -> None:
     log = load_events(events_table([("a", 0, "page_view"), ("a", 30, "complaint"), ("b", 0, "page_view")]))
     as_of = np.array([log.timestamps[0] + HOUR] * 2)
@@ -223,6 +233,7 @@ def test_profile_features_cover_categories_numbers_tenure_and_missing_customers(
     requests = requests_table([("a", 100), ("b", 100), ("z", 100)], pc_min_timestamp(log.to_table()))
     batch = encoder.encode(log, requests, customers).batch()
     segment = encoder.profile.categorical["segment"]
+    assert encoder.profile.categorical_sizes == [len(segment)]
     assert batch["profile_categorical"][:, 0].tolist() == [
         segment.encode(pa.array(["gold"]))[0],
         segment.encode(pa.array(["silver"]))[0],

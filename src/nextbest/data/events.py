@@ -49,10 +49,6 @@ class EventLog:
         """For every sorted event, the index of its customer in `customer_ids` (int32)."""
         return np.repeat(np.arange(self.num_customers, dtype=np.int32), np.diff(self.offsets))
 
-    def column(self, name: str) -> pa.Array:
-        """One column of the events in sorted order."""
-        return self.source.column(name).combine_chunks().take(pa.array(self.order))
-
     def sorted_values(self, values: np.ndarray) -> np.ndarray:
         """Put per-row values computed on `source` (e.g. vocabulary codes) into sorted order."""
         sorted_values: np.ndarray = values[self.order]
