@@ -1,0 +1,146 @@
+"""`nextbest train`: every config instantiates, a fast_dev_run goes through the real CLI in-process, and
+bad configs fail before training with a message."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import mlflow
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from nextbest.cli import main
+from nextbest.simulate import SimulationConfig, simulate, write_world
+from nextbest_training.cli import NextbestCLI, trainer_defaults
+from nextbest_training.data import JourneyDataModule
+from nextbest_training.module import JourneyModule
+from tests.conftest import REPO_ROOT
+
+CONFIGS = sorted((REPO_ROOT / "configs").glob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small simulated world, plus a label frame and a user_id profile column for label-based configs."""
+    out = tmp_path_factory.mktemp("world")
+    simulated = simulate(SimulationConfig(n_customers=300, seed=1))
+    write_world(simulated, out)
+    decisions = simulated.decisions
+    labels = pa.table(
+        {
+            "customer_id": decisions.column("customer_id"),
+            "as_of": decisions.column("timestamp"),
+            "conversion": decisions.column("converted"),
+        }
+    )
+    pq.write_table(
+        labels.slice(0, len(set(labels.column("customer_id").to_pylist()))), out / "labels.parquet"
+    )
+    customers = simulated.customers
+    user = pa.array([f"u{i // 2}" for i in range(customers.num_rows)])
+    pq.write_table(customers.append_column("user_id", user), out / "customers_with_users.parquet")
+    return out
+
+
+@pytest.fixture(autouse=True)
+def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)  # checkpoints and config dumps land here
+    monkeypatch.setattr(sys, "argv", ["nextbest"])  # LightningCLI compares its args with sys.argv
+
+
+def data_args(world: Path, config: Path) -> list[str]:
+    """Point a config's data section at the small world."""
+    args = ["--data.events", str(world / "events.parquet")]
+    if config.name == "criteo.yaml":
+        return [
+            *args,
+            "--data.customers",
+            str(world / "customers_with_users.parquet"),
+            "--data.labels",
+            str(world / "labels.parquet"),
+        ]
+    return [
+        *args,
+        "--data.customers",
+        str(world / "customers.parquet"),
+        "--data.decisions",
+        str(world / "decisions.parquet"),
+    ]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[c.name for c in CONFIGS])
+def test_every_config_instantiates(config: Path, world: Path) -> None:
+    cli = NextbestCLI(
+        JourneyModule,
+        JourneyDataModule,
+        args=["--config", str(config), *data_args(world, config)],
+        run=False,
+        trainer_defaults=trainer_defaults(),
+    )
+    assert isinstance(cli.model, JourneyModule)
+    assert cli.datamodule.num_actions == (0 if config.name == "criteo.yaml" else 6)
+    assert cli.model.network.config.event_type_vocab == cli.datamodule.event_type_vocab
+
+
+@pytest.mark.slow
+def test_fast_dev_run_through_the_cli(world: Path) -> None:
+    config = REPO_ROOT / "configs" / "demo.yaml"
+    rc = main(["train", "--config", str(config), *data_args(world, config), "--trainer.fast_dev_run", "2"])
+    assert rc == 0
+
+
+@pytest.mark.slow
+def test_an_epoch_is_tracked_in_mlflow(world: Path, tmp_path: Path) -> None:
+    """A real (short) run logs its resolved config, parameters and namespaced metrics."""
+    config = REPO_ROOT / "configs" / "demo.yaml"
+    limits = [
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "2",
+        "--trainer.limit_val_batches",
+        "2",
+        "--trainer.log_every_n_steps",
+        "1",
+    ]
+    assert main(["train", "--config", str(config), *data_args(world, config), *limits]) == 0
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("nextbest").experiment_id])
+    assert "val/loss" in run.data.metrics
+    assert "test/action_conversion/auroc" in run.data.metrics
+    assert run.data.params["learning_rate"] == "0.002"
+    artifacts = [a.path for a in client.list_artifacts(run.info.run_id)]
+    assert "config.yaml" in artifacts
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (["--data.no_such_key", "1"], "no_such_key"),
+        (["--data.batch_size", "many"], "batch_size"),
+        (["--model.network.init_args.config.d_model", "-8"], "d_model"),
+    ],
+    ids=["unknown-key", "wrong-type", "bad-value"],
+)
+def test_bad_configs_fail_with_a_message(
+    override: list[str], message: str, world: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = REPO_ROOT / "configs" / "demo.yaml"
+    try:
+        status = main(["train", "--config", str(config), *data_args(world, config), *override])
+    except SystemExit as exit_:  # the config parser's own usage errors
+        status = exit_.code
+    assert status not in (0, None)
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_missing_data_file_is_a_message(world: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = REPO_ROOT / "configs" / "demo.yaml"
+    rc = main(["train", "--config", str(config), "--data.events", str(world / "absent.parquet")])
+    assert rc == 1
+    assert "absent.parquet" in capsys.readouterr().err

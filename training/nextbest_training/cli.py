@@ -1,0 +1,108 @@
+"""`nextbest train --config FILE [--section.key VALUE ...]`: a LightningCLI config run.
+
+The constructor signatures of `JourneyModule`, the network and `JourneyDataModule` are the config
+schema; the data-given sizes of the network (vocabularies, profile width, number of actions) are
+linked from the DataModule, so configs only hold what a person chooses.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import MLFlowLogger
+
+from nextbest_training.data import JourneyDataModule
+from nextbest_training.module import JourneyModule
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+# LightningCLI itself calls jsonargparse APIs that jsonargparse now deprecates; users can do nothing about it.
+os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
+# Sizes the network cannot know before the data is read.
+LINKED_SIZES = (
+    "event_type_vocab",
+    "channel_vocab",
+    "action_vocab",
+    "profile_categorical_sizes",
+    "profile_numeric_dim",
+    "history_dim",
+    "num_actions",
+    "max_events",
+)
+
+
+class SaveConfigToMlflow(SaveConfigCallback):
+    """Stores the resolved config with the MLflow run (the MLflow logger has no local log directory)."""
+
+    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        logger = trainer.logger
+        if isinstance(logger, MLFlowLogger) and logger.run_id is not None:
+            config = self.parser.dump(self.config, skip_none=False)
+            logger.experiment.log_text(logger.run_id, config, "config.yaml")
+
+
+class NextbestCLI(LightningCLI):
+    """LightningCLI with the data-to-network links."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        for size in LINKED_SIZES:
+            parser.link_arguments(
+                f"data.{size}", f"model.network.init_args.config.{size}", apply_on="instantiate"
+            )
+
+
+def trainer_defaults() -> dict[str, Any]:
+    """CPU training with early stopping on the validation loss, tracked in MLflow."""
+    return {
+        "accelerator": "cpu",
+        "max_epochs": 20,
+        # Persistent callbacks: every run stops early and keeps its best checkpoint.
+        "callbacks": [
+            EarlyStopping(monitor="val/loss", patience=3),
+            ModelCheckpoint(monitor="val/loss", save_top_k=1),
+        ],
+        "logger": {
+            "class_path": "lightning.pytorch.loggers.MLFlowLogger",
+            "init_args": {
+                "experiment_name": "nextbest",
+                "tracking_uri": os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI),
+            },
+        },
+    }
+
+
+def train(args: Sequence[str]) -> int:
+    """Fit, then test the best checkpoint on the held-out groups."""
+    with _command_line("nextbest train", args):
+        cli = NextbestCLI(
+            JourneyModule,
+            JourneyDataModule,
+            run=False,
+            seed_everything_default=0,
+            trainer_defaults=trainer_defaults(),
+            save_config_callback=SaveConfigToMlflow,
+            save_config_kwargs={"save_to_log_dir": False},
+        )
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    if len(cli.datamodule.prepared.splits["test"]):
+        checkpoint = "best" if cli.trainer.checkpoint_callback and not cli.trainer.fast_dev_run else None
+        cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=checkpoint)
+    return 0
+
+
+@contextmanager
+def _command_line(program: str, args: Sequence[str]) -> Iterator[None]:
+    """Present `args` as the process's command line: LightningCLI reads `sys.argv` (and names the
+    program after it in its help), and warns when given arguments that differ from it."""
+    saved = sys.argv
+    sys.argv = [program, *args]
+    try:
+        yield
+    finally:
+        sys.argv = saved

@@ -1,0 +1,144 @@
+"""The LightningModule: losses, metrics, logging and the optimiser around a journey network.
+
+The network (a pure `nn.Module` from the core) is a constructor argument, so its architecture is
+configured on its own and this class stays about training.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics import MeanMetric, MeanSquaredError, MetricCollection
+from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision, BinaryCalibrationError
+
+from nextbest.model.losses import journey_losses
+
+# Each head, the output it reads and whether it is scored at the action taken (decision rows) or at a
+# plain cutoff (rows without a decision).
+HEADS: dict[str, tuple[str, str, bool]] = {
+    "conversion": ("conversion_logit", "conversion", False),
+    "churn": ("churn_logit", "churn", False),
+    "action_conversion": ("action_conversion_logit", "conversion", True),
+    "action_churn": ("action_churn_logit", "churn", True),
+}
+STAGES = ("train", "val", "test")
+
+
+def _head_metrics() -> MetricCollection:
+    return MetricCollection(
+        {
+            "auroc": BinaryAUROC(),
+            "average_precision": BinaryAveragePrecision(),
+            "brier": MeanSquaredError(),
+            "ece": BinaryCalibrationError(n_bins=15),
+            "log_loss": MeanMetric(),
+        }
+    )
+
+
+class JourneyModule(L.LightningModule):
+    """Trains a journey network on conversion and churn, at cutoffs and conditioned on actions.
+
+    Args:
+        network: the journey network (e.g. `nextbest.model.JourneyNetwork`).
+        learning_rate: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+    """
+
+    def __init__(self, network: nn.Module, learning_rate: float = 1e-3, weight_decay: float = 1e-4) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["network"])
+        self.network = network
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        # Keyed "<stage>_metrics": a bare "train" would shadow nn.Module.train.
+        self.metrics = nn.ModuleDict(
+            {f"{stage}_metrics": nn.ModuleDict({head: _head_metrics() for head in HEADS}) for stage in STAGES}
+        )
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self.network(batch)  # type: ignore[no-any-return]
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+        outputs = self(batch)
+        losses = journey_losses(outputs, batch)
+        size = len(batch["length"])
+        for name, value in losses.items():
+            self.log(
+                f"{stage}/loss" if name == "total" else f"{stage}/{name}/bce",
+                value,
+                batch_size=size,
+                on_step=False,
+                on_epoch=True,
+                prog_bar=name == "total",
+            )
+        self._update_metrics(outputs, batch, stage)
+        return losses["total"]
+
+    def _update_metrics(
+        self, outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], stage: str
+    ) -> None:
+        for head, (output, label, at_action) in HEADS.items():
+            logits, labels = head_predictions(
+                outputs[output], batch[label], batch["decision_action"], at_action
+            )
+            if labels.numel() == 0:
+                continue
+            probabilities = torch.sigmoid(logits.detach())
+            metrics = self.metrics[f"{stage}_metrics"][head]
+            for name, metric in metrics.items():
+                if name == "log_loss":
+                    loss = nn.functional.binary_cross_entropy_with_logits(
+                        logits.detach(), labels, reduction="none"
+                    )
+                    metric.update(loss)
+                else:
+                    metric.update(
+                        probabilities,
+                        labels.long() if name in ("auroc", "average_precision", "ece") else labels,
+                    )
+
+    def _log_epoch_metrics(self, stage: str) -> None:
+        for head, metrics in self.metrics[f"{stage}_metrics"].items():
+            for name, metric in metrics.items():
+                if metric.update_called:
+                    self.log(f"{stage}/{head}/{name}", metric.compute())
+                metric.reset()
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch_metrics("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_metrics("test")
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
+
+
+def head_predictions(
+    logits: torch.Tensor, labels: torch.Tensor, decision_action: torch.Tensor, at_action: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A head's logits and labels on the rows it is scored on, with unknown labels left out.
+
+    Action heads are read at the action taken (decision rows); cutoff heads on rows without a decision.
+    """
+    rows = decision_action >= 0 if at_action else decision_action < 0
+    if at_action:
+        if logits.shape[1] == 0:  # no candidate actions (data without decisions)
+            return logits.new_zeros(0), labels.new_zeros(0)
+        logits = logits.gather(1, decision_action.clamp(min=0).unsqueeze(1)).squeeze(1)  # [B, A] -> [B]
+    known = rows & ~torch.isnan(labels)
+    return logits[known], labels[known]
