@@ -29,6 +29,9 @@ demo: install
 	$(BIN)/nextbest simulate --customers 20000 --seed 7 --out $(DEMO_DIR)/world
 	$(BIN)/nextbest validate --events $(DEMO_DIR)/world/events.parquet \
 		--customers $(DEMO_DIR)/world/customers.parquet --decisions $(DEMO_DIR)/world/decisions.parquet
+	$(BIN)/nextbest train --config configs/demo.yaml \
+		--data.events $(DEMO_DIR)/world/events.parquet --data.customers $(DEMO_DIR)/world/customers.parquet \
+		--data.decisions $(DEMO_DIR)/world/decisions.parquet
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -62,6 +63,8 @@ def trainer_defaults() -> dict[str, Any]:
     return {
         "accelerator": "cpu",
         "max_epochs": 20,
+        # The MLflow logger has no local folder of its own: checkpoints go to checkpoints/<experiment>/<run>.
+        "default_root_dir": "checkpoints",
         # Persistent callbacks: every run stops early and keeps its best checkpoint.
         "callbacks": [
             EarlyStopping(monitor="val/loss", patience=3),
@@ -79,6 +82,8 @@ def trainer_defaults() -> dict[str, Any]:
 
 def train(args: Sequence[str]) -> int:
     """Fit, then test the best checkpoint on the held-out groups."""
+    # Raised inside Lightning by torch 2.13 on every step; nothing a user can act on.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     with _command_line("nextbest train", args):
         cli = NextbestCLI(
             JourneyModule,

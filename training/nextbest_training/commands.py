@@ -17,6 +17,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "train",
         help="train a model from a config run (LightningCLI), tracked in MLflow",
         description=DESCRIPTION,
+        usage="nextbest train --config FILE [--section.key VALUE ...]",
         add_help=False,  # --help goes to LightningCLI, which knows every option
     )
     parser.set_defaults(handler=run, passes_through=True)
