@@ -271,5 +271,7 @@ def test_request_builders() -> None:
     ]
     cutoff = datetime(2026, 1, 6, tzinfo=UTC)  # 24 h after the first event: only a is active by then
     assert requests_at_cutoffs(log, [cutoff]).column("customer_id").to_pylist() == ["a"]
+    naive = requests_at_cutoffs(log, [cutoff.replace(tzinfo=None)])  # a naive cutoff is UTC, as in the data
+    assert naive.equals(requests_at_cutoffs(log, [cutoff]))
     journeys = JourneyEncoder.fit(log).encode(log, requests_at_end(log))
     assert journeys.batch()["length"].tolist() == [2, 1]

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pyarrow as pa
 
 from nextbest.data.events import EventLog
 from nextbest.data.normalize import UTC_US
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def requests_at_end(log: EventLog) -> pa.Table:
@@ -23,10 +25,16 @@ def requests_at_cutoffs(log: EventLog, cutoffs: Sequence[datetime]) -> pa.Table:
     first = log.timestamps[log.offsets[:-1]]
     parts = []
     for cutoff in cutoffs:
-        micros = int(cutoff.timestamp() * 1_000_000)
+        micros = epoch_micros(cutoff)
         active = np.flatnonzero(first < micros)
         parts.append(_requests(log.customer_ids.take(pa.array(active)), np.full(len(active), micros)))
     return pa.concat_tables(parts) if parts else _requests(pa.array([], pa.string()), np.array([], np.int64))
+
+
+def epoch_micros(instant: datetime) -> int:
+    """Microseconds since the Unix epoch, exactly; a naive datetime is taken as UTC (like the data)."""
+    aware = instant if instant.tzinfo is not None else instant.replace(tzinfo=UTC)
+    return (aware - EPOCH) // timedelta(microseconds=1)
 
 
 def _requests(customer_ids: pa.Array, as_of_micros: np.ndarray) -> pa.Table:
