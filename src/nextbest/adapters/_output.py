@@ -18,9 +18,6 @@ import pyarrow.parquet as pq
 from nextbest import __version__
 from nextbest.errors import DataContractError, NextbestError
 
-#: The physical type of every contract timestamp written by the adapters.
-TIMESTAMP_TYPE = pa.timestamp("us", tz="UTC")
-
 LABEL_COLUMNS = ("conversion", "churn")
 #: How many offending line numbers an error message quotes.
 MAX_EXAMPLES = 5

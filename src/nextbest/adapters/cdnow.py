@@ -45,13 +45,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from nextbest.adapters._output import (
-    TIMESTAMP_TYPE,
     ConvertedDataset,
     base_provenance,
     read_source,
     row_problems_error,
     source_provenance,
 )
+from nextbest.data.schema import UTC_US
 from nextbest.errors import DataContractError
 
 NAME = "cdnow"
@@ -158,7 +158,7 @@ def _convert(path: Path, data: bytes, rows: pd.DataFrame) -> ConvertedDataset:
     events = pa.table(
         {
             "customer_id": pa.array(rows["customer_id"].to_numpy(), pa.string()),
-            "timestamp": pa.array(dates, TIMESTAMP_TYPE),
+            "timestamp": pa.array(dates, UTC_US),
             "event_type": pa.repeat(pa.scalar("purchase", pa.string()), n),
             "channel": pa.repeat(pa.scalar("web", pa.string()), n),
             "action": pa.nulls(n, pa.string()),
@@ -177,8 +177,8 @@ def _convert(path: Path, data: bytes, rows: pd.DataFrame) -> ConvertedDataset:
 
 def _labels(events: pa.Table) -> tuple[pa.Table, int]:
     """The holdout label frame, and how many customers it leaves out (no purchase before the cutoff)."""
-    cutoff = pa.scalar(CUTOFF, TIMESTAMP_TYPE)
-    holdout_end = pa.scalar(HOLDOUT_END, TIMESTAMP_TYPE)
+    cutoff = pa.scalar(CUTOFF, UTC_US)
+    holdout_end = pa.scalar(HOLDOUT_END, UTC_US)
     ts = events["timestamp"]
     calibrated = pc.unique(events.filter(pc.less(ts, cutoff))["customer_id"])
     in_holdout = pc.and_(pc.greater_equal(ts, cutoff), pc.less(ts, holdout_end))

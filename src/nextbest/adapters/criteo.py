@@ -48,13 +48,13 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from nextbest.adapters._output import (
-    TIMESTAMP_TYPE,
     ConvertedDataset,
     base_provenance,
     read_source,
     row_problems_error,
     source_provenance,
 )
+from nextbest.data.schema import UTC_US
 from nextbest.errors import DataContractError
 
 NAME = "criteo_attribution"
@@ -285,7 +285,7 @@ def _customer_ids(users: IntArray) -> pa.Array:
 
 def _to_timestamp(seconds: IntArray) -> pa.Array:
     origin_us = int(TIME_ORIGIN.timestamp()) * _US_PER_S
-    return pa.array(seconds * _US_PER_S + origin_us, pa.int64()).cast(TIMESTAMP_TYPE)
+    return pa.array(seconds * _US_PER_S + origin_us, pa.int64()).cast(UTC_US)
 
 
 def _event_rows(

@@ -16,9 +16,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from nextbest.data.report import MAX_EXAMPLES, Finding, Severity, ValidationReport, row_examples
-from nextbest.data.schema import ColumnSpec, ColumnType, TableSpec
+from nextbest.data.schema import UTC_US, ColumnSpec, ColumnType, TableSpec
 
-UTC_US = pa.timestamp("us", tz="UTC")
 _ZONE_SUFFIX = r"(Z|[+-]\d{2}(:?\d{2})?)$"
 # Parsing is tried on chunks so that a single bad cell only sends its own chunk down the slow path.
 PARSE_CHUNK_ROWS = 65_536

@@ -8,6 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+import pyarrow as pa
+
+# Every time in nextbest is an instant in UTC, held as int64 microseconds since the Unix epoch.
+UTC_US = pa.timestamp("us", tz="UTC")
+MICROS_PER_HOUR = 3_600 * 1_000_000
+MICROS_PER_DAY = 24 * MICROS_PER_HOUR
+
 
 class ColumnType(Enum):
     """Logical column types; readers normalise physical types (int ids, ISO strings, ...) to these."""

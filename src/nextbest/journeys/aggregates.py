@@ -19,12 +19,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from nextbest.data.events import EventLog
+from nextbest.data.schema import MICROS_PER_DAY, MICROS_PER_HOUR
 from nextbest.data.text import dictionary_codes
 from nextbest.journeys.vocab import PAD, Vocabulary
 from nextbest.journeys.windows import segmented_searchsorted
 
-MICROS_PER_HOUR = 3_600 * 1_000_000
-MICROS_PER_DAY = 24 * MICROS_PER_HOUR
 TOKEN_COLUMNS = ("event_type", "channel", "action")
 # Columns whose distinct (non-null) values are counted exactly, not through the truncated vocabulary.
 DISTINCT_COLUMNS = ("channel", "action")

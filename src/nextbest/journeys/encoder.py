@@ -16,12 +16,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from nextbest.data.events import EventLog
+from nextbest.data.schema import MICROS_PER_DAY, MICROS_PER_HOUR
 from nextbest.journeys.profile import ProfileEncoder
 from nextbest.journeys.vocab import PAD, Vocabulary
 from nextbest.journeys.windows import Windows, history_windows
 
-MICROS_PER_HOUR = 3_600 * 1_000_000
-MICROS_PER_DAY = 24 * MICROS_PER_HOUR
 TOKEN_COLUMNS = ("event_type", "channel", "action")
 # History aggregates per request: a model sees these even when truncation hides old events.
 HISTORY_FEATURES = ("log_events_before", "log_days_since_last", "log_days_since_first", "has_history")

@@ -21,9 +21,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from nextbest.data.events import EventLog
-from nextbest.data.normalize import UTC_US
+from nextbest.data.schema import MICROS_PER_DAY, UTC_US
 from nextbest.journeys.labels import (
-    MICROS_PER_DAY,
     OUTCOMES,
     LabelRules,
     labels_from_frame,

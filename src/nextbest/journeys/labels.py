@@ -13,10 +13,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from nextbest.data.events import EventLog
+from nextbest.data.schema import MICROS_PER_DAY
 from nextbest.data.text import equals_mask
 from nextbest.journeys.windows import segmented_searchsorted
 
-MICROS_PER_DAY = 86_400 * 1_000_000
 OUTCOMES = ("conversion", "churn")
 # Touches the business initiates: they show nothing about whether the customer is still around.
 BUSINESS_TOUCHES = ("email_sent", "push_sent", "sms_sent", "offer_shown", "ad_impression", "outbound_call")

@@ -9,9 +9,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from nextbest.data.schema import MICROS_PER_DAY
 from nextbest.journeys.vocab import MISSING, Vocabulary
-
-MICROS_PER_DAY = 86_400 * 1_000_000
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 
 from nextbest.data.events import EventLog
-from nextbest.data.normalize import UTC_US
+from nextbest.data.schema import UTC_US
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
