@@ -71,19 +71,13 @@ class JourneyModule(L.LightningModule):
 
     def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
         outputs = self(batch)
-        losses = journey_losses(outputs, batch)
+        loss = journey_losses(outputs, batch)["total"]
+        # Per-head log losses are epoch metrics (`<stage>/<head>/log_loss`), over the rows each head scores;
+        # a per-batch loss of a head with no rows in the batch would read as a misleading 0.
         size = len(batch["length"])
-        for name, value in losses.items():
-            self.log(
-                f"{stage}/loss" if name == "total" else f"{stage}/{name}/bce",
-                value,
-                batch_size=size,
-                on_step=False,
-                on_epoch=True,
-                prog_bar=name == "total",
-            )
+        self.log(f"{stage}/loss", loss, batch_size=size, on_step=False, on_epoch=True, prog_bar=True)
         self._update_metrics(outputs, batch, stage)
-        return losses["total"]
+        return loss
 
     def _update_metrics(
         self, outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], stage: str
