@@ -88,19 +88,15 @@ class JourneyModule(L.LightningModule):
             )
             if labels.numel() == 0:
                 continue
-            probabilities = torch.sigmoid(logits.detach())
+            logits = logits.detach()
+            probabilities = torch.sigmoid(logits)
             metrics = self.metrics[f"{stage}_metrics"][head]
-            for name, metric in metrics.items():
-                if name == "log_loss":
-                    loss = nn.functional.binary_cross_entropy_with_logits(
-                        logits.detach(), labels, reduction="none"
-                    )
-                    metric.update(loss)
-                else:
-                    metric.update(
-                        probabilities,
-                        labels.long() if name in ("auroc", "average_precision", "ece") else labels,
-                    )
+            for name in ("auroc", "average_precision", "ece"):
+                metrics[name].update(probabilities, labels.long())
+            metrics["brier"].update(probabilities, labels)
+            metrics["log_loss"].update(
+                nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+            )
 
     def _log_epoch_metrics(self, stage: str) -> None:
         for head, metrics in self.metrics[f"{stage}_metrics"].items():
