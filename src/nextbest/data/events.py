@@ -54,6 +54,16 @@ class EventLog:
         sorted_values: np.ndarray = values[self.order]
         return sorted_values
 
+    @cached_property
+    def values(self) -> tuple[np.ndarray, np.ndarray]:
+        """The monetary `value` of every sorted event (float64, 0 where null) and whether it is present."""
+        if "value" not in self.source.column_names:
+            return np.zeros(self.num_events), np.zeros(self.num_events, dtype=bool)
+        column = pc.cast(self.source.column("value").combine_chunks(), pa.float64())
+        present = np.asarray(pc.is_valid(column), dtype=bool)
+        values = np.asarray(column.fill_null(0.0), dtype=np.float64)
+        return self.sorted_values(values), self.sorted_values(present)
+
     def to_table(self) -> pa.Table:
         """The whole events table in sorted order (copies every column)."""
         return self.source.take(pa.array(self.order))

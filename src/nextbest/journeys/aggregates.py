@@ -16,13 +16,12 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from nextbest.data.events import EventLog
 from nextbest.data.schema import MICROS_PER_DAY, MICROS_PER_HOUR
 from nextbest.data.text import dictionary_codes
 from nextbest.journeys.vocab import PAD, Vocabulary
-from nextbest.journeys.windows import segmented_searchsorted
+from nextbest.journeys.windows import customer_segments, segmented_searchsorted
 
 TOKEN_COLUMNS = ("event_type", "channel", "action")
 # Columns whose distinct (non-null) values are counted exactly, not through the truncated vocabulary.
@@ -147,7 +146,7 @@ class AggregateFeaturizer:
 
     def _event_columns(self, log: EventLog) -> _EventColumns:
         timestamps = log.timestamps
-        values, has_value = _values(log)
+        values, has_value = log.values
         return _EventColumns(
             timestamps=timestamps,
             codes={n: log.sorted_values(v.encode(_column(log, n))) for n, v in self.vocabularies.items()},
@@ -182,25 +181,11 @@ def _token_names(vocab: Vocabulary) -> list[str]:
     return vocab.decode(np.arange(PAD + 1, len(vocab)))
 
 
-def _values(log: EventLog) -> tuple[np.ndarray, np.ndarray]:
-    """The monetary value (0 where null) and whether it is present, float64, in sorted order."""
-    if "value" not in log.source.column_names:
-        return np.zeros(log.num_events), np.zeros(log.num_events, dtype=bool)
-    column = pc.cast(log.source.column("value").combine_chunks(), pa.float64())
-    has_value = np.asarray(pc.is_valid(column), dtype=bool)
-    values = np.asarray(column.fill_null(0.0), dtype=np.float64)
-    return log.sorted_values(values), log.sorted_values(has_value)
-
-
 def _full_history(log: EventLog, customer: np.ndarray, as_of: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rows `first:end` of each request's customer strictly before `as_of` (empty for unknown customers)."""
-    known = customer >= 0
-    index = np.where(known, customer, 0)
-    # `index + 1` is clipped only for a log without customers, where no request is known.
-    first = np.where(known, log.offsets[index], 0)
-    last = np.where(known, log.offsets[np.minimum(index + 1, log.num_customers)], 0)
+    first, last = customer_segments(log.offsets, customer)
     end = segmented_searchsorted(log.timestamps, first, last, as_of, side="left")
-    return first.astype(np.int64), end
+    return first, end
 
 
 def _chunk_bounds(lengths: np.ndarray, max_rows: int) -> list[tuple[int, int]]:

@@ -217,13 +217,9 @@ def _calendar(timestamps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _value_features(log: EventLog) -> tuple[np.ndarray, np.ndarray]:
     """Signed log1p of the monetary value and a has-value flag, float32, in sorted order."""
-    if "value" not in log.source.column_names:
-        return np.zeros(log.num_events, np.float32), np.zeros(log.num_events, np.float32)
-    column = pc.cast(log.source.column("value").combine_chunks(), pa.float32())
-    has_value = np.asarray(pc.is_valid(column), dtype=bool)
-    values = np.asarray(column.fill_null(0.0), dtype=np.float32)
+    values, present = log.values
     log_value = np.sign(values) * np.log1p(np.abs(values))
-    return log.sorted_values(log_value), log.sorted_values(has_value.astype(np.float32))
+    return log_value.astype(np.float32), present.astype(np.float32)
 
 
 def _profile_rows(customers: pa.Table | None, customer_ids: pa.Array) -> np.ndarray:

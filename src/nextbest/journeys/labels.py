@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 from nextbest.data.events import EventLog
 from nextbest.data.schema import MICROS_PER_DAY
 from nextbest.data.text import equals_mask
-from nextbest.journeys.windows import segmented_searchsorted
+from nextbest.journeys.windows import customer_segments, segmented_searchsorted
 
 OUTCOMES = ("conversion", "churn")
 # Touches the business initiates: they show nothing about whether the customer is still around.
@@ -97,9 +97,7 @@ def _count_between(
     timestamps = log.timestamps[selected]
     counts = np.bincount(log.customer_index[selected], minlength=log.num_customers)
     offsets = np.concatenate([[0], np.cumsum(counts)])
-    known = customer >= 0
-    first = np.where(known, offsets[np.maximum(customer, 0)], 0)
-    last = np.where(known, offsets[np.maximum(customer, 0) + 1], 0)
+    first, last = customer_segments(offsets, customer)
     start = segmented_searchsorted(timestamps, first, last, lo, side="left")
     stop = segmented_searchsorted(timestamps, first, last, hi, side="left")
     return stop - start

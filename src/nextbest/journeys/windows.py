@@ -55,6 +55,21 @@ def segmented_searchsorted(
     return lo
 
 
+def customer_segments(offsets: np.ndarray, customer: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First and one-past-last sorted row of each request's customer; empty (0, 0) for -1 (no events).
+
+    Args:
+        offsets: customer `i` owns rows `offsets[i]:offsets[i+1]`.
+        customer: the customer index of each request, -1 for customers without events.
+    """
+    known = customer >= 0
+    index = np.where(known, customer, 0)
+    # `index + 1` is clipped only for a log without customers, where no request is known.
+    first = np.where(known, offsets[np.minimum(index, len(offsets) - 1)], 0).astype(np.int64)
+    last = np.where(known, offsets[np.minimum(index + 1, len(offsets) - 1)], 0).astype(np.int64)
+    return first, last
+
+
 def history_windows(
     timestamps: np.ndarray,
     offsets: np.ndarray,
@@ -71,9 +86,7 @@ def history_windows(
         as_of: the request times (int64 µs).
         max_events: the most recent events kept per window.
     """
-    known = customer >= 0
-    first = np.where(known, offsets[np.maximum(customer, 0)], 0)
-    last = np.where(known, offsets[np.maximum(customer, 0) + 1], 0)
+    first, last = customer_segments(offsets, customer)
     end = segmented_searchsorted(timestamps, first, last, as_of, side="left")
     start = np.maximum(first, end - max_events)
     return Windows(start=start, end=end, first=first)
