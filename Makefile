@@ -32,6 +32,8 @@ demo: install
 	$(BIN)/nextbest train --config configs/demo.yaml \
 		--data.events $(DEMO_DIR)/world/events.parquet --data.customers $(DEMO_DIR)/world/customers.parquet \
 		--data.decisions $(DEMO_DIR)/world/decisions.parquet
+	$(BIN)/nextbest score --model models:/nextbest@champion --events $(DEMO_DIR)/world/events.parquet \
+		--customers $(DEMO_DIR)/world/customers.parquet --out $(DEMO_DIR)/scores.parquet --top-k 3
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache

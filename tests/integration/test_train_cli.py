@@ -93,8 +93,11 @@ def test_fast_dev_run_through_the_cli(world: Path) -> None:
 
 
 @pytest.mark.slow
-def test_an_epoch_is_tracked_in_mlflow(world: Path, tmp_path: Path) -> None:
-    """A real (short) run logs its resolved config, parameters and namespaced metrics."""
+def test_an_epoch_is_tracked_in_mlflow_and_registered(
+    world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A real (short) run logs its resolved config, parameters, namespaced metrics, data set, plots and
+    baselines, and registers a model that loads by alias and scores; a second run is only the challenger."""
     config = REPO_ROOT / "configs" / "demo.yaml"
     limits = [
         "--trainer.max_epochs",
@@ -107,13 +110,37 @@ def test_an_epoch_is_tracked_in_mlflow(world: Path, tmp_path: Path) -> None:
         "1",
     ]
     assert main(["train", "--config", str(config), *data_args(world, config), *limits]) == 0
+    assert "test split, calibrated sequence model vs baselines" in capsys.readouterr().out
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    (run,) = client.search_runs([client.get_experiment_by_name("nextbest").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name("nextbest").experiment_id])
+    (run,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert "val/loss" in run.data.metrics
     assert "test/action_conversion/auroc" in run.data.metrics
+    assert "test/scored/action_conversion/roc_auc" in run.data.metrics
     assert run.data.params["learning_rate"] == "0.002"
-    artifacts = [a.path for a in client.list_artifacts(run.info.run_id)]
-    assert "config.yaml" in artifacts
+    assert int(run.data.params["dataset.test_examples"]) > 0
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "data", "plots"} <= artifacts
+    data = {a.path for a in client.list_artifacts(run.info.run_id, "data")}
+    assert data == {"data/dataset.json", "data/encoder.json", "data/validation.json"}
+    plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert "plots/test_action_conversion.png" in plots
+    baselines = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == run.info.run_id}
+    assert set(baselines) == {"baseline-logistic", "baseline-gbt"}
+    assert all("test/scored/action_conversion/roc_auc" in b.data.metrics for b in baselines.values())
+
+    champion = client.get_model_version_by_alias("nextbest", "champion")
+    assert champion.run_id == run.info.run_id
+    assert client.get_model_version_by_alias("nextbest", "challenger").version == champion.version
+    out = tmp_path / "scores.parquet"
+    score = ["score", "--model", "models:/nextbest@champion", "--events", str(world / "events.parquet")]
+    assert main([*score, "--out", str(out)]) == 0
+    assert pq.read_table(out).num_rows == pq.read_table(world / "customers.parquet").num_rows
+
+    assert main(["train", "--config", str(config), *data_args(world, config), *limits]) == 0
+    challenger = client.get_model_version_by_alias("nextbest", "challenger")
+    assert int(challenger.version) == int(champion.version) + 1
+    assert client.get_model_version_by_alias("nextbest", "champion").version == champion.version
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor
 
+from nextbest.evaluation import log_loss
 from nextbest.model import (
     CalibrationKind,
     IsotonicCalibration,
@@ -24,7 +25,6 @@ from nextbest.model import (
     expected_calibration_error,
     fit_calibrator,
     journey_losses,
-    log_loss,
     masked_bce_with_logits,
     probabilities,
 )
@@ -467,7 +467,7 @@ def test_calibration_reduces_log_loss_and_ece_on_held_out_data(kind: Calibration
     calibrator = fit_calibrator(kind, fit_logits, fit_labels)
     raw = 1.0 / (1.0 + np.exp(-test_logits))
     calibrated = calibrator.calibrate(test_logits)
-    assert log_loss(calibrated, test_labels) < log_loss(raw, test_labels) - 0.05
+    assert log_loss(test_labels, calibrated) < log_loss(test_labels, raw) - 0.05
     assert expected_calibration_error(calibrated, test_labels) < 0.03
     assert expected_calibration_error(raw, test_labels) > 0.05
     restored = calibrator_from_dict(json.loads(json.dumps(calibrator.to_dict())))

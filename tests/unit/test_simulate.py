@@ -130,7 +130,13 @@ class TestSchema:
         assert {"segment", "region", "age_band", "device_preference", "email_opt_in", "tenure_days"} <= set(
             customers.schema.names
         )
-        assert all(pa.types.is_string(t) or pa.types.is_integer(t) for t in customers.schema.types)
+        assert customers.schema.field("signup_date").type == pa.date32()  # a date, so it reads as tenure
+        others = [
+            t
+            for name, t in zip(customers.schema.names, customers.schema.types, strict=True)
+            if name != "signup_date"
+        ]
+        assert all(pa.types.is_string(t) or pa.types.is_integer(t) for t in others)
 
     def test_world_json_describes_the_world(self, world: SimulatedWorld, tmp_path: Path) -> None:
         meta = json.loads((write_world(world, tmp_path) / "world.json").read_text())

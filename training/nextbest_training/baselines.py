@@ -2,7 +2,8 @@
 
 They are the bar a sequence model has to clear: `AggregateFeaturizer` turns each request's history
 before `as_of` into RFM, token count/share, first/last-touch, gap and recency features; a logistic
-regression or gradient-boosted trees then predict each outcome (conversion, churn).
+regression or gradient-boosted trees then predict each outcome (conversion, churn). At decisions, the
+action taken is one more (one-hot) feature, so the baseline is action-conditional too.
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ class BaselineModel:
         self.random_state = random_state
         self.n_threads = n_threads
         self.featurizer: AggregateFeaturizer | None = None
+        self.num_actions = 0
         self.estimators: dict[str, Any] = {}
         self.skipped: dict[str, str] = {}
 
@@ -102,7 +104,13 @@ class BaselineModel:
         return tuple(self.estimators)
 
     def fit(
-        self, log: EventLog, customer_index: np.ndarray, as_of: np.ndarray, labels: Mapping[str, np.ndarray]
+        self,
+        log: EventLog,
+        customer_index: np.ndarray,
+        as_of: np.ndarray,
+        labels: Mapping[str, np.ndarray],
+        actions: np.ndarray | None = None,
+        num_actions: int = 0,
     ) -> BaselineModel:
         """Fit the featurizer's vocabularies on `log`, then one classifier per outcome.
 
@@ -111,12 +119,15 @@ class BaselineModel:
             customer_index: per request, the customer's index in `log` (-1: no events).
             as_of: per request, the cutoff (int64 µs since the Unix epoch).
             labels: per outcome, 0/1 labels per request, NaN where unknown (left out of that fit).
+            actions: per request, the index of the action taken (-1: none); None: no actions.
+            num_actions: how many actions there are (the width of the action one-hot).
 
         Returns:
             self. Outcomes without both classes among their known labels get no model (see `skipped`).
         """
         self.featurizer = AggregateFeaturizer.fit(log, max_tokens=self.max_tokens)
-        features, _ = self.featurizer.transform(log, customer_index, as_of)
+        self.num_actions = num_actions
+        features = self._features(log, customer_index, as_of, actions)
         self.estimators, self.skipped = {}, {}
         for outcome, values in labels.items():
             y = np.asarray(values, dtype=np.float64)
@@ -133,12 +144,11 @@ class BaselineModel:
         return self
 
     def predict_proba(
-        self, log: EventLog, customer_index: np.ndarray, as_of: np.ndarray
+        self, log: EventLog, customer_index: np.ndarray, as_of: np.ndarray, actions: np.ndarray | None = None
     ) -> dict[str, np.ndarray]:
-        """Probability of each fitted outcome per request (float64), from events strictly before `as_of`."""
-        if self.featurizer is None:
-            raise RuntimeError("BaselineModel.predict_proba called before fit")
-        features, _ = self.featurizer.transform(log, customer_index, as_of)
+        """Probability of each fitted outcome per request (float64), from events strictly before `as_of`
+        (and the action taken, see `fit`)."""
+        features = self._features(log, customer_index, as_of, actions)
         if len(features) == 0:
             # scikit-learn rejects an empty batch; the answer to no requests is no probabilities.
             return {outcome: np.zeros(0) for outcome in self.estimators}
@@ -147,3 +157,15 @@ class BaselineModel:
                 outcome: np.asarray(estimator.predict_proba(features)[:, 1], dtype=np.float64)
                 for outcome, estimator in self.estimators.items()
             }
+
+    def _features(
+        self, log: EventLog, customer_index: np.ndarray, as_of: np.ndarray, actions: np.ndarray | None
+    ) -> np.ndarray:
+        if self.featurizer is None:
+            raise RuntimeError("BaselineModel used before fit")
+        features, _ = self.featurizer.transform(log, customer_index, as_of)
+        if not self.num_actions:
+            return features
+        taken = np.full(len(features), -1) if actions is None else np.asarray(actions)
+        one_hot = (taken[:, None] == np.arange(self.num_actions)[None, :]).astype(features.dtype)
+        return np.hstack([features, one_hot])

@@ -14,15 +14,17 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import mlflow
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import MLFlowLogger
 
+from nextbest.tracking import tracking_uri
 from nextbest_training.data import JourneyDataModule
+from nextbest_training.export import ExportResult, ExportSettings, export_run
 from nextbest_training.module import JourneyModule
 
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 # LightningCLI itself calls jsonargparse APIs that jsonargparse now deprecates; users can do nothing about it.
 os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
 # Sizes the network cannot know before the data is read.
@@ -49,9 +51,10 @@ class SaveConfigToMlflow(SaveConfigCallback):
 
 
 class NextbestCLI(LightningCLI):
-    """LightningCLI with the data-to-network links."""
+    """LightningCLI with the data-to-network links and an `export:` section (what follows training)."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_class_arguments(ExportSettings, "export")
         for size in LINKED_SIZES:
             parser.link_arguments(
                 f"data.{size}", f"model.network.init_args.config.{size}", apply_on="instantiate"
@@ -74,14 +77,15 @@ def trainer_defaults() -> dict[str, Any]:
             "class_path": "lightning.pytorch.loggers.MLFlowLogger",
             "init_args": {
                 "experiment_name": "nextbest",
-                "tracking_uri": os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI),
+                "tracking_uri": tracking_uri(),
             },
         },
     }
 
 
 def train(args: Sequence[str]) -> int:
-    """Fit, then test the best checkpoint on the held-out groups."""
+    """Fit, test the best checkpoint on the held-out groups, then calibrate, compare with the baselines
+    and register the model (`export_run`)."""
     # Raised inside Lightning by torch 2.13 on every step; nothing a user can act on.
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     with _command_line("nextbest train", args):
@@ -98,7 +102,28 @@ def train(args: Sequence[str]) -> int:
     if len(cli.datamodule.prepared.splits["test"]):
         checkpoint = "best" if cli.trainer.checkpoint_callback and not cli.trainer.fast_dev_run else None
         cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=checkpoint)
+    logger = cli.trainer.logger
+    if cli.trainer.fast_dev_run or not isinstance(logger, MLFlowLogger) or logger.run_id is None:
+        print("nextbest train: no MLflow run (fast_dev_run or another logger): the model is not exported")
+        return 0
+    mlflow.set_tracking_uri(logger.experiment.tracking_uri)
+    result = export_run(cli.model.network, cli.datamodule.prepared, cli.config_init["export"], logger.run_id)
+    print(format_export(result, logger.run_id))
     return 0
+
+
+def format_export(result: ExportResult, run_id: str) -> str:
+    """The comparison on the test split, model by model, and where the model went."""
+    lines = []
+    for name, heads in result.metrics.items():
+        for head, metrics in heads.items():
+            figures = "  ".join(f"{k} {metrics[k]:.4f}" for k in ("roc_auc", "log_loss", "brier", "ece"))
+            lines.append(f"  {name:<10} {head:<18} {figures}  (n={int(metrics['count']):,})")
+    header = ["test split, calibrated sequence model vs baselines:"] if lines else []
+    where = f"model logged to run {run_id}: {result.model_uri}"
+    if result.version is not None:
+        where += f"; registered version {result.version} ({', '.join(result.aliases)})"
+    return "\n".join([*header, *lines, where])
 
 
 @contextmanager

@@ -14,6 +14,7 @@ from typing import Any
 
 import lightning as L
 import numpy as np
+import pyarrow as pa
 import torch
 from torch.utils.data import DataLoader
 
@@ -27,10 +28,12 @@ from nextbest.journeys.tensors import as_tensors
 
 @dataclass(frozen=True)
 class PreparedData:
-    """Everything derived from the tables: the log, the fitted encoder, encoded examples, the splits."""
+    """Everything derived from the tables: the log, the profile features, the fitted encoder, encoded
+    examples, the splits."""
 
     log: EventLog
     report: ValidationReport
+    profiles: pa.Table | None
     encoder: JourneyEncoder
     examples: TrainingExamples
     journeys: EncodedJourneys
@@ -113,7 +116,7 @@ class JourneyDataModule(L.LightningDataModule):
         journeys = encoder.encode(log, examples.requests, profiles, examples.labels)
         train, validation, test = split_groups(examples.groups, self.fractions, self.seed)
         splits = {"train": train, "validation": validation, "test": test}
-        return PreparedData(log, report, encoder, examples, journeys, splits)
+        return PreparedData(log, report, profiles, encoder, examples, journeys, splits)
 
     def _optional_table(self, name: str, spec: Any, report: ValidationReport) -> Any:
         path = self.paths[name]

@@ -2,7 +2,7 @@
 
 from nextbest.data.events import EventLog
 from nextbest.data.report import Finding, Severity, ValidationReport
-from nextbest.data.schema import CUSTOMERS, DECISIONS, EVENTS, LABELS, TABLES, ColumnType, TableSpec
+from nextbest.data.schema import CUSTOMERS, DECISIONS, EVENTS, LABELS, REQUESTS, TABLES, ColumnType, TableSpec
 from nextbest.data.tables import load_events, load_table, validate_tables
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "DECISIONS",
     "EVENTS",
     "LABELS",
+    "REQUESTS",
     "TABLES",
     "ColumnType",
     "EventLog",

@@ -97,4 +97,14 @@ LABELS = TableSpec(
     time_column="as_of",
 )
 
+# The moments to score (`nextbest score --requests`): one row per customer and decision time.
+REQUESTS = TableSpec(
+    "requests",
+    (
+        _col("customer_id", ColumnType.STRING, required=True),
+        _col("as_of", ColumnType.TIMESTAMP, required=True),
+    ),
+    time_column="as_of",
+)
+
 TABLES: dict[str, TableSpec] = {t.name: t for t in (EVENTS, CUSTOMERS, DECISIONS, LABELS)}

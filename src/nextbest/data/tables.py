@@ -13,7 +13,7 @@ from nextbest.data.events import EventLog
 from nextbest.data.io import read_raw_table
 from nextbest.data.normalize import normalise_table
 from nextbest.data.report import MAX_EXAMPLES, Finding, Severity, ValidationReport, row_examples
-from nextbest.data.schema import CUSTOMERS, DECISIONS, EVENTS, LABELS, TableSpec
+from nextbest.data.schema import CUSTOMERS, DECISIONS, EVENTS, LABELS, REQUESTS, TableSpec
 from nextbest.errors import DataContractError
 
 TableSource: TypeAlias = str | Path | pa.Table
@@ -22,6 +22,7 @@ TableSource: TypeAlias = str | Path | pa.Table
 _UNIQUE_KEYS: dict[str, tuple[str, ...] | None] = {
     CUSTOMERS.name: ("customer_id",),
     LABELS.name: ("customer_id", "as_of"),
+    REQUESTS.name: ("customer_id", "as_of"),
     DECISIONS.name: None,  # None: the whole row
 }
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from nextbest.model.calibration import expected_calibration_error
+
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     """Area under the ROC curve: the Mann-Whitney statistic, tied scores counted as half.
@@ -64,14 +66,15 @@ def brier_score(labels: np.ndarray, probabilities: np.ndarray) -> float:
 
 
 def evaluate_binary(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
-    """ROC-AUC, average precision, log loss and Brier score over the requests with a known label.
+    """ROC-AUC, average precision, log loss, Brier score and expected calibration error (15 equal-width
+    bins, as in training) over the requests with a known label.
 
     Args:
         labels: 0/1 outcomes, NaN where unknown (those requests are left out).
         probabilities: predicted probabilities of the outcome being 1.
 
     Returns:
-        The four metrics plus `count` (labelled requests) and `positive_rate`; metrics that are
+        The five metrics plus `count` (labelled requests) and `positive_rate`; metrics that are
         undefined for the labelled set (one class only, nothing labelled) are NaN.
     """
     y = np.asarray(labels, dtype=np.float64)
@@ -85,6 +88,7 @@ def evaluate_binary(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, 
         "average_precision": average_precision(y, p),
         "log_loss": log_loss(y, p),
         "brier": brier_score(y, p),
+        "ece": expected_calibration_error(p, y),
         "count": float(len(y)),
         "positive_rate": float(y.mean()) if len(y) else float("nan"),
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,7 +10,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from nextbest.data.schema import MICROS_PER_DAY
+from nextbest.data.normalize import normalise_column
+from nextbest.data.schema import MICROS_PER_DAY, ColumnSpec, ColumnType
+from nextbest.errors import DataContractError
 from nextbest.journeys.vocab import MISSING, Vocabulary
 
 
@@ -101,6 +104,25 @@ class ProfileEncoder:
             numeric[:, 1::2] = 1.0
         return {"profile_categorical": categorical, "profile_numeric": numeric}
 
+    def records_table(
+        self, customer_ids: Sequence[str], profiles: Sequence[Mapping[str, Any] | None]
+    ) -> pa.Table:
+        """A customers table from per-customer attribute records (JSON-like), typed as at fit time.
+
+        Attributes the encoder does not know are ignored; a missing or None attribute is missing.
+
+        Raises:
+            DataContractError: a value cannot be read as its column's type (the message names it).
+        """
+        columns: dict[str, pa.Array] = {"customer_id": pa.array(customer_ids, pa.string())}
+        for name in self.categorical:
+            columns[name] = pa.array([_category_text(_attribute(p, name)) for p in profiles], pa.string())
+        for name in self.numeric:
+            columns[name] = pa.array([_number(_attribute(p, name), name) for p in profiles], pa.float64())
+        for name in self.temporal:
+            columns[name] = _instants([_attribute(p, name) for p in profiles], name)
+        return pa.table(columns)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "categorical": {k: v.to_dict() for k, v in self.categorical.items()},
@@ -153,3 +175,32 @@ def _stats(values: np.ndarray) -> NumericStats:
         return NumericStats(0.0, 1.0)
     std = float(finite.std())
     return NumericStats(float(finite.mean()), std if std > 0 else 1.0)
+
+
+def _attribute(profile: Mapping[str, Any] | None, name: str) -> Any:
+    return None if profile is None else profile.get(name)
+
+
+def _category_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):  # as Arrow casts a boolean column to text at fit time
+        return "true" if value else "false"
+    return str(value)
+
+
+def _number(value: Any, name: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise DataContractError(f"profile.{name} must be a number, got {value!r}")
+    return float(value)
+
+
+def _instants(values: list[Any], name: str) -> pa.Array:
+    text = pa.array([None if v is None else str(v) for v in values], pa.string())
+    parsed = normalise_column(text, ColumnSpec(name, ColumnType.TIMESTAMP, required=False))
+    if parsed.rejections:
+        bad = [values[i] for i in np.flatnonzero(parsed.rejections[0][1])[:3]]
+        raise DataContractError(f"profile.{name} must be an ISO-8601 time, got {', '.join(map(repr, bad))}")
+    return parsed.values

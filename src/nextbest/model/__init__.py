@@ -12,7 +12,6 @@ from nextbest.model.calibration import (
     calibrator_from_dict,
     expected_calibration_error,
     fit_calibrator,
-    log_loss,
 )
 from nextbest.model.config import EncoderKind, ModelConfig, ModelConfigError
 from nextbest.model.losses import journey_losses, masked_bce_with_logits, probabilities
@@ -32,7 +31,6 @@ __all__ = [
     "expected_calibration_error",
     "fit_calibrator",
     "journey_losses",
-    "log_loss",
     "masked_bce_with_logits",
     "probabilities",
 ]

@@ -45,15 +45,6 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
     return np.exp(-np.logaddexp(0.0, -x))
 
 
-def log_loss(probabilities: np.ndarray, labels: np.ndarray, eps: float = 1e-12) -> float:
-    """Mean negative log-likelihood of the known labels (probabilities clipped to [eps, 1 - eps])."""
-    p, y = _known(probabilities, labels)
-    if len(y) == 0:
-        return float("nan")
-    p = np.clip(p, eps, 1.0 - eps)
-    return float(-np.mean(y * np.log(p) + (1.0 - y) * np.log1p(-p)))
-
-
 @dataclass(frozen=True)
 class NoCalibration:
     """The identity: probabilities are the sigmoid of the logits."""

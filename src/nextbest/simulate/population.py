@@ -87,7 +87,7 @@ class Profiles:
                 "age_band": _decode(self.age_band, AGE_BANDS),
                 "device_preference": _decode(self.device, DEVICES),
                 "email_opt_in": pa.array(self.email_opt_in.astype(np.int8)),
-                "signup_date": pa.array(signup.astype(str)),
+                "signup_date": pa.array(signup, pa.date32()),
                 "tenure_days": pa.array(self.tenure_days.astype(np.int32)),
             }
         )

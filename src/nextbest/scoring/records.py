@@ -1,0 +1,208 @@
+"""Scoring requests as records (the pyfunc's and the HTTP API's interface, DESIGN §4) and their answers.
+
+A batch of records becomes the same contract tables the batch job reads, and is scored by the same code,
+so a request ranks identically online and in bulk. Each record is keyed by its position, so two records
+for one customer never mix their histories.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import BaseModel, Field
+
+from nextbest.data.events import EventLog
+from nextbest.data.normalize import normalise_column
+from nextbest.data.report import ValidationReport
+from nextbest.data.schema import UTC_US, ColumnSpec, ColumnType
+from nextbest.data.tables import load_events
+from nextbest.errors import DataContractError
+from nextbest.journeys.requests import epoch_micros
+from nextbest.journeys.windows import history_windows
+from nextbest.scoring.output import scores_table
+from nextbest.scoring.scorer import JourneyScorer
+
+ProfileValue = str | float | None
+# Arrow's %S carries the fraction of the second (microseconds here), so times round-trip exactly.
+ISO_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+EVENT_FIELDS = ("customer_id", "timestamp", "event_type", "channel", "action", "value")
+
+
+class RequestEvent(BaseModel):
+    """One touchpoint of the customer's history."""
+
+    timestamp: str = Field(description="ISO-8601 time; without an offset it is UTC")
+    event_type: str
+    channel: str | None = None
+    action: str | None = None
+    value: float | None = None
+
+
+class ScoringRequest(BaseModel):
+    """A customer's context at the moment of decision."""
+
+    customer_id: str
+    events: list[RequestEvent] = Field(description="the history; only events before as_of count")
+    as_of: str | None = Field(
+        default=None, description="ISO-8601 decision time; default: just after the last event"
+    )
+    profile: dict[str, ProfileValue] | None = None
+    candidates: list[str] | None = Field(default=None, description="actions to rank; default: all")
+    top_k: int | None = Field(default=None, ge=1, description="the most actions returned; default: all")
+
+
+class RankedAction(BaseModel):
+    action: str
+    rank: int
+    score: float
+    p_conversion: float
+    p_churn: float
+
+
+class ScoredRequest(BaseModel):
+    customer_id: str
+    as_of: str
+    model_version: str
+    p_conversion: float
+    p_churn: float
+    top_action: str | None = None
+    actions: list[RankedAction]
+
+
+def score_records(
+    scorer: JourneyScorer, records: Sequence[ScoringRequest], model_version: str
+) -> list[ScoredRequest]:
+    """Scores and ranks each record.
+
+    Raises:
+        DataContractError: an event, as_of, profile attribute or candidate cannot be used; the message
+            names the field.
+    """
+    keys = [str(i) for i in range(len(records))]
+    log = _event_log(records, keys)
+    requests = pa.table({"customer_id": pa.array(keys, pa.string()), "as_of": _as_of(records, log, keys)})
+    customers = scorer.encoder.profile.records_table(keys, [r.profile for r in records])
+    scores = scorer.score(log, requests, customers)
+    ranked = scores_table(scores, scorer.actions, model_version).to_pylist()
+    return [_answer(record, row, scorer.actions) for record, row in zip(records, ranked, strict=True)]
+
+
+def records_from_tables(
+    log: EventLog,
+    requests: pa.Table,
+    customers: pa.Table | None = None,
+    max_events: int | None = None,
+) -> list[ScoringRequest]:
+    """The records an application would send for `requests` (`customer_id`, `as_of`): each customer's
+    events strictly before as_of (the last `max_events` of them, when given) and profile.
+
+    With every event kept, a record scores exactly as the batch job scores the same request (the history
+    aggregates count events beyond the model's window too).
+    """
+    customer_ids = requests.column("customer_id").combine_chunks().cast(pa.string())
+    as_of = np.asarray(requests.column("as_of").combine_chunks().cast(pa.int64()), dtype=np.int64)
+    windows = history_windows(
+        log.timestamps, log.offsets, log.index_of(customer_ids), as_of, max_events or log.num_events + 1
+    )
+    events = log.to_table().select([c for c in EVENT_FIELDS if c in log.source.column_names])
+    events = events.set_column(1, "timestamp", pc.strftime(events.column(1), ISO_FORMAT))
+    event_rows = events.to_pylist()
+    profiles = _profiles(customers, customer_ids)
+    times = pc.strftime(requests.column("as_of"), ISO_FORMAT).to_pylist()
+    return [
+        ScoringRequest(
+            customer_id=customer_id,
+            as_of=time,
+            events=[RequestEvent(**row) for row in event_rows[start:end]],
+            profile=profile,
+        )
+        for customer_id, time, start, end, profile in zip(
+            customer_ids.to_pylist(), times, windows.start, windows.end, profiles, strict=True
+        )
+    ]
+
+
+def _profiles(customers: pa.Table | None, customer_ids: pa.Array) -> list[dict[str, Any] | None]:
+    if customers is None:
+        return [None] * len(customer_ids)
+    found = pc.index_in(customer_ids, value_set=customers.column("customer_id").combine_chunks())
+    rows = customers.drop_columns(["customer_id"]).to_pylist()
+    return [None if i is None else {k: _json_value(v) for k, v in rows[i].items()} for i in found.to_pylist()]
+
+
+def _json_value(value: Any) -> ProfileValue:
+    if value is None or isinstance(value, str | float):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return float(value)
+    if hasattr(value, "isoformat"):
+        return str(value.isoformat())
+    return str(value)
+
+
+def _event_log(records: Sequence[ScoringRequest], keys: list[str]) -> EventLog:
+    rows = [(key, event) for key, record in zip(keys, records, strict=True) for event in record.events]
+    table = pa.table(
+        {
+            "customer_id": pa.array([key for key, _ in rows], pa.string()),
+            "timestamp": pa.array([e.timestamp for _, e in rows], pa.string()),
+            "event_type": pa.array([e.event_type for _, e in rows], pa.string()),
+            "channel": pa.array([e.channel for _, e in rows], pa.string()),
+            "action": pa.array([e.action for _, e in rows], pa.string()),
+            "value": pa.array([e.value for _, e in rows], pa.float64()),
+        }
+    )
+    if not rows:  # profile-only requests: an empty log, which the table validation would call unusable
+        empty = table.set_column(1, "timestamp", table.column("timestamp").cast(UTC_US))
+        return EventLog.from_normalised(empty)
+    report = ValidationReport()
+    log = load_events(table, report)
+    if report.rows_rejected.get("events"):
+        raise DataContractError("; ".join(str(finding) for finding in report.errors))
+    return log
+
+
+def _as_of(records: Sequence[ScoringRequest], log: EventLog, keys: list[str]) -> pa.Array:
+    """Each record's as_of; by default just after its last event (as_of is exclusive, so every event
+    given counts), or now for a record without events."""
+    index = log.index_of(pa.array(keys, pa.string()))
+    after_last = np.append(log.timestamps[log.offsets[1:] - 1] + 1, epoch_micros(datetime.now(UTC)))
+    default = after_last[np.where(index >= 0, index, -1)]
+    given = pa.array([r.as_of for r in records], pa.string())
+    parsed = normalise_column(given, ColumnSpec("as_of", ColumnType.TIMESTAMP, required=False))
+    if parsed.rejections:
+        bad = [records[i].as_of for i in np.flatnonzero(parsed.rejections[0][1])[:3]]
+        raise DataContractError(f"as_of must be an ISO-8601 time, got {', '.join(map(repr, bad))}")
+    micros = np.asarray(parsed.values.cast(pa.int64()).fill_null(0), dtype=np.int64)
+    chosen = np.where(np.asarray(parsed.values.is_valid(), dtype=bool), micros, default)
+    return pa.array(chosen, pa.int64()).cast(UTC_US)
+
+
+def _answer(record: ScoringRequest, row: dict[str, Any], actions: tuple[str, ...]) -> ScoredRequest:
+    ranked = row["actions"]
+    if record.candidates is not None:
+        unknown = sorted(set(record.candidates) - set(actions))
+        if unknown:
+            raise DataContractError(
+                f"candidates: unknown action(s) {unknown}; the model knows {list(actions)}"
+            )
+        wanted = set(record.candidates)
+        ranked = [a for a in ranked if a["action"] in wanted]
+    ranked = ranked[: record.top_k] if record.top_k is not None else ranked
+    actions_out = [RankedAction(**{**a, "rank": i + 1}) for i, a in enumerate(ranked)]
+    return ScoredRequest(
+        customer_id=record.customer_id,
+        as_of=row["as_of"].isoformat(),
+        model_version=row["model_version"],
+        p_conversion=row["p_conversion"],
+        p_churn=row["p_churn"],
+        top_action=actions_out[0].action if actions_out else None,
+        actions=actions_out,
+    )

@@ -1,0 +1,170 @@
+"""The deployable scoring unit: a trained journey network with its encoder, actions and calibrators.
+
+Online, batch and offline evaluation all score through `JourneyScorer`, so they cannot drift apart. It
+saves to a directory (weights as a plain state dict, everything else as JSON), which the MLflow pyfunc
+model carries as an artifact.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+from tqdm import tqdm
+
+from nextbest.data.events import EventLog
+from nextbest.journeys.encoder import EncodedJourneys, JourneyEncoder
+from nextbest.journeys.tensors import as_tensors
+from nextbest.model.calibration import Calibrator, NoCalibration, calibrator_from_dict
+from nextbest.model.config import ModelConfig
+from nextbest.model.network import JourneyNetwork
+
+# The network output behind each scored head; action heads are [N, A], the others [N].
+HEAD_OUTPUTS = {
+    "conversion": "conversion_logit",
+    "churn": "churn_logit",
+    "action_conversion": "action_conversion_logit",
+    "action_churn": "action_churn_logit",
+}
+WEIGHTS_FILE = "weights.pt"
+SCORER_FILE = "scorer.json"
+DEFAULT_BATCH_SIZE = 1024
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Calibrated probabilities per request.
+
+    Attributes:
+        customer_ids: the requests' customers.
+        as_of: the requests' cutoffs (int64 µs since the Unix epoch).
+        p_conversion, p_churn: [N] outcome probabilities with no action.
+        action_p_conversion, action_p_churn: [N, A] outcome probabilities if action a is taken.
+    """
+
+    customer_ids: pa.Array
+    as_of: np.ndarray
+    p_conversion: np.ndarray
+    p_churn: np.ndarray
+    action_p_conversion: np.ndarray
+    action_p_churn: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.as_of)
+
+
+@dataclass
+class JourneyScorer:
+    """A journey network in evaluation mode with everything needed to score raw contract tables.
+
+    Attributes:
+        network: the trained network.
+        encoder: the journey encoding it was trained with.
+        actions: candidate actions, in the order of the network's action heads.
+        calibrators: per head (`HEAD_OUTPUTS` keys), the map from logits to probabilities; a head
+            without one is the plain sigmoid.
+        metadata: free-form facts about the model (training run, data), saved with it.
+    """
+
+    network: JourneyNetwork
+    encoder: JourneyEncoder
+    actions: tuple[str, ...]
+    calibrators: dict[str, Calibrator] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.network.eval()
+        if len(self.actions) != self.network.config.num_actions:
+            raise ValueError(
+                f"{len(self.actions)} actions given for a network with {self.network.config.num_actions}"
+            )
+
+    def logits(
+        self,
+        journeys: EncodedJourneys,
+        indices: np.ndarray | None = None,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        progress: bool = False,
+    ) -> dict[str, np.ndarray]:
+        """Uncalibrated logits of every head for the requests `indices` of `journeys` (all when None)."""
+        rows = np.arange(len(journeys)) if indices is None else np.asarray(indices, dtype=np.int64)
+        parts: dict[str, list[np.ndarray]] = {head: [] for head in HEAD_OUTPUTS}
+        with torch.inference_mode():
+            for batch in _batches(rows, batch_size, progress):
+                outputs = self.network(as_tensors(journeys.batch(batch)))
+                for head, output in HEAD_OUTPUTS.items():
+                    parts[head].append(outputs[output].numpy())
+        num_actions = len(self.actions)
+        empty = {head: np.zeros((0, num_actions) if head.startswith("action_") else 0) for head in parts}
+        return {head: np.concatenate(chunks) if chunks else empty[head] for head, chunks in parts.items()}
+
+    def probabilities(self, logits: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Calibrated probabilities (float64) from the output of `logits`."""
+        return {
+            head: self.calibrators.get(head, NoCalibration()).calibrate(values).reshape(values.shape)
+            for head, values in logits.items()
+        }
+
+    def score(
+        self,
+        log: EventLog,
+        requests: pa.Table,
+        customers: pa.Table | None = None,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        progress: bool = False,
+    ) -> Scores:
+        """Scores `requests` (`customer_id`, `as_of`) from the events in `log` strictly before each as_of."""
+        journeys = self.encoder.encode(log, requests, customers)
+        p = self.probabilities(self.logits(journeys, batch_size=batch_size, progress=progress))
+        return Scores(
+            customer_ids=journeys.customer_ids,
+            as_of=journeys.as_of,
+            p_conversion=p["conversion"],
+            p_churn=p["churn"],
+            action_p_conversion=p["action_conversion"],
+            action_p_churn=p["action_churn"],
+        )
+
+    def save(self, directory: str | Path) -> Path:
+        """Writes the weights and a JSON description to `directory` (created if needed)."""
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        torch.save(self.network.state_dict(), path / WEIGHTS_FILE)
+        description = {
+            "model_config": self.network.config.to_dict(),
+            "encoder": self.encoder.to_dict(),
+            "actions": list(self.actions),
+            "calibrators": {head: c.to_dict() for head, c in self.calibrators.items()},
+            "metadata": self.metadata,
+        }
+        (path / SCORER_FILE).write_text(json.dumps(description, indent=1))
+        return path
+
+    @classmethod
+    def load(cls, directory: str | Path) -> JourneyScorer:
+        """Rebuilds a scorer written by `save`; weights load as plain tensors (no pickled code)."""
+        path = Path(directory)
+        description = json.loads((path / SCORER_FILE).read_text())
+        network = JourneyNetwork(ModelConfig.from_dict(description["model_config"]))
+        network.load_state_dict(torch.load(path / WEIGHTS_FILE, map_location="cpu", weights_only=True))
+        return cls(
+            network=network,
+            encoder=JourneyEncoder.from_dict(description["encoder"]),
+            actions=tuple(description["actions"]),
+            calibrators={h: calibrator_from_dict(c) for h, c in description["calibrators"].items()},
+            metadata=description["metadata"],
+        )
+
+
+def _batches(rows: np.ndarray, batch_size: int, progress: bool) -> Iterator[np.ndarray]:
+    starts: Sequence[int] = range(0, len(rows), batch_size)
+    for start in tqdm(starts, desc="scoring", unit="batch", disable=not progress):
+        yield rows[start : start + batch_size]

@@ -1,0 +1,115 @@
+"""The MLflow pyfunc model in a real (SQLite) tracking store and registry: logged, registered, loaded back
+by alias, it scores exactly as the in-memory scorer; `nextbest score` uses it on contract tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from nextbest.cli import main
+from nextbest.data import load_events
+from nextbest.journeys import requests_at_end
+from nextbest.scoring import scores_table
+from nextbest.scoring.pyfunc import load_scorer, log_model, model_version
+from nextbest.scoring.records import records_from_tables, score_records
+from nextbest.simulate import SimulationConfig, simulate, write_world
+from nextbest_training.export import assign_aliases
+from tests.unit.test_scoring import make_scorer
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> mlflow.MlflowClient:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)  # the local artifact store
+    mlflow.set_tracking_uri(uri)
+    return mlflow.MlflowClient(uri)
+
+
+def test_logged_model_loads_by_alias_and_scores_like_the_scorer(
+    registry: mlflow.MlflowClient, tmp_path: Path
+) -> None:
+    world = simulate(SimulationConfig(n_customers=120, seed=5))
+    log = load_events(world.events)
+    scorer = make_scorer(log, world.customers)
+    records = records_from_tables(log, requests_at_end(log).slice(0, 25), world.customers)
+    with mlflow.start_run() as run:
+        scorer.metadata["run_id"] = run.info.run_id
+        info = log_model(scorer, records[:1], registered_model_name="nextbest")
+    assert assign_aliases(registry, "nextbest", str(info.registered_model_version)) == [
+        "challenger",
+        "champion",
+    ]
+
+    loaded = mlflow.pyfunc.load_model("models:/nextbest@champion")
+    signature = loaded.metadata.signature
+    assert signature is not None
+    assert "events" in str(signature.inputs)
+    answers = loaded.predict([r.model_dump() for r in records], params={"model_version": "1"})
+    expected = score_records(scorer, records, "1")
+    assert [a.model_dump() for a in answers] == [e.model_dump() for e in expected]
+
+    restored = load_scorer("models:/nextbest@champion")
+    assert model_version("models:/nextbest@champion", restored) == "1"
+    assert model_version(info.model_uri, restored) == run.info.run_id
+    requests = requests_at_end(log)
+    np.testing.assert_array_equal(
+        restored.score(log, requests).action_p_conversion, scorer.score(log, requests).action_p_conversion
+    )
+
+    second = log_model(scorer, records[:1], registered_model_name="nextbest")
+    assert assign_aliases(registry, "nextbest", str(second.registered_model_version)) == ["challenger"]
+    assert str(registry.get_model_version_by_alias("nextbest", "champion").version) == "1"
+
+
+def test_score_command_writes_the_batch_output(
+    registry: mlflow.MlflowClient, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world = simulate(SimulationConfig(n_customers=80, seed=6))
+    write_world(world, tmp_path / "world")
+    log = load_events(world.events)
+    scorer = make_scorer(log, world.customers)
+    with mlflow.start_run():
+        info = log_model(scorer, records_from_tables(log, requests_at_end(log).slice(0, 1)), "nextbest")
+    assign_aliases(registry, "nextbest", str(info.registered_model_version))
+    out = tmp_path / "scores" / "scores.parquet"
+    args = [
+        "score",
+        "--model",
+        "models:/nextbest@champion",
+        "--events",
+        str(tmp_path / "world" / "events.parquet"),
+    ]
+    customers = ["--customers", str(tmp_path / "world" / "customers.parquet")]
+    assert main([*args, *customers, "--out", str(out), "--top-k", "2"]) == 0
+    assert "Scored 80 requests" in capsys.readouterr().out
+    written = pq.read_table(out)
+    expected = scores_table(scorer.score(log, requests_at_end(log), world.customers), scorer.actions, "1", 2)
+    assert written.column_names == expected.column_names
+    assert written.column("customer_id").equals(expected.column("customer_id"))
+    assert written.column("model_version").to_pylist() == ["1"] * 80
+    np.testing.assert_allclose(written.column("p_conversion"), expected.column("p_conversion"), rtol=1e-6)
+    assert written.column("actions").to_pylist()[0][0]["action"] == expected.column("top_action")[0].as_py()
+
+
+def test_score_command_with_a_missing_model_is_a_message(
+    registry: mlflow.MlflowClient, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_world(simulate(SimulationConfig(n_customers=10, seed=1)), tmp_path / "w")
+    args = [
+        "score",
+        "--model",
+        "models:/nextbest@champion",
+        "--events",
+        str(tmp_path / "w" / "events.parquet"),
+    ]
+    assert main([*args, "--out", str(tmp_path / "o.parquet")]) == 1
+    err = capsys.readouterr().err
+    assert "cannot load the model models:/nextbest@champion" in err
+    assert "Traceback" not in err

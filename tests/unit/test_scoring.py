@@ -1,0 +1,213 @@
+"""The scorer, the batch output table and scoring records: save/load, online equals batch, ranking, errors."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from nextbest.data import load_events
+from nextbest.data.events import EventLog
+from nextbest.errors import DataContractError
+from nextbest.journeys import JourneyEncoder, requests_at_end
+from nextbest.journeys.encoder import HISTORY_FEATURES
+from nextbest.model import JourneyNetwork, ModelConfig, TemperatureScaling
+from nextbest.scoring import (
+    OUTPUT_SCHEMA,
+    JourneyScorer,
+    ScoringRequest,
+    rank_actions,
+    score_records,
+    scores_table,
+)
+from nextbest.scoring.records import records_from_tables
+from nextbest.simulate import SimulatedWorld, SimulationConfig, simulate
+
+
+@pytest.fixture(scope="module")
+def world() -> SimulatedWorld:
+    return simulate(SimulationConfig(n_customers=150, seed=4))
+
+
+@pytest.fixture(scope="module")
+def log(world: SimulatedWorld) -> EventLog:
+    return load_events(world.events)
+
+
+def make_scorer(log: EventLog, customers: pa.Table, seed: int = 0) -> JourneyScorer:
+    """An untrained but deterministic scorer with non-trivial calibrators on two heads."""
+    encoder = JourneyEncoder.fit(log, customers)
+    actions = ("email_offer", "discount_10", "call_back", "no_action")
+    config = ModelConfig(
+        event_type_vocab=len(encoder.vocabularies["event_type"]),
+        channel_vocab=len(encoder.vocabularies["channel"]),
+        action_vocab=len(encoder.vocabularies["action"]),
+        num_actions=len(actions),
+        profile_categorical_sizes=tuple(encoder.profile.categorical_sizes),
+        profile_numeric_dim=encoder.profile.num_numeric,
+        history_dim=len(HISTORY_FEATURES),
+        max_events=32,
+        d_model=16,
+        n_heads=2,
+    )
+    torch.manual_seed(seed)
+    calibrators = {
+        "conversion": TemperatureScaling(temperature=2.0, bias=-1.0),
+        "action_conversion": TemperatureScaling(temperature=0.5, bias=-2.0),
+    }
+    return JourneyScorer(JourneyNetwork(config), encoder, actions, calibrators, {"run_id": "r1"})
+
+
+@pytest.fixture(scope="module")
+def scorer(log: EventLog, world: SimulatedWorld) -> JourneyScorer:
+    return make_scorer(log, world.customers)
+
+
+def test_save_and_load_give_the_same_scores(
+    scorer: JourneyScorer, log: EventLog, world: SimulatedWorld, tmp_path: Path
+) -> None:
+    requests = requests_at_end(log)
+    before = scorer.score(log, requests, world.customers)
+    restored = JourneyScorer.load(scorer.save(tmp_path / "scorer"))
+    after = restored.score(log, requests, world.customers)
+    assert restored.actions == scorer.actions
+    assert restored.metadata == {"run_id": "r1"}
+    for name in ("p_conversion", "p_churn", "action_p_conversion", "action_p_churn"):
+        np.testing.assert_array_equal(getattr(after, name), getattr(before, name))
+
+
+def test_calibrators_shape_the_probabilities(scorer: JourneyScorer, log: EventLog) -> None:
+    requests = requests_at_end(log)
+    journeys = scorer.encoder.encode(log, requests)
+    logits = scorer.logits(journeys)
+    probabilities = scorer.probabilities(logits)
+    expected = 1.0 / (1.0 + np.exp(-(logits["action_conversion"] / 0.5 - 2.0)))
+    np.testing.assert_allclose(probabilities["action_conversion"], expected, rtol=1e-6)
+    np.testing.assert_allclose(probabilities["churn"], 1.0 / (1.0 + np.exp(-logits["churn"])), rtol=1e-6)
+    assert probabilities["action_churn"].shape == (len(requests), len(scorer.actions))
+
+
+def test_records_score_exactly_as_the_tables(
+    scorer: JourneyScorer, log: EventLog, world: SimulatedWorld
+) -> None:
+    """The online path (records) and the batch path (tables) give the same scores and rankings."""
+    decisions = world.decisions.slice(0, 40)
+    requests = pa.table(
+        {"customer_id": decisions.column("customer_id"), "as_of": decisions.column("timestamp")}
+    )
+    batch = scores_table(scorer.score(log, requests, world.customers), scorer.actions, "7")
+    online = score_records(scorer, records_from_tables(log, requests, world.customers), "7")
+    for row, answer in zip(batch.to_pylist(), online, strict=True):
+        assert answer.customer_id == row["customer_id"]
+        assert answer.as_of == row["as_of"].isoformat()
+        assert answer.model_version == "7"
+        assert answer.p_conversion == pytest.approx(row["p_conversion"], rel=1e-5)
+        assert answer.p_churn == pytest.approx(row["p_churn"], rel=1e-5)
+        assert [a.action for a in answer.actions] == [a["action"] for a in row["actions"]]
+        assert answer.top_action == row["top_action"]
+
+
+def test_only_events_before_as_of_count(scorer: JourneyScorer, log: EventLog, world: SimulatedWorld) -> None:
+    (record,) = records_from_tables(log, requests_at_end(log).slice(0, 1), world.customers)
+    assert record.as_of is not None
+    later = record.events[-1].model_copy(
+        update={"timestamp": "2099-01-01T00:00:00Z", "event_type": "complaint"}
+    )
+    with_future = record.model_copy(update={"events": [*record.events, later]})
+    (plain,), (future,) = score_records(scorer, [record], "1"), score_records(scorer, [with_future], "1")
+    assert future.p_conversion == plain.p_conversion
+    assert future.actions == plain.actions
+
+
+def test_output_table_ranks_actions_best_first(scorer: JourneyScorer, log: EventLog) -> None:
+    scores = scorer.score(log, requests_at_end(log))
+    table = scores_table(scores, scorer.actions, "3", top_k=2)
+    assert table.schema == OUTPUT_SCHEMA
+    assert table.num_rows == len(scores)
+    for row in table.to_pylist():
+        assert [a["rank"] for a in row["actions"]] == [1, 2]
+        assert row["actions"][0]["score"] >= row["actions"][1]["score"]
+        assert row["top_action"] == row["actions"][0]["action"]
+        assert row["model_version"] == "3"
+    full = scores_table(scores, scorer.actions, "3")
+    best = scores.action_p_conversion.max(axis=1)
+    np.testing.assert_allclose([r[0]["score"] for r in full.column("actions").to_pylist()], best)
+
+
+@given(
+    arrays(
+        np.float64, st.tuples(st.integers(1, 5), st.integers(1, 6)), elements=st.sampled_from([0.1, 0.2, 0.5])
+    )
+)
+def test_ranking_is_best_first_with_ties_in_catalog_order(values: np.ndarray) -> None:
+    order = rank_actions(values)
+    for row, ranked in zip(values, order, strict=True):
+        assert sorted(ranked) == list(range(len(row)))
+        picked = row[ranked]
+        assert (np.diff(picked) <= 0).all()
+        for a, b in itertools.pairwise(ranked):
+            if row[a] == row[b]:
+                assert a < b
+
+
+def test_candidates_and_top_k_narrow_the_ranking(scorer: JourneyScorer, log: EventLog) -> None:
+    (record,) = records_from_tables(log, requests_at_end(log).slice(0, 1))
+    (everything,) = score_records(scorer, [record], "1")
+    narrowed = record.model_copy(update={"candidates": ["call_back", "no_action", "email_offer"], "top_k": 2})
+    (answer,) = score_records(scorer, [narrowed], "1")
+    expected = [a.action for a in everything.actions if a.action in narrowed.candidates][:2]
+    assert [a.action for a in answer.actions] == expected
+    assert [a.rank for a in answer.actions] == [1, 2]
+
+
+def test_a_customer_without_events_is_scored_from_the_profile(scorer: JourneyScorer) -> None:
+    records = [
+        ScoringRequest(customer_id="new", events=[], profile={"segment": "gold", "tenure_days": 3}),
+        ScoringRequest(customer_id="new", events=[], as_of="2026-03-01T00:00:00Z"),
+    ]
+    answers = score_records(scorer, records, "1")
+    assert [a.customer_id for a in answers] == ["new", "new"]
+    assert answers[1].as_of == "2026-03-01T00:00:00+00:00"
+    assert all(0.0 < a.p_conversion < 1.0 and len(a.actions) == 4 for a in answers)
+
+
+def test_two_records_of_one_customer_keep_their_own_histories(scorer: JourneyScorer, log: EventLog) -> None:
+    (record,) = records_from_tables(log, requests_at_end(log).slice(0, 1))
+    short = record.model_copy(update={"events": record.events[:1], "as_of": None})
+    together = score_records(scorer, [record, short], "1")
+    alone = score_records(scorer, [record], "1") + score_records(scorer, [short], "1")
+    assert [a.p_conversion for a in together] == pytest.approx([a.p_conversion for a in alone], rel=1e-5)
+
+
+EVENT = {"timestamp": "2026-01-01T00:00:00Z", "event_type": "page_view", "channel": "web"}
+
+
+@pytest.mark.parametrize(
+    ("record", "field"),
+    [
+        ({"events": [{**EVENT, "timestamp": "yesterday"}]}, "timestamp"),
+        ({"events": [EVENT], "as_of": "soon"}, "as_of"),
+        ({"events": [EVENT], "candidates": ["teleport"]}, "candidates"),
+        ({"events": [EVENT], "profile": {"tenure_days": "long"}}, "profile.tenure_days"),
+    ],
+    ids=["event-time", "as-of", "unknown-candidate", "profile-type"],
+)
+def test_unusable_records_name_the_field(
+    scorer: JourneyScorer, record: dict[str, object], field: str
+) -> None:
+    request = ScoringRequest.model_validate({"customer_id": "c1", **record})
+    with pytest.raises(DataContractError, match=field):
+        score_records(scorer, [request], "1")
+
+
+def test_unknown_tokens_map_to_the_unknown_token(scorer: JourneyScorer) -> None:
+    strange = {"timestamp": "2026-01-01T00:00:00Z", "event_type": "hologram", "channel": "telepathy"}
+    (answer,) = score_records(scorer, [ScoringRequest(customer_id="c", events=[strange])], "1")
+    assert 0.0 < answer.p_conversion < 1.0

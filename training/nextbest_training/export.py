@@ -1,0 +1,265 @@
+"""After training: calibrate, compare with the baselines, log the evidence, register the deployable model.
+
+All of it lands in the training run's MLflow record: the data set's description and vocabularies, the
+calibrated model's test metrics (`test/scored/<head>/<metric>`) beside each baseline's (one child run
+per baseline, same metric names, same test rows), ROC / precision-recall / reliability plots of every
+model together, and the pyfunc model, registered with alias `challenger` (and `champion` when the name
+has none yet).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import mlflow
+import numpy as np
+from mlflow import MlflowClient
+
+from nextbest.evaluation import evaluate_binary
+from nextbest.journeys.examples import NO_DECISION
+from nextbest.model.calibration import CalibrationKind, Calibrator, NoCalibration, fit_calibrator
+from nextbest.model.network import JourneyNetwork
+from nextbest.scoring.pyfunc import log_model
+from nextbest.scoring.records import ScoringRequest, records_from_tables
+from nextbest.scoring.scorer import JourneyScorer
+from nextbest_training.baselines import BaselineKind, BaselineModel
+from nextbest_training.data import PreparedData
+from nextbest_training.module import HEADS
+from nextbest_training.plots import evaluation_figure
+
+SEQUENCE_MODEL = "sequence"
+CHALLENGER, CHAMPION = "challenger", "champion"
+# The input example logged with the model: one real test request, its history cut to this many events.
+EXAMPLE_EVENTS = 20
+
+
+class ExportSettings:
+    """The `export:` section of a training config: what follows training.
+
+    Args:
+        calibration: post-hoc calibration of each head, fitted on the validation split.
+        baselines: engineered-feature baselines fitted on the training split and compared with the
+            sequence model on the test split ("logistic", "gbt").
+        register: register the model in the MLflow model registry (else it is only logged to the run).
+        model_name: the registered model's name.
+    """
+
+    def __init__(
+        self,
+        calibration: CalibrationKind = "temperature",
+        baselines: list[BaselineKind] | None = None,
+        register: bool = True,
+        model_name: str = "nextbest",
+    ) -> None:
+        self.calibration = calibration
+        self.baselines = list(baselines or [])
+        self.register = register
+        self.model_name = model_name
+
+
+@dataclass
+class ExportResult:
+    """What `export_run` did: the test metrics per model and head, and the registered version."""
+
+    metrics: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    model_uri: str = ""
+    version: str | None = None
+    aliases: list[str] = field(default_factory=list)
+
+
+def export_run(
+    network: JourneyNetwork, prepared: PreparedData, settings: ExportSettings, run_id: str
+) -> ExportResult:
+    """Calibrates `network`, evaluates it and the baselines on the test split, and logs and registers the
+    model, all into the MLflow run `run_id` (the tracking URI must already be set)."""
+    scorer = JourneyScorer(
+        network,
+        prepared.encoder,
+        prepared.examples.actions,
+        metadata={"run_id": run_id, "calibration": settings.calibration},
+    )
+    validation = prepared.splits["validation"]
+    scorer.calibrators = fit_head_calibrators(
+        settings.calibration,
+        scorer.logits(prepared.journeys, validation),
+        _take(prepared.examples.labels, validation),
+        prepared.examples.decision_action[validation],
+    )
+    result = ExportResult()
+    with mlflow.start_run(run_id=run_id):
+        _log_dataset(prepared)
+        if len(prepared.splits["test"]):
+            result.metrics = _compare_on_test(scorer, prepared, settings.baselines)
+        info = log_model(
+            scorer,
+            _input_example(prepared),
+            registered_model_name=settings.model_name if settings.register else None,
+        )
+    result.model_uri = info.model_uri
+    if settings.register and info.registered_model_version is not None:
+        result.version = str(info.registered_model_version)
+        result.aliases = assign_aliases(MlflowClient(), settings.model_name, result.version)
+    return result
+
+
+def fit_head_calibrators(
+    kind: CalibrationKind,
+    logits: Mapping[str, np.ndarray],
+    labels: Mapping[str, np.ndarray],
+    decision_action: np.ndarray,
+) -> dict[str, Calibrator]:
+    """One calibrator per head, fitted on the rows the head is trained on (see `HEADS`); a head without
+    both classes among its labelled rows keeps the plain sigmoid."""
+    calibrators: dict[str, Calibrator] = {}
+    for head, (_, label, at_action) in HEADS.items():
+        rows = head_rows(decision_action, at_action)
+        values = at_taken_action(logits[head], decision_action) if at_action else logits[head]
+        known = labels[label][rows][~np.isnan(labels[label][rows])]
+        if len(np.unique(known)) == 2:
+            calibrators[head] = fit_calibrator(kind, values[rows], labels[label][rows])
+        else:
+            calibrators[head] = NoCalibration()
+    return calibrators
+
+
+def observed_action_probabilities(
+    probabilities: Mapping[str, np.ndarray], decision_action: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Per outcome, the probability of the situation each row is in: the action head at the action taken
+    on decision rows, the no-action head elsewhere."""
+    return {
+        outcome: np.where(
+            decision_action >= 0,
+            at_taken_action(probabilities[f"action_{outcome}"], decision_action),
+            probabilities[outcome],
+        )
+        for outcome in ("conversion", "churn")
+    }
+
+
+def head_metrics(
+    observed: Mapping[str, np.ndarray], labels: Mapping[str, np.ndarray], decision_action: np.ndarray
+) -> dict[str, dict[str, float]]:
+    """`evaluate_binary` per head, on the rows the head is scored on; heads without labelled rows omitted."""
+    metrics = {}
+    for head, (_, label, at_action) in HEADS.items():
+        rows = head_rows(decision_action, at_action)
+        if np.isnan(labels[label][rows]).all():
+            continue
+        metrics[head] = evaluate_binary(labels[label][rows], observed[label][rows])
+    return metrics
+
+
+def head_rows(decision_action: np.ndarray, at_action: bool) -> np.ndarray:
+    """The rows a head is trained and scored on: decision rows for action heads, the others otherwise."""
+    return (decision_action >= 0) if at_action else (decision_action == NO_DECISION)
+
+
+def at_taken_action(values: np.ndarray, decision_action: np.ndarray) -> np.ndarray:
+    """[N, A] per-action values read at each row's action taken ([N]; NaN on rows without a decision)."""
+    taken = np.full(len(decision_action), np.nan)
+    rows = np.flatnonzero(decision_action >= 0)
+    taken[rows] = values[rows, decision_action[rows]]
+    return taken
+
+
+def assign_aliases(client: MlflowClient, name: str, version: str) -> list[str]:
+    """Points `challenger` at the new version, and `champion` too when the model has none yet."""
+    aliases = [CHALLENGER]
+    client.set_registered_model_alias(name, CHALLENGER, version)
+    if CHAMPION not in client.get_registered_model(name).aliases:
+        client.set_registered_model_alias(name, CHAMPION, version)
+        aliases.append(CHAMPION)
+    return aliases
+
+
+def _take(arrays: Mapping[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
+    return {name: values[rows] for name, values in arrays.items()}
+
+
+def _compare_on_test(
+    scorer: JourneyScorer, prepared: PreparedData, baselines: list[BaselineKind]
+) -> dict[str, dict[str, dict[str, float]]]:
+    test = prepared.splits["test"]
+    labels = _take(prepared.examples.labels, test)
+    decision_action = prepared.examples.decision_action[test]
+    probabilities = scorer.probabilities(scorer.logits(prepared.journeys, test))
+    observed = {SEQUENCE_MODEL: observed_action_probabilities(probabilities, decision_action)}
+    for kind in baselines:
+        observed[kind] = _baseline_probabilities(kind, prepared)
+    metrics = {name: head_metrics(probs, labels, decision_action) for name, probs in observed.items()}
+    _log_metrics(metrics[SEQUENCE_MODEL])
+    parent = mlflow.active_run()
+    assert parent is not None
+    for kind in baselines:
+        # A nested run lands in the default experiment unless told otherwise.
+        with mlflow.start_run(
+            run_name=f"baseline-{kind}", nested=True, experiment_id=parent.info.experiment_id
+        ):
+            mlflow.log_params({"baseline": kind, "features": "history aggregates + action taken"})
+            _log_metrics(metrics[kind])
+    for head, (_, label, at_action) in HEADS.items():
+        known = head_rows(decision_action, at_action) & ~np.isnan(labels[label])
+        if len(np.unique(labels[label][known])) == 2:
+            curves = {name: (labels[label][known], probs[label][known]) for name, probs in observed.items()}
+            mlflow.log_figure(evaluation_figure(f"test: {head}", curves), f"plots/test_{head}.png")
+    return metrics
+
+
+def _baseline_probabilities(kind: BaselineKind, prepared: PreparedData) -> dict[str, np.ndarray]:
+    """The baseline fitted on the training split; its probabilities on the test split per outcome."""
+    examples, log = prepared.examples, prepared.log
+    customer_index = log.index_of(examples.requests.column("customer_id").combine_chunks())
+    as_of = np.asarray(examples.requests.column("as_of").combine_chunks().cast("int64"))
+    train, test = prepared.splits["train"], prepared.splits["test"]
+    model = BaselineModel(kind).fit(
+        log,
+        customer_index[train],
+        as_of[train],
+        _take(examples.labels, train),
+        examples.decision_action[train],
+        len(examples.actions),
+    )
+    predicted = model.predict_proba(log, customer_index[test], as_of[test], examples.decision_action[test])
+    return {outcome: predicted.get(outcome, np.full(len(test), np.nan)) for outcome in examples.labels}
+
+
+def _log_metrics(metrics: Mapping[str, Mapping[str, float]]) -> None:
+    mlflow.log_metrics(
+        {
+            f"test/scored/{head}/{name}": value
+            for head, values in metrics.items()
+            for name, value in values.items()
+            if np.isfinite(value)
+        }
+    )
+
+
+def _log_dataset(prepared: PreparedData) -> None:
+    """The data behind the run: sizes and label rates per split as params and JSON, the validation report,
+    and the fitted vocabularies."""
+    examples = prepared.examples
+    summary: dict[str, Any] = {
+        "events": prepared.log.num_events,
+        "customers": prepared.log.num_customers,
+        "examples": len(examples),
+        "decisions": int((examples.decision_action >= 0).sum()),
+        "actions": list(examples.actions),
+    }
+    for split, rows in prepared.splits.items():
+        summary[f"{split}_examples"] = len(rows)
+        for outcome, values in examples.labels.items():
+            known = values[rows][~np.isnan(values[rows])]
+            summary[f"{split}_{outcome}_rate"] = float(known.mean()) if len(known) else None
+    mlflow.log_params({f"dataset.{k}": v for k, v in summary.items() if k != "actions"})
+    mlflow.log_dict(summary, "data/dataset.json")
+    mlflow.log_dict(prepared.report.to_dict(), "data/validation.json")
+    mlflow.log_dict(prepared.encoder.to_dict(), "data/encoder.json")
+
+
+def _input_example(prepared: PreparedData) -> list[ScoringRequest]:
+    rows = prepared.splits["test"] if len(prepared.splits["test"]) else prepared.splits["validation"]
+    request = prepared.examples.requests.slice(int(rows[0]), 1)
+    return records_from_tables(prepared.log, request, prepared.profiles, max_events=EXAMPLE_EVENTS)
