@@ -54,6 +54,8 @@ def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def data_args(world: Path, config: Path) -> list[str]:
     """Point a config's data section at the small world."""
     args = ["--data.events", str(world / "events.parquet")]
+    if config.name == "cdnow.yaml":
+        return [*args, "--data.labels", str(world / "labels.parquet")]
     if config.name == "criteo.yaml":
         return [
             *args,
@@ -81,7 +83,7 @@ def test_every_config_instantiates(config: Path, world: Path) -> None:
         trainer_defaults=trainer_defaults(),
     )
     assert isinstance(cli.model, JourneyModule)
-    assert cli.datamodule.num_actions == (0 if config.name == "criteo.yaml" else 6)
+    assert cli.datamodule.num_actions == (0 if config.name in ("criteo.yaml", "cdnow.yaml") else 6)
     assert cli.model.network.config.event_type_vocab == cli.datamodule.event_type_vocab
 
 

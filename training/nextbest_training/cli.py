@@ -16,7 +16,7 @@ from typing import Any
 
 import mlflow
 from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import MLFlowLogger
 
@@ -72,6 +72,7 @@ def trainer_defaults() -> dict[str, Any]:
         "callbacks": [
             EarlyStopping(monitor="val/loss", patience=3),
             ModelCheckpoint(monitor="val/loss", save_top_k=1),
+            LearningRateMonitor(logging_interval="epoch"),
         ],
         "logger": {
             "class_path": "lightning.pytorch.loggers.MLFlowLogger",
