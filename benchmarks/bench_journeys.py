@@ -148,7 +148,7 @@ def pandas_journeys(path: Path) -> tuple[int, float]:
         return {
             "event_type": [codes["event_type"][t] for t in group["event_type"]],
             "channel": [codes["channel"].get(c, 2) for c in group["channel"]],
-            "log_gap_hours": np.log1p(seconds.diff().fillna(0) / 3600).tolist(),
+            "log_gap_seconds": np.log1p(seconds.diff().fillna(0)).tolist(),
             "hour": ((seconds // 3600) % 24).tolist(),
             "log_value": np.log1p(group["value"].fillna(0)).tolist(),
         }

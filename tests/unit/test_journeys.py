@@ -113,14 +113,14 @@ def test_padded_batch_is_consistent(
     for name in ("event_type", "channel", "action", "hour", "weekday"):
         assert (batch[name][~batch["mask"]] == PAD).all()
         assert (batch[name][batch["mask"]] != PAD).all() or name in ("hour", "weekday")
-    for name in ("log_recency_hours", "log_gap_hours", "log_value"):
+    for name in ("log_recency_seconds", "log_gap_seconds", "log_value"):
         assert np.isfinite(batch[name]).all()
         assert (batch[name][~batch["mask"]] == 0).all()
-    assert (batch["log_recency_hours"] >= 0).all()
-    assert (batch["log_gap_hours"] >= 0).all()
+    assert (batch["log_recency_seconds"] >= 0).all()
+    assert (batch["log_gap_seconds"] >= 0).all()
     assert ((batch["weekday"] >= 0) & (batch["weekday"] < 7)).all()
     # Within a history, recency never increases from older to newer events.
-    recency = np.where(batch["mask"], batch["log_recency_hours"], -np.inf)
+    recency = np.where(batch["mask"], batch["log_recency_seconds"], -np.inf)
     older, newer = recency[:, :-1], recency[:, 1:]
     assert ((older >= newer) | ~batch["mask"][:, 1:]).all()
 

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import mlflow
+import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -70,7 +71,7 @@ def trainer_defaults() -> dict[str, Any]:
         "default_root_dir": "checkpoints",
         # Persistent callbacks: every run stops early and keeps its best checkpoint.
         "callbacks": [
-            EarlyStopping(monitor="val/loss", patience=3),
+            EarlyStopping(monitor="val/loss", patience=5),
             ModelCheckpoint(monitor="val/loss", save_top_k=1),
             LearningRateMonitor(logging_interval="epoch"),
         ],
@@ -85,8 +86,8 @@ def trainer_defaults() -> dict[str, Any]:
 
 
 def train(args: Sequence[str]) -> int:
-    """Fit, test the best checkpoint on the held-out groups, then calibrate, compare with the baselines
-    and register the model (`export_run`)."""
+    """Fit, test the best checkpoint's weights on the held-out groups, then calibrate, compare with the
+    baselines and register the model (`export_run`)."""
     # Raised inside Lightning by torch 2.13 on every step; nothing a user can act on.
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     with _command_line("nextbest train", args):
@@ -100,9 +101,9 @@ def train(args: Sequence[str]) -> int:
             save_config_kwargs={"save_to_log_dir": False},
         )
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    _restore_best_weights(cli.trainer, cli.model)
     if len(cli.datamodule.prepared.splits["test"]):
-        checkpoint = "best" if cli.trainer.checkpoint_callback and not cli.trainer.fast_dev_run else None
-        cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=checkpoint)
+        cli.trainer.test(cli.model, datamodule=cli.datamodule)
     logger = cli.trainer.logger
     if cli.trainer.fast_dev_run or not isinstance(logger, MLFlowLogger) or logger.run_id is None:
         print("nextbest train: no MLflow run (fast_dev_run or another logger): the model is not exported")
@@ -125,6 +126,16 @@ def format_export(result: ExportResult, run_id: str) -> str:
     if result.version is not None:
         where += f"; registered version {result.version} ({', '.join(result.aliases)})"
     return "\n".join([*header, *lines, where])
+
+
+def _restore_best_weights(trainer: Trainer, module: LightningModule) -> None:
+    """Loads the best checkpoint's weights (lowest val/loss) into `module`: they are the ones tested and
+    exported, not the last epoch's."""
+    callback = trainer.checkpoint_callback
+    if isinstance(callback, ModelCheckpoint) and callback.best_model_path:
+        # Our own checkpoint, written by this process: its hyperparameters are plain Python objects.
+        checkpoint = torch.load(callback.best_model_path, map_location="cpu", weights_only=False)
+        module.load_state_dict(checkpoint["state_dict"])
 
 
 @contextmanager

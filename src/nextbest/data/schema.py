@@ -12,7 +12,8 @@ import pyarrow as pa
 
 # Every time in nextbest is an instant in UTC, held as int64 microseconds since the Unix epoch.
 UTC_US = pa.timestamp("us", tz="UTC")
-MICROS_PER_HOUR = 3_600 * 1_000_000
+MICROS_PER_SECOND = 1_000_000
+MICROS_PER_HOUR = 3_600 * MICROS_PER_SECOND
 MICROS_PER_DAY = 24 * MICROS_PER_HOUR
 
 

@@ -17,7 +17,7 @@ from nextbest.model.config import ModelConfig
 # Per-event codes of `EncodedJourneys.batch` with their table sizes (token vocabularies are per config).
 CALENDAR_SIZES = {"hour": 24, "weekday": 7}
 # Per-event real-valued features of `EncodedJourneys.batch`, projected together.
-CONTINUOUS_FEATURES = ("log_gap_hours", "log_recency_hours", "log_value", "has_value")
+CONTINUOUS_FEATURES = ("log_gap_seconds", "log_recency_seconds", "log_value", "has_value")
 OUTCOMES = ("conversion", "churn")
 
 
