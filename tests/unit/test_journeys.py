@@ -23,6 +23,7 @@ from nextbest.journeys import (
     requests_at_cutoffs,
     requests_at_end,
 )
+from nextbest.journeys.encoder import HISTORY_FEATURES
 from nextbest.journeys.vocab import MISSING, PAD, UNKNOWN
 from nextbest.journeys.windows import segmented_searchsorted
 from nextbest.simulate import SimulationConfig, simulate
@@ -245,7 +246,25 @@ def test_profile_features_cover_categories_numbers_tenure_and_missing_customers(
     assert numeric[:, 3].tolist() == [0.0, 0.0, 1.0]
     assert numeric[0, 2] > numeric[1, 2]  # a signed up earlier: longer tenure
     assert batch["length"].tolist() == [1, 1, 0]
-    assert batch["history"][2].tolist() == [0.0, 0.0, 0.0, 0.0]
+    assert batch["history"].shape == (3, encoder.history_dim)
+    assert batch["history"][2, : len(HISTORY_FEATURES)].tolist() == [0.0, 0.0, 0.0, 0.0]
+
+
+def test_history_aggregates_are_standardised_and_optional() -> None:
+    rows = [("a", 0, "page_view"), ("a", 5, "purchase"), ("b", 1, "purchase"), ("c", 2, "email_open")]
+    log = load_events(events_table(rows))
+    requests = requests_table([("a", 100), ("b", 100), ("c", 100)], pc_min_timestamp(log.to_table()))
+    encoder = JourneyEncoder.fit(log)
+    assert encoder.aggregates is not None
+    history = encoder.encode(log, requests).batch()["history"]
+    assert history.shape == (3, len(HISTORY_FEATURES) + encoder.aggregates.width)
+    assert np.isfinite(history).all()
+    # Scaled on every customer as of the end of its events: there, each column has mean 0.
+    at_end = encoder.encode(log, requests_at_end(log)).batch()["history"][:, len(HISTORY_FEATURES) :]
+    np.testing.assert_allclose(at_end.mean(axis=0), 0.0, atol=1e-5)
+    plain = JourneyEncoder.fit(log, config=JourneyConfig(aggregate_features=False))
+    assert plain.history_dim == len(HISTORY_FEATURES)
+    assert plain.encode(log, requests).batch()["history"].shape == (3, len(HISTORY_FEATURES))
 
 
 def test_encoder_round_trips_through_json() -> None:

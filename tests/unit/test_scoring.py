@@ -17,7 +17,6 @@ from nextbest.data import load_events
 from nextbest.data.events import EventLog
 from nextbest.errors import DataContractError
 from nextbest.journeys import JourneyEncoder, requests_at_end
-from nextbest.journeys.encoder import HISTORY_FEATURES
 from nextbest.model import JourneyNetwork, ModelConfig, TemperatureScaling
 from nextbest.scoring import (
     OUTPUT_SCHEMA,
@@ -52,7 +51,7 @@ def make_scorer(log: EventLog, customers: pa.Table, seed: int = 0) -> JourneySco
         num_actions=len(actions),
         profile_categorical_sizes=tuple(encoder.profile.categorical_sizes),
         profile_numeric_dim=encoder.profile.num_numeric,
-        history_dim=len(HISTORY_FEATURES),
+        history_dim=encoder.history_dim,
         max_events=32,
         d_model=16,
         n_heads=2,

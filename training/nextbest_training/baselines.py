@@ -19,15 +19,10 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from threadpoolctl import threadpool_limits
 
 from nextbest.data.events import EventLog
-from nextbest.journeys.aggregates import AggregateFeaturizer
+from nextbest.journeys.aggregates import AggregateFeaturizer, signed_log1p
 
 BaselineKind = Literal["logistic", "gbt"]
 KINDS: tuple[BaselineKind, ...] = get_args(BaselineKind)
-
-
-def signed_log1p(features: np.ndarray) -> np.ndarray:
-    """sign(x) * log1p(|x|): tames heavy-tailed counts, durations and amounts for a linear model."""
-    return np.sign(features) * np.log1p(np.abs(features))
 
 
 def make_estimator(kind: BaselineKind, random_state: int = 0) -> Pipeline | HistGradientBoostingClassifier:

@@ -21,7 +21,6 @@ from torch.utils.data import DataLoader
 from nextbest.data import CUSTOMERS, DECISIONS, LABELS, ValidationReport, load_events, load_table
 from nextbest.data.events import EventLog
 from nextbest.journeys import EncodedJourneys, JourneyConfig, JourneyEncoder, LabelRules
-from nextbest.journeys.encoder import HISTORY_FEATURES
 from nextbest.journeys.examples import TrainingExamples, build_examples, split_groups
 from nextbest.journeys.tensors import as_tensors
 
@@ -145,7 +144,7 @@ class JourneyDataModule(L.LightningDataModule):
 
     @property
     def history_dim(self) -> int:
-        return len(HISTORY_FEATURES)
+        return self.prepared.encoder.history_dim
 
     @property
     def num_actions(self) -> int:

@@ -41,6 +41,8 @@ SCALAR_FEATURES = (
     *(f"events_last_{days}d" for days in RECENT_DAYS),
     *(f"distinct_{column}s" for column in DISTINCT_COLUMNS),
 )
+# Below this spread (in signed-log units) a feature counts as constant when scaling (`ScaledAggregates`).
+MIN_SCALE = 1e-3
 # Bounds the memory of one chunk: a few arrays of this many int64/float64 values.
 CHUNK_ROWS = 2_000_000
 
@@ -75,6 +77,11 @@ class _Windows:
     @property
     def nonempty(self) -> np.ndarray:
         return self.end > self.first
+
+
+def signed_log1p(features: np.ndarray) -> np.ndarray:
+    """sign(x) * log1p(|x|): tames heavy-tailed counts, durations and amounts for linear and neural models."""
+    return np.sign(features) * np.log1p(np.abs(features))
 
 
 @dataclass(frozen=True)
@@ -316,3 +323,53 @@ def _one_hot(codes: np.ndarray, size: int, rows: np.ndarray, nonempty: np.ndarra
     picked = np.flatnonzero(nonempty)
     out[picked, codes[rows[picked]]] = 1.0
     return out[:, PAD + 1 :]
+
+
+@dataclass(frozen=True)
+class ScaledAggregates:
+    """The aggregates as neural-network inputs: signed log1p, then standardised per feature.
+
+    Attention pools averages well but counts poorly; handing the network the engineered counts, shares and
+    gaps lets the sequence model see at least what the tabular baselines see.
+    """
+
+    featurizer: AggregateFeaturizer
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @classmethod
+    def fit(
+        cls, log: EventLog, max_tokens: int = 50, sample: int = 100_000, seed: int = 0
+    ) -> ScaledAggregates:
+        """Vocabularies from `log`; scale from (at most `sample`) customers as of the end of their events,
+        a stand-in for training requests, which are not known at fit time."""
+        featurizer = AggregateFeaturizer.fit(log, max_tokens=max_tokens)
+        customers = np.arange(log.num_customers)
+        if len(customers) > sample:
+            customers = np.sort(np.random.default_rng(seed).choice(customers, sample, replace=False))
+        after_last = log.timestamps[log.offsets[customers + 1] - 1] + 1
+        raw = signed_log1p(featurizer.transform(log, customers, after_last)[0].astype(np.float64))
+        width = len(featurizer.feature_names)
+        mean = raw.mean(axis=0) if len(raw) else np.zeros(width)
+        std = raw.std(axis=0) if len(raw) else np.ones(width)
+        # A feature (nearly) constant at fit time, e.g. recency just after the last event, keeps its scale:
+        # dividing by a rounding-error spread would blow its later, real values up.
+        std = np.where(std > MIN_SCALE, std, 1.0)
+        return cls(featurizer, tuple(mean.tolist()), tuple(std.tolist()))
+
+    @property
+    def width(self) -> int:
+        return len(self.mean)
+
+    def transform(self, log: EventLog, customer_index: np.ndarray, as_of: np.ndarray) -> np.ndarray:
+        """[requests, width] float32 standardised features (see `AggregateFeaturizer.transform`)."""
+        raw, _ = self.featurizer.transform(log, customer_index, as_of)
+        scaled = (signed_log1p(raw.astype(np.float64)) - np.asarray(self.mean)) / np.asarray(self.std)
+        return scaled.astype(np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"featurizer": self.featurizer.to_dict(), "mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ScaledAggregates:
+        return cls(AggregateFeaturizer.from_dict(data["featurizer"]), tuple(data["mean"]), tuple(data["std"]))

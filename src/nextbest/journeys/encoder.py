@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 
 from nextbest.data.events import EventLog
 from nextbest.data.schema import MICROS_PER_DAY, MICROS_PER_HOUR, MICROS_PER_SECOND
+from nextbest.journeys.aggregates import ScaledAggregates
 from nextbest.journeys.profile import ProfileEncoder
 from nextbest.journeys.vocab import PAD, Vocabulary
 from nextbest.journeys.windows import Windows, history_windows
@@ -35,12 +36,17 @@ class JourneyConfig:
         min_token_count: tokens seen fewer times in training map to the unknown token.
         max_vocabulary: the most frequent tokens kept per vocabulary.
         max_profile_categories: the most frequent categories kept per profile column.
+        aggregate_features: add the engineered history aggregates (counts, shares, first and last touch,
+            gaps, recency per token; see `nextbest.journeys.aggregates`) to the per-request features.
+        aggregate_tokens: the most frequent tokens per column that get aggregate features.
     """
 
     max_events: int = 100
     min_token_count: int = 1
     max_vocabulary: int = 10_000
     max_profile_categories: int = 1_000
+    aggregate_features: bool = True
+    aggregate_tokens: int = 50
 
 
 @dataclass(frozen=True)
@@ -93,7 +99,9 @@ class EncodedJourneys:
             name: np.where(mask, codes[rows], PAD).astype(np.int32) for name, codes in events.tokens.items()
         }
         recency = (self.as_of[idx][:, None] - events.timestamps[rows]) / MICROS_PER_SECOND
-        out["log_recency_seconds"] = np.where(mask, np.log1p(np.maximum(recency, 0.0)), 0.0).astype(np.float32)
+        out["log_recency_seconds"] = np.where(mask, np.log1p(np.maximum(recency, 0.0)), 0.0).astype(
+            np.float32
+        )
         for name in ("log_gap_seconds", "log_value", "has_value"):
             out[name] = np.where(mask, getattr(events, name)[rows], 0.0).astype(np.float32)
         for name in ("hour", "weekday"):
@@ -116,6 +124,12 @@ class JourneyEncoder:
     config: JourneyConfig
     vocabularies: dict[str, Vocabulary]
     profile: ProfileEncoder
+    aggregates: ScaledAggregates | None = None
+
+    @property
+    def history_dim(self) -> int:
+        """Width of the per-request `history` block: `HISTORY_FEATURES` plus the aggregates, if any."""
+        return len(HISTORY_FEATURES) + (self.aggregates.width if self.aggregates else 0)
 
     @classmethod
     def fit(
@@ -126,7 +140,10 @@ class JourneyEncoder:
             name: Vocabulary.fit(_token_column(log, name), config.min_token_count, config.max_vocabulary)
             for name in TOKEN_COLUMNS
         }
-        return cls(config, vocabularies, ProfileEncoder.fit(customers, config.max_profile_categories))
+        aggregates = ScaledAggregates.fit(log, config.aggregate_tokens) if config.aggregate_features else None
+        return cls(
+            config, vocabularies, ProfileEncoder.fit(customers, config.max_profile_categories), aggregates
+        )
 
     def event_features(self, log: EventLog) -> EventFeatures:
         """Per-event features for every row of `log` (computed once, shared by all requests)."""
@@ -166,6 +183,9 @@ class JourneyEncoder:
         windows = history_windows(log.timestamps, log.offsets, customer, as_of, self.config.max_events)
         static = self.profile.encode(customers, _profile_rows(customers, customer_ids), as_of)
         static["history"] = _history_features(windows, log.timestamps, as_of)
+        if self.aggregates is not None:
+            aggregates = self.aggregates.transform(log, customer, as_of)
+            static["history"] = np.concatenate([static["history"], aggregates], axis=1)
         return EncodedJourneys(
             customer_ids=customer_ids,
             as_of=as_of,
@@ -181,6 +201,7 @@ class JourneyEncoder:
             "config": asdict(self.config),
             "vocabularies": {k: v.to_dict() for k, v in self.vocabularies.items()},
             "profile": self.profile.to_dict(),
+            "aggregates": None if self.aggregates is None else self.aggregates.to_dict(),
         }
 
     @classmethod
@@ -189,6 +210,7 @@ class JourneyEncoder:
             JourneyConfig(**data["config"]),
             {k: Vocabulary.from_dict(v) for k, v in data["vocabularies"].items()},
             ProfileEncoder.from_dict(data["profile"]),
+            None if data["aggregates"] is None else ScaledAggregates.from_dict(data["aggregates"]),
         )
 
 
