@@ -13,7 +13,7 @@ import pytest
 from nextbest.cli import main
 from nextbest.data import load_events
 from nextbest.journeys import requests_at_end
-from nextbest.scoring import scores_table
+from nextbest.scoring import decide, decisions_table
 from nextbest.scoring.pyfunc import load_scorer, log_model, model_version
 from nextbest.scoring.records import records_from_tables, score_records
 from nextbest.simulate import SimulationConfig, simulate, write_world
@@ -90,7 +90,7 @@ def test_score_command_writes_the_batch_output(
     assert main([*args, *customers, "--out", str(out), "--top-k", "2"]) == 0
     assert "Scored 80 requests" in capsys.readouterr().out
     written = pq.read_table(out)
-    expected = scores_table(scorer.score(log, requests_at_end(log), world.customers), scorer.actions, "1", 2)
+    expected = decisions_table(decide(scorer, log, requests_at_end(log), world.customers), "1", 2)
     assert written.column_names == expected.column_names
     assert written.column("customer_id").equals(expected.column("customer_id"))
     assert written.column("model_version").to_pylist() == ["1"] * 80

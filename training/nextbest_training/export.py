@@ -17,6 +17,7 @@ import mlflow
 import numpy as np
 from mlflow import MlflowClient
 
+from nextbest.decisioning.catalog import ActionCatalog
 from nextbest.evaluation import evaluate_binary
 from nextbest.journeys.examples import NO_DECISION
 from nextbest.model.calibration import CalibrationKind, Calibrator, NoCalibration, fit_calibrator
@@ -44,6 +45,7 @@ class ExportSettings:
             sequence model on the test split ("logistic", "gbt").
         register: register the model in the MLflow model registry (else it is only logged to the run).
         model_name: the registered model's name.
+        catalog: action catalog (YAML) packaged with the model; None: every action, value 1, cost 0.
     """
 
     def __init__(
@@ -52,11 +54,14 @@ class ExportSettings:
         baselines: list[BaselineKind] | None = None,
         register: bool = True,
         model_name: str = "nextbest",
+        catalog: str | None = None,
     ) -> None:
         self.calibration = calibration
         self.baselines = list(baselines or [])
         self.register = register
         self.model_name = model_name
+        # Read now, when the CLI builds the config, so that a bad catalog fails before training.
+        self.catalog = None if catalog is None else ActionCatalog.from_yaml(catalog)
 
 
 @dataclass
@@ -79,6 +84,7 @@ def export_run(
         prepared.encoder,
         prepared.examples.actions,
         metadata={"run_id": run_id, "calibration": settings.calibration},
+        catalog=settings.catalog,
     )
     validation = prepared.splits["validation"]
     scorer.calibrators = fit_head_calibrators(

@@ -13,10 +13,12 @@ from nextbest.errors import NextbestError
 from nextbest.journeys import requests_at_end
 
 DESCRIPTION = """\
-Score customers with a nextbest model: P(conversion) and P(churn) with no action, and the candidate
-actions ranked by expected value. Writes one Parquet row per request: customer_id, as_of,
-model_version, p_conversion, p_churn, top_action and actions (action, rank, score, p_conversion,
-p_churn). Rows that break the data contract are left out and counted in the summary.
+Score customers with a nextbest model: P(conversion) and P(churn) with no action, and the catalog's
+actions ranked by expected value under its rules and contact limits. Writes one Parquet row per
+request: customer_id, as_of, model_version, p_conversion, p_churn, top_action, actions (action, rank,
+score, uplift, p_conversion, p_churn) and suppressed (action, reason). Columns of --requests beyond
+customer_id and as_of are the context that catalog rules read. Rows that break the data contract are
+left out and counted in the summary.
 """
 
 
@@ -42,6 +44,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="customer_id, as_of table of the moments to score (default: every customer, just after "
         "its last event)",
     )
+    parser.add_argument(
+        "--catalog",
+        type=Path,
+        metavar="FILE",
+        help="action catalog (YAML) used instead of the model's packaged one, for what-if runs",
+    )
     parser.add_argument("--out", type=Path, required=True, metavar="FILE", help="output Parquet file")
     parser.add_argument("--top-k", type=int, metavar="K", help="keep the K best actions (default: all)")
     parser.add_argument(
@@ -56,18 +64,23 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise NextbestError(f"--batch-size must be at least 1, got {args.batch_size}")
     # MLflow is imported only by the commands that need it: it takes seconds.
-    from nextbest.scoring.output import scores_table
+    from nextbest.decisioning.catalog import ActionCatalog
+    from nextbest.scoring.decide import decide
+    from nextbest.scoring.output import decisions_table
     from nextbest.scoring.pyfunc import load_scorer, model_version
 
     began = time.perf_counter()
     scorer = load_scorer(args.model)
+    catalog = None if args.catalog is None else ActionCatalog.from_yaml(args.catalog)
     version = model_version(args.model, scorer)
     report = ValidationReport()
     log = load_events(args.events, report)
     customers = None if args.customers is None else load_table(args.customers, CUSTOMERS, report)
     requests = requests_at_end(log) if args.requests is None else load_table(args.requests, REQUESTS, report)
-    scores = scorer.score(log, requests, customers, batch_size=args.batch_size, progress=True)
-    table = scores_table(scores, scorer.actions, version, args.top_k)
+    decisions = decide(
+        scorer, log, requests, customers, catalog=catalog, batch_size=args.batch_size, progress=True
+    )
+    table = decisions_table(decisions, version, args.top_k)
     try:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, args.out)

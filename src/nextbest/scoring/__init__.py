@@ -1,19 +1,30 @@
-"""Scoring: the deployable model (network, encoder, actions, calibrators), its MLflow pyfunc, and ranking."""
+"""Scoring: the deployable model (network, encoder, actions, calibrators, catalog), its MLflow pyfunc,
+scoring records (the online request shape) and the ranked output."""
 
-from nextbest.scoring.output import OUTPUT_SCHEMA, rank_actions, scores_table
-from nextbest.scoring.records import RankedAction, RequestEvent, ScoredRequest, ScoringRequest, score_records
+from nextbest.scoring.decide import Decisions, decide
+from nextbest.scoring.output import OUTPUT_SCHEMA, decisions_table
+from nextbest.scoring.records import (
+    RankedAction,
+    RequestEvent,
+    ScoredRequest,
+    ScoringRequest,
+    SuppressedAction,
+    score_records,
+)
 from nextbest.scoring.scorer import HEAD_OUTPUTS, JourneyScorer, Scores
 
 __all__ = [
     "HEAD_OUTPUTS",
     "OUTPUT_SCHEMA",
+    "Decisions",
     "JourneyScorer",
     "RankedAction",
     "RequestEvent",
     "ScoredRequest",
     "Scores",
     "ScoringRequest",
-    "rank_actions",
+    "SuppressedAction",
+    "decide",
+    "decisions_table",
     "score_records",
-    "scores_table",
 ]

@@ -1,8 +1,4 @@
-"""Scores as ranked actions: the batch output table of DESIGN §3.
-
-Until a catalog gives actions values and costs, every action is worth 1 per conversion and costs 0, so an
-action's score (its expected value) is P(conversion | action).
-"""
+"""Decisions as the batch output table of DESIGN §3 (a row per request), with what was suppressed and why."""
 
 from __future__ import annotations
 
@@ -10,17 +6,19 @@ import numpy as np
 import pyarrow as pa
 
 from nextbest.data.schema import UTC_US
-from nextbest.scoring.scorer import Scores
+from nextbest.scoring.decide import Decisions
 
 ACTION_STRUCT = pa.struct(
     [
         ("action", pa.string()),
         ("rank", pa.int32()),
         ("score", pa.float64()),
+        ("uplift", pa.float64()),
         ("p_conversion", pa.float64()),
         ("p_churn", pa.float64()),
     ]
 )
+SUPPRESSED_STRUCT = pa.struct([("action", pa.string()), ("reason", pa.string())])
 OUTPUT_SCHEMA = pa.schema(
     [
         ("customer_id", pa.string()),
@@ -30,37 +28,46 @@ OUTPUT_SCHEMA = pa.schema(
         ("p_churn", pa.float64()),
         ("top_action", pa.string()),
         ("actions", pa.list_(ACTION_STRUCT)),
+        ("suppressed", pa.list_(SUPPRESSED_STRUCT)),
     ]
 )
 
 
-def rank_actions(expected_values: np.ndarray) -> np.ndarray:
-    """Per request, action indices from best to worst; ties go to the earlier action (deterministic)."""
-    return np.argsort(-expected_values, axis=1, kind="stable")
+def decisions_table(decisions: Decisions, model_version: str, top_k: int | None = None) -> pa.Table:
+    """One row per request: no-action probabilities, the eligible actions best first (at most `top_k`),
+    and the suppressed ones with their reasons (catalog order).
 
-
-def scores_table(
-    scores: Scores, actions: tuple[str, ...], model_version: str, top_k: int | None = None
-) -> pa.Table:
-    """One row per request with the no-action probabilities and the top `top_k` actions (all when None)."""
-    n, num_actions = scores.action_p_conversion.shape
-    expected_values = scores.action_p_conversion
-    order = rank_actions(expected_values)[:, : num_actions if top_k is None else top_k]  # [N, K]
-    k = order.shape[1]
-    rows = np.repeat(np.arange(n), k)
-    picked = order.reshape(-1)
+    `score` is the action's expected value, `uplift` its expected value over taking no action.
+    """
+    scores, ranking = decisions.scores, decisions.ranking
+    n, k = ranking.expected_value.shape
+    ids = np.asarray(ranking.actions, dtype=object)
+    eligible_in_order = np.take_along_axis(ranking.eligible, ranking.order, axis=1)
+    kept = eligible_in_order.sum(axis=1)
+    if top_k is not None:
+        kept = np.minimum(kept, top_k)
+    rows, position = np.nonzero(np.arange(k)[None, :] < kept[:, None])  # eligible actions come first
+    picked = ranking.order[rows, position]
     ranked = pa.StructArray.from_arrays(
         [
-            pa.array(np.asarray(actions, dtype=object)[picked] if k else [], pa.string()),
-            pa.array(np.tile(np.arange(1, k + 1, dtype=np.int32), n), pa.int32()),
-            pa.array(expected_values[rows, picked], pa.float64()),
-            pa.array(scores.action_p_conversion[rows, picked], pa.float64()),
-            pa.array(scores.action_p_churn[rows, picked], pa.float64()),
+            pa.array(ids[picked], pa.string()),
+            pa.array(position + 1, pa.int32()),
+            *(
+                pa.array(getattr(ranking, name)[rows, picked], pa.float64())
+                for name in ("expected_value", "uplift", "p_conversion", "p_churn")
+            ),
         ],
         fields=list(ACTION_STRUCT),
     )
-    offsets = pa.array(np.arange(n + 1, dtype=np.int32) * k, pa.int32())
-    top = pa.array(np.asarray(actions, dtype=object)[order[:, 0]] if k else [None] * n, pa.string())
+    suppressed_rows, suppressed_actions = np.nonzero(~ranking.eligible)
+    suppressed = pa.StructArray.from_arrays(
+        [
+            pa.array(ids[suppressed_actions], pa.string()),
+            pa.array(ranking.reasons[suppressed_rows, suppressed_actions], pa.string()),
+        ],
+        fields=list(SUPPRESSED_STRUCT),
+    )
+    top = np.where(kept > 0, ids[ranking.order[:, 0]] if k else None, None)
     return pa.table(
         [
             scores.customer_ids.cast(pa.string()),
@@ -68,8 +75,14 @@ def scores_table(
             pa.repeat(pa.scalar(model_version, pa.string()), n),
             pa.array(scores.p_conversion, pa.float64()),
             pa.array(scores.p_churn, pa.float64()),
-            top,
-            pa.ListArray.from_arrays(offsets, ranked, type=OUTPUT_SCHEMA.field("actions").type),
+            pa.array(top if k else [None] * n, pa.string()),
+            _lists(ranked, kept, OUTPUT_SCHEMA.field("actions").type),
+            _lists(suppressed, (~ranking.eligible).sum(axis=1), OUTPUT_SCHEMA.field("suppressed").type),
         ],
         schema=OUTPUT_SCHEMA,
     )
+
+
+def _lists(values: pa.StructArray, counts: np.ndarray, list_type: pa.DataType) -> pa.ListArray:
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values, type=list_type)

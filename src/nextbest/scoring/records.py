@@ -21,10 +21,12 @@ from nextbest.data.normalize import normalise_column
 from nextbest.data.report import ValidationReport
 from nextbest.data.schema import UTC_US, ColumnSpec, ColumnType
 from nextbest.data.tables import load_events
+from nextbest.decisioning.catalog import ActionCatalog
 from nextbest.errors import DataContractError
 from nextbest.journeys.requests import epoch_micros
 from nextbest.journeys.windows import history_windows
-from nextbest.scoring.output import scores_table
+from nextbest.scoring.decide import decide
+from nextbest.scoring.output import decisions_table
 from nextbest.scoring.scorer import JourneyScorer
 
 ProfileValue = str | float | None
@@ -52,6 +54,10 @@ class ScoringRequest(BaseModel):
         default=None, description="ISO-8601 decision time; default: just after the last event"
     )
     profile: dict[str, ProfileValue] | None = None
+    context: dict[str, ProfileValue] | None = Field(
+        default=None,
+        description="the moment's context (e.g. channel), read by catalog rules as context.<key>",
+    )
     candidates: list[str] | None = Field(default=None, description="actions to rank; default: all")
     top_k: int | None = Field(default=None, ge=1, description="the most actions returned; default: all")
 
@@ -59,9 +65,17 @@ class ScoringRequest(BaseModel):
 class RankedAction(BaseModel):
     action: str
     rank: int
-    score: float
+    score: float = Field(
+        description="expected value: weight · (value · P(conversion) - churn_cost · P(churn) - cost)"
+    )
+    uplift: float = Field(description="expected value over taking no action")
     p_conversion: float
     p_churn: float
+
+
+class SuppressedAction(BaseModel):
+    action: str
+    reason: str
 
 
 class ScoredRequest(BaseModel):
@@ -72,12 +86,16 @@ class ScoredRequest(BaseModel):
     p_churn: float
     top_action: str | None = None
     actions: list[RankedAction]
+    suppressed: list[SuppressedAction]
 
 
 def score_records(
-    scorer: JourneyScorer, records: Sequence[ScoringRequest], model_version: str
+    scorer: JourneyScorer,
+    records: Sequence[ScoringRequest],
+    model_version: str,
+    catalog: ActionCatalog | None = None,
 ) -> list[ScoredRequest]:
-    """Scores and ranks each record.
+    """Scores and ranks each record with `catalog` (default: the model's packaged catalog).
 
     Raises:
         DataContractError: an event, as_of, profile attribute or candidate cannot be used; the message
@@ -85,11 +103,41 @@ def score_records(
     """
     keys = [str(i) for i in range(len(records))]
     log = _event_log(records, keys)
-    requests = pa.table({"customer_id": pa.array(keys, pa.string()), "as_of": _as_of(records, log, keys)})
-    customers = scorer.encoder.profile.records_table(keys, [r.profile for r in records])
-    scores = scorer.score(log, requests, customers)
-    ranked = scores_table(scores, scorer.actions, model_version).to_pylist()
-    return [_answer(record, row, scorer.actions) for record, row in zip(records, ranked, strict=True)]
+    requests = pa.table(
+        {
+            "customer_id": pa.array(keys, pa.string()),
+            "as_of": _as_of(records, log, keys),
+            **_context_columns(records),
+        }
+    )
+    customers = _profiles_table(scorer, keys, records)
+    decisions = decide(scorer, log, requests, customers, catalog=catalog)
+    rows = decisions_table(decisions, model_version).to_pylist()
+    return [
+        _answer(record, row, decisions.ranking.actions) for record, row in zip(records, rows, strict=True)
+    ]
+
+
+def _context_columns(records: Sequence[ScoringRequest]) -> dict[str, pa.Array]:
+    keys = sorted({key for r in records for key in (r.context or {})})
+    return {key: _column([(r.context or {}).get(key) for r in records]) for key in keys}
+
+
+def _profiles_table(scorer: JourneyScorer, keys: list[str], records: Sequence[ScoringRequest]) -> pa.Table:
+    """The profile as the encoder reads it, plus every other attribute given (rules may read them)."""
+    table = scorer.encoder.profile.records_table(keys, [r.profile for r in records])
+    extra = sorted({key for r in records for key in (r.profile or {})} - set(table.column_names))
+    for key in extra:
+        table = table.append_column(key, _column([(r.profile or {}).get(key) for r in records]))
+    return table
+
+
+def _column(values: list[Any]) -> pa.Array:
+    """Values of one attribute across records: numbers, texts or booleans; mixed kinds become text."""
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.array([None if v is None else str(v) for v in values], pa.string())
 
 
 def records_from_tables(
@@ -186,7 +234,8 @@ def _as_of(records: Sequence[ScoringRequest], log: EventLog, keys: list[str]) ->
 
 
 def _answer(record: ScoringRequest, row: dict[str, Any], actions: tuple[str, ...]) -> ScoredRequest:
-    ranked = row["actions"]
+    """The record's answer: its row narrowed to its candidates (and re-ranked) and cut to its top_k."""
+    ranked, suppressed = row["actions"], row["suppressed"]
     if record.candidates is not None:
         unknown = sorted(set(record.candidates) - set(actions))
         if unknown:
@@ -195,6 +244,7 @@ def _answer(record: ScoringRequest, row: dict[str, Any], actions: tuple[str, ...
             )
         wanted = set(record.candidates)
         ranked = [a for a in ranked if a["action"] in wanted]
+        suppressed = [s for s in suppressed if s["action"] in wanted]
     ranked = ranked[: record.top_k] if record.top_k is not None else ranked
     actions_out = [RankedAction(**{**a, "rank": i + 1}) for i, a in enumerate(ranked)]
     return ScoredRequest(
@@ -205,4 +255,5 @@ def _answer(record: ScoringRequest, row: dict[str, Any], actions: tuple[str, ...
         p_churn=row["p_churn"],
         top_action=actions_out[0].action if actions_out else None,
         actions=actions_out,
+        suppressed=[SuppressedAction(**s) for s in suppressed],
     )

@@ -19,6 +19,7 @@ import torch
 from tqdm import tqdm
 
 from nextbest.data.events import EventLog
+from nextbest.decisioning.catalog import ActionCatalog
 from nextbest.journeys.encoder import EncodedJourneys, JourneyEncoder
 from nextbest.journeys.tensors import as_tensors
 from nextbest.model.calibration import Calibrator, NoCalibration, calibrator_from_dict
@@ -70,6 +71,8 @@ class JourneyScorer:
         calibrators: per head (`HEAD_OUTPUTS` keys), the map from logits to probabilities; a head
             without one is the plain sigmoid.
         metadata: free-form facts about the model (training run, data), saved with it.
+        catalog: the packaged action catalog (values, costs, rules); None: the default catalog (every
+            action, value 1, cost 0).
     """
 
     network: JourneyNetwork
@@ -77,6 +80,7 @@ class JourneyScorer:
     actions: tuple[str, ...]
     calibrators: dict[str, Calibrator] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
+    catalog: ActionCatalog | None = None
 
     def __post_init__(self) -> None:
         self.network.eval()
@@ -84,6 +88,13 @@ class JourneyScorer:
             raise ValueError(
                 f"{len(self.actions)} actions given for a network with {self.network.config.num_actions}"
             )
+        if self.catalog is not None:
+            self.catalog.check_actions(self.actions)
+
+    @property
+    def action_catalog(self) -> ActionCatalog:
+        """The packaged catalog, or the default one."""
+        return self.catalog if self.catalog is not None else ActionCatalog.default(self.actions)
 
     def logits(
         self,
@@ -144,6 +155,7 @@ class JourneyScorer:
             "actions": list(self.actions),
             "calibrators": {head: c.to_dict() for head, c in self.calibrators.items()},
             "metadata": self.metadata,
+            "catalog": None if self.catalog is None else self.catalog.to_dict(),
         }
         (path / SCORER_FILE).write_text(json.dumps(description, indent=1))
         return path
@@ -161,6 +173,9 @@ class JourneyScorer:
             actions=tuple(description["actions"]),
             calibrators={h: calibrator_from_dict(c) for h, c in description["calibrators"].items()},
             metadata=description["metadata"],
+            catalog=None
+            if description["catalog"] is None
+            else ActionCatalog.from_dict(description["catalog"]),
         )
 
 

@@ -1,0 +1,22 @@
+"""Decisioning: the action catalog, the rule language, contact policies and the ranking of actions."""
+
+from nextbest.decisioning.catalog import ActionCatalog, CatalogAction, CatalogError, ContactLimit
+from nextbest.decisioning.expressions import HistoryQuery, Rule, RuleColumns, RuleError, parse_rule
+from nextbest.decisioning.history import history_values
+from nextbest.decisioning.policy import Ranking, history_queries, rank
+
+__all__ = [
+    "ActionCatalog",
+    "CatalogAction",
+    "CatalogError",
+    "ContactLimit",
+    "HistoryQuery",
+    "Ranking",
+    "Rule",
+    "RuleColumns",
+    "RuleError",
+    "history_queries",
+    "history_values",
+    "parse_rule",
+    "rank",
+]

@@ -1,0 +1,248 @@
+"""The action catalog (YAML): what each action is worth and costs, when it is allowed, how often it is used.
+
+```yaml
+churn_cost: 20.0                 # what a churned customer costs (weighs P(churn | action))
+contact_events: [email_sent, sms_sent, push_sent, call_made]   # events that count as contacts
+contact_caps:                    # across all channels
+  - {max: 3, days: 7}
+actions:
+  - id: email_offer
+    channel: email
+    value: 40.0                  # worth of a conversion
+    cost: 0.5
+    weight: 1.0                  # business lever: multiplies the expected value
+    eligible_if: 'profile.email_opt_in == 1 and days_since(event_type="purchase") > 7'
+    limits: [{max: 1, days: 7}]  # at most 1 contact on this action's channel in 7 days
+    cooldown_days: 14            # not again within 14 days of this action
+  - {id: no_action}
+```
+
+Every problem is reported with the entry it is in (`actions[2] (call_back): ...`); unknown keys are errors,
+not silently ignored.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nextbest.decisioning.expressions import HistoryQuery, Rule, RuleError, parse_rule
+from nextbest.errors import NextbestError
+from nextbest.journeys.labels import BUSINESS_TOUCHES
+
+NO_ACTION = "no_action"
+
+
+class CatalogError(NextbestError):
+    """A catalog that cannot be used; the message names the entry and the field."""
+
+
+@dataclass(frozen=True)
+class ContactLimit:
+    """At most `max` contacts in the last `days` days, on `channel` (every channel when None)."""
+
+    max: int
+    days: float
+    channel: str | None = None
+
+    def query(self, contact_events: tuple[str, ...]) -> HistoryQuery:
+        match = [("event_type", contact_events)]
+        if self.channel is not None:
+            match.append(("channel", (self.channel,)))
+        return HistoryQuery("count", self.days, tuple(match))
+
+    def describe(self) -> str:
+        where = f" on {self.channel}" if self.channel else ""
+        return f"at most {self.max} contact{'s' if self.max != 1 else ''}{where} per {self.days:g} days"
+
+
+@dataclass(frozen=True)
+class CatalogAction:
+    """One action: its economics, its eligibility rule and its contact policy."""
+
+    id: str
+    channel: str | None = None
+    value: float = 1.0
+    cost: float = 0.0
+    weight: float = 1.0
+    eligible_if: Rule | None = None
+    limits: tuple[ContactLimit, ...] = ()
+    cooldown_days: float | None = None
+
+    def cooldown_query(self, contact_events: tuple[str, ...]) -> HistoryQuery:
+        return HistoryQuery("days_since", None, (("action", (self.id,)), ("event_type", contact_events)))
+
+
+@dataclass(frozen=True)
+class ActionCatalog:
+    """The actions in ranking order of ties, the cost of churn, and the contact caps across channels."""
+
+    actions: tuple[CatalogAction, ...]
+    churn_cost: float = 0.0
+    contact_events: tuple[str, ...] = tuple(sorted(BUSINESS_TOUCHES))
+    contact_caps: tuple[ContactLimit, ...] = ()
+    source: str = field(default="catalog", compare=False)
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return tuple(a.id for a in self.actions)
+
+    @classmethod
+    def default(cls, actions: Sequence[str]) -> ActionCatalog:
+        """Without a catalog: every model action, value 1, cost 0, no rules (DESIGN §5)."""
+        return cls(tuple(CatalogAction(id=a) for a in actions), source="default catalog")
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> ActionCatalog:
+        try:
+            data = yaml.safe_load(Path(path).read_text())
+        except OSError as exc:
+            raise CatalogError(f"cannot read the catalog {path}: {exc}") from exc
+        except yaml.YAMLError as exc:
+            raise CatalogError(f"{path} is not valid YAML: {exc}") from exc
+        return cls.from_dict(data, source=str(path))
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "catalog") -> ActionCatalog:
+        """Builds and validates a catalog from its YAML structure."""
+        if not isinstance(data, Mapping):
+            raise CatalogError(f"{source}: expected a mapping with an `actions` list")
+        _no_unknown_keys(data, {"actions", "churn_cost", "contact_events", "contact_caps"}, source)
+        entries = data.get("actions")
+        if not isinstance(entries, list) or not entries:
+            raise CatalogError(f"{source}: `actions` must be a non-empty list")
+        actions = tuple(_action(entry, f"{source}: actions[{i}]") for i, entry in enumerate(entries))
+        seen: set[str] = set()
+        for i, action in enumerate(actions):
+            if action.id in seen:
+                raise CatalogError(f"{source}: actions[{i}] ({action.id}): the id is listed twice")
+            seen.add(action.id)
+        contact_events = data.get("contact_events", sorted(BUSINESS_TOUCHES))
+        if not isinstance(contact_events, list) or not all(isinstance(e, str) for e in contact_events):
+            raise CatalogError(f"{source}: contact_events must be a list of event types")
+        caps = data.get("contact_caps", [])
+        if not isinstance(caps, list):
+            raise CatalogError(f"{source}: contact_caps must be a list of {{max, days}}")
+        return cls(
+            actions=actions,
+            churn_cost=_number(data, "churn_cost", 0.0, source, minimum=0.0),
+            contact_events=tuple(contact_events),
+            contact_caps=tuple(_limit(c, f"{source}: contact_caps[{i}]", None) for i, c in enumerate(caps)),
+            source=source,
+        )
+
+    def check_actions(self, model_actions: Sequence[str]) -> None:
+        """Every catalog action must be one the model scores."""
+        known = set(model_actions)
+        for i, action in enumerate(self.actions):
+            if action.id not in known:
+                raise CatalogError(
+                    f"{self.source}: actions[{i}] ({action.id}): unknown action; the model scores "
+                    f"{', '.join(model_actions)}"
+                )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The YAML structure (round-trips through `from_dict`)."""
+        return {
+            "churn_cost": self.churn_cost,
+            "contact_events": list(self.contact_events),
+            "contact_caps": [_limit_dict(c) for c in self.contact_caps],
+            "actions": [_action_dict(a) for a in self.actions],
+        }
+
+
+ACTION_KEYS = {"id", "channel", "value", "cost", "weight", "eligible_if", "limits", "cooldown_days"}
+
+
+def _action(entry: Any, where: str) -> CatalogAction:
+    if not isinstance(entry, Mapping):
+        raise CatalogError(f"{where}: expected a mapping with at least an `id`")
+    action_id = entry.get("id")
+    if not isinstance(action_id, str) or not action_id:
+        raise CatalogError(f"{where}: `id` must be a non-empty text")
+    where = f"{where} ({action_id})"
+    _no_unknown_keys(entry, ACTION_KEYS, where)
+    channel = entry.get("channel")
+    if channel is not None and not isinstance(channel, str):
+        raise CatalogError(f"{where}: channel must be a text")
+    rule = entry.get("eligible_if")
+    try:
+        eligible_if = None if rule is None else parse_rule(rule)
+    except RuleError as exc:
+        raise CatalogError(f"{where}: eligible_if: {exc}") from exc
+    limits = entry.get("limits", [])
+    if not isinstance(limits, list):
+        raise CatalogError(f"{where}: limits must be a list of {{max, days}}")
+    cooldown = entry.get("cooldown_days")
+    return CatalogAction(
+        id=action_id,
+        channel=channel,
+        value=_number(entry, "value", 1.0, where),
+        cost=_number(entry, "cost", 0.0, where),
+        weight=_number(entry, "weight", 1.0, where, minimum=0.0),
+        eligible_if=eligible_if,
+        limits=tuple(_limit(limit, f"{where}: limits[{i}]", channel) for i, limit in enumerate(limits)),
+        cooldown_days=None if cooldown is None else _number(entry, "cooldown_days", 0.0, where, minimum=0.0),
+    )
+
+
+def _limit(entry: Any, where: str, default_channel: str | None) -> ContactLimit:
+    if not isinstance(entry, Mapping):
+        raise CatalogError(f"{where}: expected a mapping {{max, days[, channel]}}")
+    _no_unknown_keys(entry, {"max", "days", "channel"}, where)
+    maximum = entry.get("max")
+    if isinstance(maximum, bool) or not isinstance(maximum, int) or maximum < 0:
+        raise CatalogError(f"{where}: max must be a non-negative whole number, got {maximum!r}")
+    days = _number(entry, "days", math.nan, where, minimum=0.0)
+    if not days > 0:
+        raise CatalogError(f"{where}: days must be a positive number")
+    channel = entry.get("channel", default_channel)
+    if channel is not None and not isinstance(channel, str):
+        raise CatalogError(f"{where}: channel must be a text")
+    return ContactLimit(max=maximum, days=days, channel=channel)
+
+
+def _number(
+    entry: Mapping[str, Any], key: str, default: float, where: str, minimum: float | None = None
+) -> float:
+    value = entry.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isinf(value):
+        raise CatalogError(f"{where}: {key} must be a number, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise CatalogError(f"{where}: {key} must be at least {minimum:g}, got {value!r}")
+    return float(value)
+
+
+def _no_unknown_keys(entry: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(entry) - allowed)
+    if unknown:
+        raise CatalogError(
+            f"{where}: unknown key(s) {', '.join(map(str, unknown))}; allowed: {', '.join(sorted(allowed))}"
+        )
+
+
+def _limit_dict(limit: ContactLimit) -> dict[str, Any]:
+    return {"max": limit.max, "days": limit.days, **({"channel": limit.channel} if limit.channel else {})}
+
+
+def _action_dict(action: CatalogAction) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "id": action.id,
+        "value": action.value,
+        "cost": action.cost,
+        "weight": action.weight,
+    }
+    if action.channel is not None:
+        data["channel"] = action.channel
+    if action.eligible_if is not None:
+        data["eligible_if"] = action.eligible_if.text
+    if action.limits:
+        data["limits"] = [_limit_dict(limit) for limit in action.limits]
+    if action.cooldown_days is not None:
+        data["cooldown_days"] = action.cooldown_days
+    return data

@@ -1,0 +1,73 @@
+"""The history aggregates rules and contact limits read (`count`, `days_since`), vectorised over requests.
+
+Each query is answered for every request at once: a match mask over the log's sorted events, its running
+sum (for counts in a time window) and its running last match (for the days since the last one), both
+looked up at the request's window bounds found by a segmented binary search.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from nextbest.data.events import EventLog
+from nextbest.data.schema import MICROS_PER_DAY
+from nextbest.decisioning.expressions import HistoryQuery
+from nextbest.journeys.windows import customer_segments, segmented_searchsorted
+
+
+def history_values(
+    log: EventLog, customer_index: np.ndarray, as_of: np.ndarray, queries: Iterable[HistoryQuery]
+) -> dict[HistoryQuery, np.ndarray]:
+    """Per query, its float64 value for each request (events strictly before `as_of` only).
+
+    Args:
+        customer_index: per request, the customer's index in `log` (-1: no events).
+        as_of: per request, int64 µs since the Unix epoch.
+    """
+    first, last = customer_segments(log.offsets, np.asarray(customer_index, dtype=np.int64))
+    as_of = np.asarray(as_of, dtype=np.int64)
+    end = segmented_searchsorted(log.timestamps, first, last, as_of, side="left")
+    values: dict[HistoryQuery, np.ndarray] = {}
+    masks: dict[tuple[tuple[str, tuple[str, ...]], ...], np.ndarray] = {}
+    for query in set(queries):
+        if query.match not in masks:
+            masks[query.match] = _match_mask(log, query.match)
+        matches = masks[query.match]
+        if query.function == "count":
+            assert query.days is not None
+            window_start = as_of - np.int64(round(query.days * MICROS_PER_DAY))
+            start = segmented_searchsorted(log.timestamps, first, end, window_start, side="left")
+            running = np.concatenate([[0], np.cumsum(matches, dtype=np.int64)])
+            values[query] = (running[end] - running[start]).astype(np.float64)
+        else:
+            values[query] = _days_since_last_match(log.timestamps, matches, first, end, as_of)
+    return values
+
+
+def _match_mask(log: EventLog, match: tuple[tuple[str, tuple[str, ...]], ...]) -> np.ndarray:
+    """Per sorted event: is its value in the accepted ones of every matched column? A missing column
+    matches nothing."""
+    mask = np.ones(log.num_events, dtype=bool)
+    for column, accepted in match:
+        if column not in log.source.column_names:
+            return np.zeros(log.num_events, dtype=bool)
+        values = log.source.column(column).cast(pa.string())
+        found = pc.is_in(values, value_set=pa.array(accepted, pa.string()))
+        mask &= log.sorted_values(np.asarray(found.fill_null(False), dtype=bool))
+    return mask
+
+
+def _days_since_last_match(
+    timestamps: np.ndarray, matches: np.ndarray, first: np.ndarray, end: np.ndarray, as_of: np.ndarray
+) -> np.ndarray:
+    positions = np.arange(len(matches))
+    last_match = np.maximum.accumulate(np.where(matches, positions, -1)) if len(matches) else positions
+    probe = np.where(end > first, end - 1, 0)
+    found = last_match[probe] if len(last_match) else np.full(len(end), -1)
+    found = np.where((end > first) & (found >= first), found, -1)
+    days = (as_of - timestamps[np.maximum(found, 0)]) / MICROS_PER_DAY if len(timestamps) else 0.0
+    return np.where(found >= 0, days, np.inf)

@@ -1,0 +1,122 @@
+"""Arbitration: from per-action probabilities to a ranked, rule-abiding list of actions per request.
+
+expected value(a) = weight_a · (value_a · P(conversion | a) - churn_cost · P(churn | a) - cost_a)
+
+(the Pega P·C·V·L arbitration with the business lever as the weight). Each action's uplift is its expected
+value minus what the same conversion and churn would be worth with no action, so the output says what
+an action adds, not only what it is worth. Eligibility rules, per-action contact limits, cool-downs and
+contact caps suppress actions, each with its reason; among the rest, the higher expected value ranks
+first and ties go to the earlier catalog entry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from nextbest.decisioning.catalog import NO_ACTION, ActionCatalog
+from nextbest.decisioning.expressions import HistoryQuery, RuleColumns
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """Catalog actions ranked per request (K = catalog actions, in catalog order).
+
+    Attributes:
+        actions: the catalog's action ids.
+        expected_value, uplift: [N, K] float64.
+        p_conversion, p_churn: [N, K] the model's probabilities for each catalog action.
+        eligible: [N, K] whether the action may be taken.
+        reasons: [N, K] object: the first rule that suppressed the action, None where eligible.
+        order: [N, K] catalog indices best first, eligible actions before suppressed ones.
+    """
+
+    actions: tuple[str, ...]
+    expected_value: np.ndarray
+    uplift: np.ndarray
+    p_conversion: np.ndarray
+    p_churn: np.ndarray
+    eligible: np.ndarray
+    reasons: np.ndarray
+    order: np.ndarray
+
+
+def history_queries(catalog: ActionCatalog) -> set[HistoryQuery]:
+    """Every history aggregate the catalog's rules, limits, cool-downs and caps read."""
+    queries: set[HistoryQuery] = {cap.query(catalog.contact_events) for cap in catalog.contact_caps}
+    for action in catalog.actions:
+        if action.eligible_if is not None:
+            queries |= action.eligible_if.history_queries
+        queries |= {limit.query(catalog.contact_events) for limit in action.limits}
+        if action.cooldown_days is not None:
+            queries.add(action.cooldown_query(catalog.contact_events))
+    return queries
+
+
+def rank(
+    catalog: ActionCatalog,
+    model_actions: tuple[str, ...],
+    action_p_conversion: np.ndarray,
+    action_p_churn: np.ndarray,
+    p_conversion: np.ndarray,
+    p_churn: np.ndarray,
+    columns: RuleColumns,
+) -> Ranking:
+    """Ranks the catalog's actions for N requests.
+
+    Args:
+        model_actions: the model's actions, the columns of the [N, A] probabilities.
+        action_p_conversion, action_p_churn: [N, A] probabilities if action a is taken.
+        p_conversion, p_churn: [N] no-action probabilities (used when the model has no `no_action`).
+        columns: what the rules read (see `nextbest.decisioning.expressions`), with every query of
+            `history_queries(catalog)` answered.
+    """
+    catalog.check_actions(model_actions)
+    columns_of = [model_actions.index(a) for a in catalog.ids]
+    conversion, churn = action_p_conversion[:, columns_of], action_p_churn[:, columns_of]
+    if NO_ACTION in model_actions:
+        p_conversion = action_p_conversion[:, model_actions.index(NO_ACTION)]
+        p_churn = action_p_churn[:, model_actions.index(NO_ACTION)]
+    value, cost, weight = (
+        np.array([getattr(a, f) for a in catalog.actions]) for f in ("value", "cost", "weight")
+    )
+    expected = weight * (value * conversion - catalog.churn_cost * churn - cost)  # [N, K]
+    without_action = weight * (
+        value * p_conversion[:, None] - catalog.churn_cost * p_churn[:, None]
+    )  # [N, K]
+    reasons = _suppressions(catalog, columns)
+    eligible = reasons == None  # noqa: E711 (element-wise on an object array)
+    # Suppressed actions sort after every eligible one, still by expected value among themselves.
+    key = np.where(eligible, expected, expected - (np.abs(expected).max(initial=0.0) * 2 + 1))
+    order = np.argsort(-key, axis=1, kind="stable")
+    return Ranking(
+        catalog.ids, expected, expected - without_action, conversion, churn, eligible, reasons, order
+    )
+
+
+def _suppressions(catalog: ActionCatalog, columns: RuleColumns) -> np.ndarray:
+    """[N, K] object array: the first reason each action is not allowed, None where it is."""
+    reasons = np.full((columns.size, len(catalog.actions)), None, dtype=object)
+
+    def suppress(k: int, blocked: np.ndarray, reason: str) -> None:
+        reasons[:, k] = np.where(blocked & (reasons[:, k] == None), reason, reasons[:, k])  # noqa: E711
+
+    for k, action in enumerate(catalog.actions):
+        if action.eligible_if is not None:
+            suppress(k, ~action.eligible_if.evaluate(columns), f"not eligible: {action.eligible_if.text}")
+        for limit in action.limits:
+            count = columns.history[limit.query(catalog.contact_events)]
+            suppress(k, count >= limit.max, f"contact limit: {limit.describe()}")
+        if action.cooldown_days is not None:
+            since = columns.history[action.cooldown_query(catalog.contact_events)]
+            suppress(
+                k,
+                since < action.cooldown_days,
+                f"cool-down: {action.id} at most every {action.cooldown_days:g} days",
+            )
+        if action.channel is not None:  # caps limit contacts; an action without a channel contacts nobody
+            for cap in catalog.contact_caps:
+                count = columns.history[cap.query(catalog.contact_events)]
+                suppress(k, count >= cap.max, f"contact cap: {cap.describe()}")
+    return reasons

@@ -1,0 +1,87 @@
+"""Scores plus arbitration: what every scorer (batch, online, evaluation) runs for a set of requests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from nextbest.data.events import EventLog
+from nextbest.decisioning.catalog import ActionCatalog
+from nextbest.decisioning.expressions import HistoryQuery, RuleColumns
+from nextbest.decisioning.history import history_values
+from nextbest.decisioning.policy import Ranking, history_queries, rank
+from nextbest.scoring.scorer import DEFAULT_BATCH_SIZE, JourneyScorer, Scores
+
+REQUEST_KEYS = ("customer_id", "as_of")
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """The model's probabilities and the catalog's ranking for the same requests."""
+
+    scores: Scores
+    ranking: Ranking
+
+
+def decide(
+    scorer: JourneyScorer,
+    log: EventLog,
+    requests: pa.Table,
+    customers: pa.Table | None = None,
+    *,
+    catalog: ActionCatalog | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: bool = False,
+) -> Decisions:
+    """Scores `requests` and ranks the actions of `catalog` (default: the model's packaged catalog).
+
+    Columns of `requests` beyond `customer_id` and `as_of` are the request context that rules read as
+    `context.<column>`.
+    """
+    catalog = catalog if catalog is not None else scorer.action_catalog
+    catalog.check_actions(scorer.actions)
+    scores = scorer.score(log, requests, customers, batch_size=batch_size, progress=progress)
+    columns = rule_columns(log, requests, customers, scores.as_of, history_queries(catalog))
+    ranking = rank(
+        catalog,
+        scorer.actions,
+        scores.action_p_conversion,
+        scores.action_p_churn,
+        scores.p_conversion,
+        scores.p_churn,
+        columns,
+    )
+    return Decisions(scores, ranking)
+
+
+def rule_columns(
+    log: EventLog,
+    requests: pa.Table,
+    customers: pa.Table | None,
+    as_of: np.ndarray,
+    queries: set[HistoryQuery],
+) -> RuleColumns:
+    """What the catalog's rules read for each request: its profile, its context and its history."""
+    customer_ids = requests.column("customer_id").combine_chunks().cast(pa.string())
+    profile: dict[str, np.ndarray] = {}
+    if customers is not None:
+        found = pc.index_in(customer_ids, value_set=customers.column("customer_id").combine_chunks())
+        rows = customers.take(found)  # null index → null row: a customer without a profile
+        profile = {name: _values(rows.column(name)) for name in rows.column_names if name != "customer_id"}
+    context = {
+        name: _values(requests.column(name)) for name in requests.column_names if name not in REQUEST_KEYS
+    }
+    history = history_values(log, log.index_of(customer_ids), as_of, queries)
+    return RuleColumns(len(as_of), profile, context, history)
+
+
+def _values(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Numbers as float64 (NaN = missing); anything else as Python objects (None = missing)."""
+    if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
+        return np.asarray(pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    return np.asarray(column.to_pylist(), dtype=object)
