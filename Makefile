@@ -31,7 +31,7 @@ demo: install
 		--customers $(DEMO_DIR)/world/customers.parquet --decisions $(DEMO_DIR)/world/decisions.parquet
 	$(BIN)/nextbest train --config configs/demo.yaml \
 		--data.events $(DEMO_DIR)/world/events.parquet --data.customers $(DEMO_DIR)/world/customers.parquet \
-		--data.decisions $(DEMO_DIR)/world/decisions.parquet
+		--data.decisions $(DEMO_DIR)/world/decisions.parquet --export.catalog configs/catalogs/demo.yaml
 	$(BIN)/nextbest score --model models:/nextbest@champion --events $(DEMO_DIR)/world/events.parquet \
 		--customers $(DEMO_DIR)/world/customers.parquet --out $(DEMO_DIR)/scores.parquet --top-k 3
 

@@ -1,0 +1,344 @@
+"""Decisioning: the rule language, the history aggregates it reads, catalogs and their validation, and the
+ranking's promise that eligibility rules and contact limits are never broken."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nextbest.data import load_events
+from nextbest.decisioning import (
+    ActionCatalog,
+    CatalogError,
+    HistoryQuery,
+    RuleColumns,
+    RuleError,
+    history_queries,
+    history_values,
+    parse_rule,
+    rank,
+)
+
+START = datetime(2026, 1, 1, tzinfo=UTC)
+COUNT_EMAILS_7D = HistoryQuery("count", 7.0, (("channel", ("email",)),))
+DAYS_SINCE_PURCHASE = HistoryQuery("days_since", None, (("event_type", ("purchase",)),))
+
+
+def columns(**history: Any) -> RuleColumns:
+    """Three requests with a profile, a context and two history aggregates."""
+    return RuleColumns(
+        3,
+        profile={
+            "segment": np.array(["gold", None, "bronze"], dtype=object),
+            "age": np.array([30.0, np.nan, 61.0]),
+            "vip": np.array([True, False, None], dtype=object),
+        },
+        context={"channel": np.array(["web", "app", "web"], dtype=object)},
+        history={
+            COUNT_EMAILS_7D: np.array([0.0, 2.0, 5.0]),
+            DAYS_SINCE_PURCHASE: np.array([3.0, np.inf, 40.0]),
+            **history,
+        },
+    )
+
+
+@pytest.mark.parametrize(
+    ("rule", "expected"),
+    [
+        ('profile.segment == "gold"', [True, False, False]),
+        ('profile.segment != "gold"', [False, True, True]),  # missing != anything
+        ("profile.age >= 30", [True, False, True]),
+        ("profile.age < 40 or profile.age > 60", [True, False, True]),
+        ('profile.segment in ["gold", "silver"]', [True, False, False]),
+        ('profile.segment not in ["gold"]', [False, True, True]),
+        ("profile.vip == true", [True, False, False]),
+        ('context.channel == "web" and not profile.age > 50', [True, False, False]),
+        ('count(days=7, channel="email") < 2', [True, False, False]),
+        ('days_since(event_type="purchase") > 30', [False, True, True]),
+        ('profile.unknown_attribute == "x"', [False, False, False]),
+        ('(profile.age > 50 or context.channel == "app") and true', [False, True, True]),
+    ],
+)
+def test_rules_evaluate_column_wise_with_missing_values_false(rule: str, expected: list[bool]) -> None:
+    assert parse_rule(rule).evaluate(columns()).tolist() == expected
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        ('__import__("os").system("true")', "unknown name '__import__'"),
+        ("profile.age >", "ends early"),
+        ("profile.age > 3 3", "unexpected '3'"),
+        ("profile.age @ 3", "cannot read '@"),
+        ('count(channel="email") > 1', "days=<positive number>"),
+        ('count(days=7, colour="red") > 1', "colour"),
+        ("days_since(event_type=3) > 1", "quoted text"),
+        ("segment == 1", "unknown name 'segment'"),
+        ("", "non-empty"),
+        ("profile.age in [profile.x]", "literals only"),
+    ],
+)
+def test_bad_rules_are_errors_that_say_where(rule: str, message: str) -> None:
+    with pytest.raises(RuleError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        parse_rule(rule)
+
+
+def test_a_value_is_not_a_condition() -> None:
+    with pytest.raises(RuleError, match="not a condition"):
+        parse_rule("profile.age").evaluate(columns())
+
+
+def events(rows: list[tuple[str, float, str, str | None]]) -> pa.Table:
+    """Events from (customer, days after START, event_type, channel)."""
+    return pa.table(
+        {
+            "customer_id": [r[0] for r in rows],
+            "timestamp": pa.array([START + timedelta(days=r[1]) for r in rows], pa.timestamp("us", tz="UTC")),
+            "event_type": [r[2] for r in rows],
+            "channel": pa.array([r[3] for r in rows], pa.string()),
+            "action": pa.array(
+                [f"act_{r[2]}" if r[2].endswith("_sent") else None for r in rows], pa.string()
+            ),
+        }
+    )
+
+
+EVENT_TYPES = ("email_sent", "sms_sent", "purchase", "page_view")
+CHANNELS = ("email", "sms", "web", None)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from("abc"), st.floats(0, 60), st.sampled_from(EVENT_TYPES), st.sampled_from(CHANNELS)
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+    st.lists(st.tuples(st.sampled_from("abcz"), st.floats(0, 70)), min_size=1, max_size=10),
+    st.floats(0.5, 30),
+)
+def test_history_values_equal_a_brute_force_count(
+    rows: list[tuple[str, float, str, str | None]], requests: list[tuple[str, float]], days: float
+) -> None:
+    rows = list(dict.fromkeys(rows))  # the data contract keeps an exact duplicate event once
+    table = events(rows)
+    log = load_events(table)
+    instants = table.column("timestamp").to_pylist()
+    as_of = [START + timedelta(days=d) for _, d in requests]
+    micros = np.array([int(t.timestamp() * 1e6) for t in as_of])
+    queries = [
+        HistoryQuery("count", days, (("channel", ("email", "sms")),)),
+        HistoryQuery("count", days, (("event_type", ("purchase",)), ("channel", ("web",)))),
+        HistoryQuery("days_since", None, (("event_type", ("email_sent", "purchase")),)),
+    ]
+    index = log.index_of(pa.array([c for c, _ in requests]))
+    values = history_values(log, index, micros, queries)
+    for i, ((customer, _), cutoff) in enumerate(zip(requests, as_of, strict=True)):
+        mine = [(t, r) for t, r in zip(instants, rows, strict=True) if r[0] == customer and t < cutoff]
+        window = [r for t, r in mine if t >= cutoff - timedelta(days=days)]
+        assert values[queries[0]][i] == sum(r[3] in ("email", "sms") for r in window)
+        assert values[queries[1]][i] == sum(r[2] == "purchase" and r[3] == "web" for r in window)
+        matches = [t for t, r in mine if r[2] in ("email_sent", "purchase")]
+        expected = (cutoff - max(matches)) / timedelta(days=1) if matches else np.inf
+        assert values[queries[2]][i] == pytest.approx(expected, abs=1e-6)
+
+
+MODEL_ACTIONS = ("email_offer", "sms_reminder", "call_back", "no_action")
+
+
+def catalog_dict(**overrides: Any) -> dict[str, Any]:
+    return {
+        "churn_cost": 10.0,
+        "contact_caps": [{"max": 3, "days": 7}],
+        "actions": [
+            {
+                "id": "email_offer",
+                "channel": "email",
+                "value": 40,
+                "cost": 0.5,
+                "limits": [{"max": 1, "days": 7}],
+            },
+            {"id": "sms_reminder", "channel": "sms", "value": 40, "cooldown_days": 10},
+            {
+                "id": "call_back",
+                "channel": "call_center",
+                "value": 60,
+                "cost": 4,
+                "eligible_if": 'profile.segment == "gold"',
+            },
+            {"id": "no_action", "value": 40},
+        ],
+        **overrides,
+    }
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"actions": [{"id": "teleport"}]}, "actions[0] (teleport): unknown action"),
+        (
+            {"actions": [{"id": "call_back", "eligible_if": "profile.x >"}]},
+            "actions[0] (call_back): eligible_if",
+        ),
+        ({"actions": [{"id": "email_offer", "limits": [{"max": -1, "days": 7}]}]}, "limits[0]: max must be"),
+        ({"actions": [{"id": "email_offer", "limits": [{"max": 1, "days": 0}]}]}, "limits[0]: days must be"),
+        (
+            {"actions": [{"id": "email_offer", "value": "lots"}]},
+            "actions[0] (email_offer): value must be a number",
+        ),
+        (
+            {"actions": [{"id": "email_offer", "colour": "red"}]},
+            "actions[0] (email_offer): unknown key(s) colour",
+        ),
+        (
+            {"actions": [{"id": "email_offer"}, {"id": "email_offer"}]},
+            "actions[1] (email_offer): the id is listed twice",
+        ),
+        ({"actions": [{"id": "email_offer", "weight": -1}]}, "weight must be at least 0"),
+        ({"actions": [{"value": 3}]}, "actions[0]: `id` must be"),
+        ({"actions": []}, "non-empty list"),
+        ({"churn_cost": -5}, "churn_cost must be at least 0"),
+        ({"contact_caps": [{"max": 2}]}, "contact_caps[0]: days must be"),
+        ({"budget": 3}, "unknown key(s) budget"),
+    ],
+)
+def test_bad_catalogs_name_the_entry(change: dict[str, Any], message: str) -> None:
+    with pytest.raises(
+        CatalogError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")
+    ):
+        ActionCatalog.from_dict(catalog_dict(**change), source="test.yaml").check_actions(MODEL_ACTIONS)
+
+
+def test_catalog_round_trips_and_reads_yaml(tmp_path: Any) -> None:
+    catalog = ActionCatalog.from_dict(catalog_dict())
+    assert ActionCatalog.from_dict(catalog.to_dict()) == catalog
+    path = tmp_path / "catalog.yaml"
+    path.write_text("actions:\n  - {id: email_offer, value: 3}\n")
+    assert ActionCatalog.from_yaml(path).actions[0].value == 3.0
+    path.write_text("actions: [\n")
+    with pytest.raises(CatalogError, match="not valid YAML"):
+        ActionCatalog.from_yaml(path)
+
+
+def test_expected_value_uplift_and_reasons() -> None:
+    catalog = ActionCatalog.from_dict(catalog_dict())
+    p_conv = np.array([[0.10, 0.08, 0.20, 0.05]])
+    p_churn = np.array([[0.30, 0.20, 0.10, 0.40]])
+    context = RuleColumns(
+        1,
+        {"segment": np.array(["silver"], dtype=object)},
+        {},
+        # No contacts ever: counts are 0 and the days since the last one infinite.
+        {q: np.array([np.inf if q.function == "days_since" else 0.0]) for q in history_queries(catalog)},
+    )
+    ranking = rank(catalog, MODEL_ACTIONS, p_conv, p_churn, np.array([0.5]), np.array([0.5]), context)
+    expected = [
+        40 * 0.10 - 10 * 0.30 - 0.5,
+        40 * 0.08 - 10 * 0.20,
+        60 * 0.20 - 10 * 0.10 - 4,
+        40 * 0.05 - 10 * 0.40,
+    ]
+    np.testing.assert_allclose(ranking.expected_value[0], expected)
+    # Uplift is over the model's no_action column (0.05, 0.40), at each action's own value.
+    np.testing.assert_allclose(ranking.uplift[0, 0], expected[0] - (40 * 0.05 - 10 * 0.40))
+    assert ranking.reasons[0].tolist() == [None, None, 'not eligible: profile.segment == "gold"', None]
+    assert [ranking.actions[k] for k in ranking.order[0]][:3] == ["sms_reminder", "email_offer", "no_action"]
+
+
+def contact_log_and_requests(
+    seed: int,
+) -> tuple[Any, np.ndarray, np.ndarray, list[list[tuple[float, str, str]]]]:
+    """Random contact histories (event type, channel, action) for 30 customers, requested at day 30."""
+    rng = np.random.default_rng(seed)
+    kinds = [
+        ("email_sent", "email", "email_offer"),
+        ("sms_sent", "sms", "sms_reminder"),
+        ("purchase", "web", None),
+    ]
+    rows, histories = [], []
+    for c in range(30):
+        history = []
+        for _ in range(rng.integers(0, 12)):
+            kind = kinds[rng.integers(0, 3)]
+            day = float(rng.uniform(0, 30))
+            history.append((day, *kind))
+            rows.append((f"c{c}", day, *kind))
+        histories.append(history)
+    rows.append(("filler", 0.0, "page_view", "web", None))
+    table = pa.table(
+        {
+            "customer_id": [r[0] for r in rows],
+            "timestamp": pa.array([START + timedelta(days=r[1]) for r in rows], pa.timestamp("us", tz="UTC")),
+            "event_type": [r[2] for r in rows],
+            "channel": [r[3] for r in rows],
+            "action": pa.array([r[4] for r in rows], pa.string()),
+        }
+    )
+    log = load_events(table)
+    index = log.index_of(pa.array([f"c{c}" for c in range(30)]))
+    as_of = np.full(30, int((START + timedelta(days=30)).timestamp() * 1e6))
+    return log, index, as_of, histories
+
+
+def contacts(
+    history: list[tuple[float, str, str, str | None]], within: float, channel: str | None = None
+) -> int:
+    """Contacts (not purchases) in the last `within` days before day 30, on `channel` if given."""
+    return sum(
+        30 - day <= within and (channel is None or ch == channel)
+        for day, kind, ch, _ in history
+        if kind != "purchase"
+    )
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(0, 10_000),
+    st.integers(0, 3),
+    st.floats(1, 20),
+    st.integers(0, 4),
+    st.floats(1, 15),
+    st.integers(1, 6),
+)
+def test_eligible_actions_never_break_limits_cooldowns_or_caps(
+    seed: int, email_max: int, email_days: float, cap_max: int, cap_days: float, cooldown: int
+) -> None:
+    log, index, as_of, histories = contact_log_and_requests(seed)
+    catalog = ActionCatalog.from_dict(
+        {
+            "contact_events": ["email_sent", "sms_sent"],
+            "contact_caps": [{"max": cap_max, "days": cap_days}],
+            "actions": [
+                {"id": "email_offer", "channel": "email", "limits": [{"max": email_max, "days": email_days}]},
+                {"id": "sms_reminder", "channel": "sms", "cooldown_days": cooldown},
+                {"id": "no_action"},
+            ],
+        }
+    )
+    rng = np.random.default_rng(seed)
+    p = rng.random((30, 3))
+    columns_ = RuleColumns(30, {}, {}, history_values(log, index, as_of, history_queries(catalog)))
+    ranking = rank(
+        catalog, ("email_offer", "sms_reminder", "no_action"), p, p / 2, p[:, 2], p[:, 2], columns_
+    )
+    for c, history in enumerate(histories):
+        allowed = dict(zip(ranking.actions, ranking.eligible[c], strict=True))
+        assert allowed["no_action"]  # no channel: neither limits nor caps apply
+        if allowed["email_offer"]:
+            assert contacts(history, email_days, "email") < email_max
+            assert contacts(history, cap_days) < cap_max
+        if allowed["sms_reminder"]:
+            sms_days = [day for day, _, _, action in history if action == "sms_reminder"]
+            assert not sms_days or 30 - max(sms_days) >= cooldown
+            assert contacts(history, cap_days) < cap_max
+        ranked = [ranking.actions[k] for k in ranking.order[c]]
+        eligible_first = [allowed[a] for a in ranked]
+        assert eligible_first == sorted(eligible_first, reverse=True)
