@@ -111,7 +111,8 @@ def test_an_epoch_is_tracked_in_mlflow_and_registered(
         "--trainer.log_every_n_steps",
         "1",
     ]
-    assert main(["train", "--config", str(config), *data_args(world, config), *limits]) == 0
+    catalog = ["--export.catalog", str(REPO_ROOT / "configs" / "catalogs" / "demo.yaml")]
+    assert main(["train", "--config", str(config), *data_args(world, config), *limits, *catalog]) == 0
     assert "test split, calibrated sequence model vs baselines" in capsys.readouterr().out
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("nextbest").experiment_id])
@@ -136,8 +137,13 @@ def test_an_epoch_is_tracked_in_mlflow_and_registered(
     assert client.get_model_version_by_alias("nextbest", "challenger").version == champion.version
     out = tmp_path / "scores.parquet"
     score = ["score", "--model", "models:/nextbest@champion", "--events", str(world / "events.parquet")]
-    assert main([*score, "--out", str(out)]) == 0
-    assert pq.read_table(out).num_rows == pq.read_table(world / "customers.parquet").num_rows
+    customers = ["--customers", str(world / "customers.parquet")]
+    assert main([*score, *customers, "--out", str(out)]) == 0
+    scored = pq.read_table(out)
+    assert scored.num_rows == pq.read_table(world / "customers.parquet").num_rows
+    # The packaged demo catalog's rules are at work: e.g. call_back is for gold and silver customers only.
+    reasons = {s["reason"] for row in scored.column("suppressed").to_pylist() for s in row}
+    assert 'not eligible: profile.segment in ["gold", "silver"]' in reasons
 
     assert main(["train", "--config", str(config), *data_args(world, config), *limits]) == 0
     challenger = client.get_model_version_by_alias("nextbest", "challenger")
