@@ -24,6 +24,7 @@ from nextbest.decisioning import (
     parse_rule,
     rank,
 )
+from nextbest.decisioning.policy import draw, request_uniforms, serving_probabilities
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 COUNT_EMAILS_7D = HistoryQuery("count", 7.0, (("channel", ("email",)),))
@@ -342,3 +343,69 @@ def test_eligible_actions_never_break_limits_cooldowns_or_caps(
         ranked = [ranking.actions[k] for k in ranking.order[c]]
         eligible_first = [allowed[a] for a in ranked]
         assert eligible_first == sorted(eligible_first, reverse=True)
+
+
+def exploration_ranking(expected: np.ndarray, eligible: np.ndarray) -> Any:
+    catalog = ActionCatalog.default(("a", "b", "c"))
+    ranking = rank(
+        catalog,
+        catalog.ids,
+        expected,
+        np.zeros_like(expected),
+        expected[:, 0],
+        expected[:, 0],
+        RuleColumns(len(expected), {}, {}, {}),
+        candidates=eligible,
+    )
+    return ranking
+
+
+@pytest.mark.parametrize(
+    ("exploration", "expected"),
+    [
+        ({"policy": "off"}, [[0.0, 1.0, 0.0], [0.0, 0.0, 0.0], [1.0, 0.0, 0.0]]),
+        ({"policy": "epsilon", "epsilon": 0.3}, [[0.15, 0.85, 0.0], [0.0, 0.0, 0.0], [0.8, 0.1, 0.1]]),
+    ],
+)
+def test_serving_probabilities_cover_only_eligible_actions(
+    exploration: dict[str, Any], expected: list[list[float]]
+) -> None:
+    values = np.array([[0.2, 0.5, 0.9], [0.1, 0.2, 0.3], [0.9, 0.5, 0.1]])
+    eligible = np.array([[True, True, False], [False, False, False], [True, True, True]])
+    catalog = ActionCatalog.from_dict({"actions": [{"id": "a"}], "exploration": exploration})
+    probabilities = serving_probabilities(exploration_ranking(values, eligible), catalog.exploration)
+    np.testing.assert_allclose(probabilities, expected)
+
+
+def test_softmax_follows_expected_value_and_draws_follow_probabilities() -> None:
+    values = np.tile([[1.0, 2.0, 3.0]], (20_000, 1))
+    catalog = ActionCatalog.from_dict(
+        {"actions": [{"id": "a"}], "exploration": {"policy": "softmax", "temperature": 1}}
+    )
+    probabilities = serving_probabilities(
+        exploration_ranking(values, np.ones_like(values, bool)), catalog.exploration
+    )
+    np.testing.assert_allclose(probabilities[0], np.exp([1, 2, 3]) / np.exp([1, 2, 3]).sum())
+    uniforms = request_uniforms([f"c{i}" for i in range(20_000)], np.zeros(20_000, np.int64), seed=1)
+    assert uniforms.min() >= 0.0
+    assert uniforms.max() < 1.0
+    chosen = draw(probabilities, uniforms)
+    np.testing.assert_allclose(np.bincount(chosen, minlength=3) / 20_000, probabilities[0], atol=0.015)
+    np.testing.assert_array_equal(
+        uniforms, request_uniforms([f"c{i}" for i in range(20_000)], np.zeros(20_000, np.int64), 1)
+    )
+    assert draw(np.zeros((1, 3)), np.array([0.5])).tolist() == [-1]
+
+
+@pytest.mark.parametrize(
+    ("exploration", "message"),
+    [
+        ({"policy": "thompson"}, "policy must be one of"),
+        ({"policy": "epsilon", "epsilon": 1.5}, "epsilon must be at most 1"),
+        ({"policy": "softmax", "temperature": 0}, "temperature must be positive"),
+        ({"policy": "off", "seed": "x"}, "seed must be a whole number"),
+    ],
+)
+def test_bad_exploration_settings_are_named(exploration: dict[str, Any], message: str) -> None:
+    with pytest.raises(CatalogError, match=f"exploration: {message}"):
+        ActionCatalog.from_dict({"actions": [{"id": "a"}], "exploration": exploration})

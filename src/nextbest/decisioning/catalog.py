@@ -79,6 +79,22 @@ class CatalogAction:
 
 
 @dataclass(frozen=True)
+class Exploration:
+    """How the served action is drawn from the ranking: "off" (always the best eligible action),
+    "epsilon" (the best with probability 1 - epsilon, else any eligible one uniformly) or "softmax"
+    (eligible actions in proportion to exp(expected value / temperature)). Draws are seeded per request
+    (`seed`, customer, as_of), so a re-run serves the same actions."""
+
+    policy: str = "off"
+    epsilon: float = 0.0
+    temperature: float = 1.0
+    seed: int = 0
+
+
+EXPLORATION_POLICIES = ("off", "epsilon", "softmax")
+
+
+@dataclass(frozen=True)
 class ActionCatalog:
     """The actions in ranking order of ties, the cost of churn, and the contact caps across channels."""
 
@@ -86,6 +102,7 @@ class ActionCatalog:
     churn_cost: float = 0.0
     contact_events: tuple[str, ...] = tuple(sorted(BUSINESS_TOUCHES))
     contact_caps: tuple[ContactLimit, ...] = ()
+    exploration: Exploration = Exploration()
     source: str = field(default="catalog", compare=False)
 
     @property
@@ -112,7 +129,9 @@ class ActionCatalog:
         """Builds and validates a catalog from its YAML structure."""
         if not isinstance(data, Mapping):
             raise CatalogError(f"{source}: expected a mapping with an `actions` list")
-        _no_unknown_keys(data, {"actions", "churn_cost", "contact_events", "contact_caps"}, source)
+        _no_unknown_keys(
+            data, {"actions", "churn_cost", "contact_events", "contact_caps", "exploration"}, source
+        )
         entries = data.get("actions")
         if not isinstance(entries, list) or not entries:
             raise CatalogError(f"{source}: `actions` must be a non-empty list")
@@ -133,6 +152,7 @@ class ActionCatalog:
             churn_cost=_number(data, "churn_cost", 0.0, source, minimum=0.0),
             contact_events=tuple(contact_events),
             contact_caps=tuple(_limit(c, f"{source}: contact_caps[{i}]", None) for i, c in enumerate(caps)),
+            exploration=_exploration(data.get("exploration", {}), f"{source}: exploration"),
             source=source,
         )
 
@@ -153,6 +173,7 @@ class ActionCatalog:
             "contact_events": list(self.contact_events),
             "contact_caps": [_limit_dict(c) for c in self.contact_caps],
             "actions": [_action_dict(a) for a in self.actions],
+            "exploration": dict(vars(self.exploration)),
         }
 
 
@@ -205,6 +226,27 @@ def _limit(entry: Any, where: str, default_channel: str | None) -> ContactLimit:
     if channel is not None and not isinstance(channel, str):
         raise CatalogError(f"{where}: channel must be a text")
     return ContactLimit(max=maximum, days=days, channel=channel)
+
+
+def _exploration(entry: Any, where: str) -> Exploration:
+    if not isinstance(entry, Mapping):
+        raise CatalogError(f"{where}: expected a mapping {{policy, epsilon | temperature, seed}}")
+    _no_unknown_keys(entry, {"policy", "epsilon", "temperature", "seed"}, where)
+    policy = entry.get("policy", "off")
+    if policy not in EXPLORATION_POLICIES:
+        raise CatalogError(
+            f"{where}: policy must be one of {', '.join(EXPLORATION_POLICIES)}, got {policy!r}"
+        )
+    epsilon = _number(entry, "epsilon", 0.1 if policy == "epsilon" else 0.0, where, minimum=0.0)
+    if epsilon > 1:
+        raise CatalogError(f"{where}: epsilon must be at most 1, got {epsilon:g}")
+    temperature = _number(entry, "temperature", 1.0, where)
+    if not temperature > 0:
+        raise CatalogError(f"{where}: temperature must be positive, got {temperature:g}")
+    seed = entry.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise CatalogError(f"{where}: seed must be a whole number, got {seed!r}")
+    return Exploration(policy, epsilon, temperature, seed)
 
 
 def _number(

@@ -11,12 +11,16 @@ first and ties go to the earlier catalog entry.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from nextbest.decisioning.catalog import NO_ACTION, ActionCatalog
+from nextbest.decisioning.catalog import NO_ACTION, ActionCatalog, Exploration
 from nextbest.decisioning.expressions import HistoryQuery, RuleColumns
+
+NOT_A_CANDIDATE = "not among the request's candidates"
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,7 @@ def rank(
     p_conversion: np.ndarray,
     p_churn: np.ndarray,
     columns: RuleColumns,
+    candidates: np.ndarray | None = None,
 ) -> Ranking:
     """Ranks the catalog's actions for N requests.
 
@@ -71,6 +76,7 @@ def rank(
         p_conversion, p_churn: [N] no-action probabilities (used when the model has no `no_action`).
         columns: what the rules read (see `nextbest.decisioning.expressions`), with every query of
             `history_queries(catalog)` answered.
+        candidates: [N, K] which catalog actions each request asks to rank (default: all).
     """
     catalog.check_actions(model_actions)
     columns_of = [model_actions.index(a) for a in catalog.ids]
@@ -86,6 +92,8 @@ def rank(
         value * p_conversion[:, None] - catalog.churn_cost * p_churn[:, None]
     )  # [N, K]
     reasons = _suppressions(catalog, columns)
+    if candidates is not None:
+        reasons = np.where(candidates, reasons, NOT_A_CANDIDATE)
     eligible = reasons == None  # noqa: E711 (element-wise on an object array)
     # Suppressed actions sort after every eligible one, still by expected value among themselves.
     key = np.where(eligible, expected, expected - (np.abs(expected).max(initial=0.0) * 2 + 1))
@@ -120,3 +128,41 @@ def _suppressions(catalog: ActionCatalog, columns: RuleColumns) -> np.ndarray:
                 count = columns.history[cap.query(catalog.contact_events)]
                 suppress(k, count >= cap.max, f"contact cap: {cap.describe()}")
     return reasons
+
+
+def serving_probabilities(ranking: Ranking, exploration: Exploration) -> np.ndarray:
+    """[N, K] the probability with which each catalog action is served (0 for suppressed actions; a row
+    without any eligible action is all 0)."""
+    n, k = ranking.eligible.shape
+    eligible = ranking.eligible
+    count = eligible.sum(axis=1, keepdims=True)
+    best = np.zeros((n, k))
+    has_any = count[:, 0] > 0
+    best[np.flatnonzero(has_any), ranking.order[has_any, 0]] = 1.0  # eligible actions are ranked first
+    if exploration.policy == "off":
+        return best
+    if exploration.policy == "epsilon":
+        uniform = np.where(eligible, 1.0 / np.maximum(count, 1), 0.0)
+        return (1.0 - exploration.epsilon) * best + exploration.epsilon * uniform
+    scaled = np.where(eligible, ranking.expected_value / exploration.temperature, -np.inf)
+    scaled -= np.where(has_any, scaled.max(axis=1), 0.0)[:, None]
+    weights = np.exp(scaled)
+    return weights / np.maximum(weights.sum(axis=1, keepdims=True), 1e-300)
+
+
+def draw(probabilities: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
+    """The served action per request: the index whose cumulative probability first exceeds the request's
+    uniform draw; -1 where nothing may be served."""
+    cumulative = np.cumsum(probabilities, axis=1)
+    chosen = (cumulative <= uniforms[:, None] * cumulative[:, -1:]).sum(axis=1)
+    return np.where(cumulative[:, -1] > 0, np.minimum(chosen, probabilities.shape[1] - 1), -1)
+
+
+def request_uniforms(customer_ids: Sequence[str], as_of: np.ndarray, seed: int) -> np.ndarray:
+    """A uniform number in [0, 1) per request, fixed by (seed, customer, as_of): the same request is served
+    the same way online, in batch and on a re-run."""
+    out = np.empty(len(customer_ids))
+    for i, (customer, instant) in enumerate(zip(customer_ids, as_of.tolist(), strict=True)):
+        digest = hashlib.blake2b(f"{seed}|{customer}|{instant}".encode(), digest_size=8).digest()
+        out[i] = int.from_bytes(digest, "big") / 2**64
+    return out

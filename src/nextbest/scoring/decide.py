@@ -12,7 +12,14 @@ from nextbest.data.events import EventLog
 from nextbest.decisioning.catalog import ActionCatalog
 from nextbest.decisioning.expressions import HistoryQuery, RuleColumns
 from nextbest.decisioning.history import history_values
-from nextbest.decisioning.policy import Ranking, history_queries, rank
+from nextbest.decisioning.policy import (
+    Ranking,
+    draw,
+    history_queries,
+    rank,
+    request_uniforms,
+    serving_probabilities,
+)
 from nextbest.scoring.scorer import DEFAULT_BATCH_SIZE, JourneyScorer, Scores
 
 REQUEST_KEYS = ("customer_id", "as_of")
@@ -20,10 +27,23 @@ REQUEST_KEYS = ("customer_id", "as_of")
 
 @dataclass(frozen=True)
 class Decisions:
-    """The model's probabilities and the catalog's ranking for the same requests."""
+    """The model's probabilities, the catalog's ranking, and the action served to each request.
+
+    Attributes:
+        probabilities: [N, K] the probability with which each catalog action is served (exploration).
+        chosen: [N] the catalog index of the served action (-1: none eligible).
+    """
 
     scores: Scores
     ranking: Ranking
+    probabilities: np.ndarray
+    chosen: np.ndarray
+
+    @property
+    def chosen_probability(self) -> np.ndarray:
+        """[N] the probability with which the served action was chosen (NaN where none was)."""
+        rows = np.arange(len(self.chosen))
+        return np.where(self.chosen >= 0, self.probabilities[rows, np.maximum(self.chosen, 0)], np.nan)
 
 
 def decide(
@@ -33,13 +53,15 @@ def decide(
     customers: pa.Table | None = None,
     *,
     catalog: ActionCatalog | None = None,
+    candidates: np.ndarray | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool = False,
 ) -> Decisions:
     """Scores `requests` and ranks the actions of `catalog` (default: the model's packaged catalog).
 
     Columns of `requests` beyond `customer_id` and `as_of` are the request context that rules read as
-    `context.<column>`.
+    `context.<column>`. `candidates` ([N, K] bool over the catalog's actions) narrows what each request
+    may be served.
     """
     catalog = catalog if catalog is not None else scorer.action_catalog
     catalog.check_actions(scorer.actions)
@@ -53,8 +75,11 @@ def decide(
         scores.p_conversion,
         scores.p_churn,
         columns,
+        candidates,
     )
-    return Decisions(scores, ranking)
+    probabilities = serving_probabilities(ranking, catalog.exploration)
+    uniforms = request_uniforms(scores.customer_ids.to_pylist(), scores.as_of, catalog.exploration.seed)
+    return Decisions(scores, ranking, probabilities, draw(probabilities, uniforms))
 
 
 def rule_columns(

@@ -27,6 +27,8 @@ OUTPUT_SCHEMA = pa.schema(
         ("p_conversion", pa.float64()),
         ("p_churn", pa.float64()),
         ("top_action", pa.string()),
+        ("chosen_action", pa.string()),
+        ("chosen_probability", pa.float64()),
         ("actions", pa.list_(ACTION_STRUCT)),
         ("suppressed", pa.list_(SUPPRESSED_STRUCT)),
     ]
@@ -35,7 +37,8 @@ OUTPUT_SCHEMA = pa.schema(
 
 def decisions_table(decisions: Decisions, model_version: str, top_k: int | None = None) -> pa.Table:
     """One row per request: no-action probabilities, the eligible actions best first (at most `top_k`),
-    and the suppressed ones with their reasons (catalog order).
+    the served action with the probability it was chosen with (exploration; 1 for the top action when
+    exploration is off), and the suppressed actions with their reasons (catalog order).
 
     `score` is the action's expected value, `uplift` its expected value over taking no action.
     """
@@ -76,6 +79,11 @@ def decisions_table(decisions: Decisions, model_version: str, top_k: int | None 
             pa.array(scores.p_conversion, pa.float64()),
             pa.array(scores.p_churn, pa.float64()),
             pa.array(top if k else [None] * n, pa.string()),
+            pa.array(
+                np.where(decisions.chosen >= 0, ids[np.maximum(decisions.chosen, 0)] if k else None, None),
+                pa.string(),
+            ),
+            pa.array(decisions.chosen_probability, pa.float64(), from_pandas=True),
             _lists(ranked, kept, OUTPUT_SCHEMA.field("actions").type),
             _lists(suppressed, (~ranking.eligible).sum(axis=1), OUTPUT_SCHEMA.field("suppressed").type),
         ],

@@ -22,6 +22,7 @@ from nextbest.data.report import ValidationReport
 from nextbest.data.schema import UTC_US, ColumnSpec, ColumnType
 from nextbest.data.tables import load_events
 from nextbest.decisioning.catalog import ActionCatalog
+from nextbest.decisioning.policy import NOT_A_CANDIDATE
 from nextbest.errors import DataContractError
 from nextbest.journeys.requests import epoch_micros
 from nextbest.journeys.windows import history_windows
@@ -85,6 +86,8 @@ class ScoredRequest(BaseModel):
     p_conversion: float
     p_churn: float
     top_action: str | None = None
+    chosen_action: str | None = Field(default=None, description="the action served (exploration may differ)")
+    chosen_probability: float | None = Field(default=None, description="probability it was served with")
     actions: list[RankedAction]
     suppressed: list[SuppressedAction]
 
@@ -111,11 +114,28 @@ def score_records(
         }
     )
     customers = _profiles_table(scorer, keys, records)
-    decisions = decide(scorer, log, requests, customers, catalog=catalog)
+    catalog = catalog if catalog is not None else scorer.action_catalog
+    decisions = decide(
+        scorer, log, requests, customers, catalog=catalog, candidates=_candidates(records, catalog.ids)
+    )
     rows = decisions_table(decisions, model_version).to_pylist()
-    return [
-        _answer(record, row, decisions.ranking.actions) for record, row in zip(records, rows, strict=True)
-    ]
+    return [_answer(record, row) for record, row in zip(records, rows, strict=True)]
+
+
+def _candidates(records: Sequence[ScoringRequest], actions: tuple[str, ...]) -> np.ndarray | None:
+    """[N, K] which catalog actions each record asks for; None when no record narrows them."""
+    if all(r.candidates is None for r in records):
+        return None
+    known = set(actions)
+    for r in records:
+        unknown = sorted(set(r.candidates or ()) - known)
+        if unknown:
+            raise DataContractError(
+                f"candidates: unknown action(s) {unknown}; the catalog has {list(actions)}"
+            )
+    return np.array(
+        [[r.candidates is None or a in r.candidates for a in actions] for r in records], dtype=bool
+    )
 
 
 def _context_columns(records: Sequence[ScoringRequest]) -> dict[str, pa.Array]:
@@ -233,20 +253,11 @@ def _as_of(records: Sequence[ScoringRequest], log: EventLog, keys: list[str]) ->
     return pa.array(chosen, pa.int64()).cast(UTC_US)
 
 
-def _answer(record: ScoringRequest, row: dict[str, Any], actions: tuple[str, ...]) -> ScoredRequest:
-    """The record's answer: its row narrowed to its candidates (and re-ranked) and cut to its top_k."""
-    ranked, suppressed = row["actions"], row["suppressed"]
-    if record.candidates is not None:
-        unknown = sorted(set(record.candidates) - set(actions))
-        if unknown:
-            raise DataContractError(
-                f"candidates: unknown action(s) {unknown}; the model knows {list(actions)}"
-            )
-        wanted = set(record.candidates)
-        ranked = [a for a in ranked if a["action"] in wanted]
-        suppressed = [s for s in suppressed if s["action"] in wanted]
-    ranked = ranked[: record.top_k] if record.top_k is not None else ranked
-    actions_out = [RankedAction(**{**a, "rank": i + 1}) for i, a in enumerate(ranked)]
+def _answer(record: ScoringRequest, row: dict[str, Any]) -> ScoredRequest:
+    """The record's answer: its row cut to its top_k, without the actions it did not ask about."""
+    ranked = row["actions"][: record.top_k] if record.top_k is not None else row["actions"]
+    suppressed = [s for s in row["suppressed"] if s["reason"] != NOT_A_CANDIDATE]
+    actions_out = [RankedAction(**a) for a in ranked]
     return ScoredRequest(
         customer_id=record.customer_id,
         as_of=row["as_of"].isoformat(),
@@ -254,6 +265,8 @@ def _answer(record: ScoringRequest, row: dict[str, Any], actions: tuple[str, ...
         p_conversion=row["p_conversion"],
         p_churn=row["p_churn"],
         top_action=actions_out[0].action if actions_out else None,
+        chosen_action=row["chosen_action"],
+        chosen_probability=row["chosen_probability"],
         actions=actions_out,
         suppressed=[SuppressedAction(**s) for s in suppressed],
     )
