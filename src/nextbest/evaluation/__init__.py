@@ -1,5 +1,24 @@
-"""Offline evaluation of outcome models: binary classification metrics in plain numpy."""
+"""Offline evaluation: binary classification metrics of outcome models and off-policy estimates of
+decision policies, in plain numpy."""
 
 from nextbest.evaluation.metrics import average_precision, brier_score, evaluate_binary, log_loss, roc_auc
+from nextbest.evaluation.ope import (
+    Estimate,
+    LoggedDecisions,
+    constant_policy,
+    estimate_policy_value,
+    uniform_policy,
+)
 
-__all__ = ["average_precision", "brier_score", "evaluate_binary", "log_loss", "roc_auc"]
+__all__ = [
+    "Estimate",
+    "LoggedDecisions",
+    "average_precision",
+    "brier_score",
+    "constant_policy",
+    "estimate_policy_value",
+    "evaluate_binary",
+    "log_loss",
+    "roc_auc",
+    "uniform_policy",
+]

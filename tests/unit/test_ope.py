@@ -1,0 +1,77 @@
+"""Off-policy estimators: exact on a hand-made log, unbiased and covering the truth on simulated logs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nextbest.evaluation.ope import (
+    LoggedDecisions,
+    constant_policy,
+    estimate_policy_value,
+    uniform_policy,
+)
+
+
+def test_estimators_on_a_hand_computed_log() -> None:
+    logged = LoggedDecisions(
+        action=np.array([0, 1, 1, 0]),
+        propensity=np.array([0.5, 0.5, 0.25, 0.5]),
+        reward=np.array([1.0, 0, 1, 0]),
+    )
+    target = constant_policy(1, 4, 2)
+    q = np.array([[0.2, 0.4]] * 4)
+    result = estimate_policy_value(logged, target, q, resamples=50)
+    # Weights: 0, 2, 4, 0. IPS = (0 + 0 + 4 + 0) / 4; SNIPS = 4 / 6.
+    assert result["ips"].value == pytest.approx(1.0)
+    assert result["snips"].value == pytest.approx(4 / 6)
+    # DR: 0.4 each, plus weighted residuals 2 * (0 - 0.4) and 4 * (1 - 0.4) on rows 2 and 3.
+    assert result["dr"].value == pytest.approx(0.4 + (2 * -0.4 + 4 * 0.6) / 4)
+    for estimate in result.values():
+        assert estimate.low <= estimate.high
+
+
+def simulated_bandit(seed: int, n: int = 4_000) -> tuple[LoggedDecisions, np.ndarray, np.ndarray]:
+    """Contexts with known reward probabilities per action, logged by a non-uniform random policy."""
+    rng = np.random.default_rng(seed)
+    features = rng.normal(size=(n, 2))
+    truth = 1 / (
+        1
+        + np.exp(-(np.array([-1.0, -1.2, -0.8]) + features @ np.array([[0.5, -0.3, 0.8], [0.2, 0.9, -0.4]])))
+    )
+    logging = np.array([0.5, 0.3, 0.2])
+    action = rng.choice(3, size=n, p=logging)
+    reward = (rng.random(n) < truth[np.arange(n), action]).astype(float)
+    return LoggedDecisions(action, logging[action], reward), truth, features
+
+
+def test_confidence_intervals_cover_the_true_value_of_a_policy() -> None:
+    """Over 40 simulated logs, each 95% interval covers the target policy's true value about 95% of the
+    time (at least 85% allows for the finite count), and the estimates centre on it."""
+    covered = {"ips": 0, "snips": 0, "dr": 0}
+    errors = {"ips": [], "snips": [], "dr": []}
+    runs = 40
+    for seed in range(runs):
+        logged, truth, features = simulated_bandit(seed)
+        target = constant_policy(0, len(truth), 3)
+        target[features[:, 0] > 0] = [0.0, 0.0, 1.0]  # a context-dependent deterministic policy
+        true_value = (target * truth).sum(axis=1).mean()
+        noisy_model = np.clip(truth + np.random.default_rng(seed).normal(0, 0.05, truth.shape), 0, 1)
+        result = estimate_policy_value(logged, target, noisy_model, resamples=300, seed=seed)
+        for name, estimate in result.items():
+            covered[name] += estimate.low <= true_value <= estimate.high
+            errors[name].append(estimate.value - true_value)
+    for name in covered:
+        assert covered[name] / runs >= 0.85, (name, covered[name])
+        assert abs(np.mean(errors[name])) < 0.01, name
+    # The model's help shows: DR varies less than IPS.
+    assert np.std(errors["dr"]) < np.std(errors["ips"])
+
+
+def test_uniform_policy_and_input_checks() -> None:
+    np.testing.assert_allclose(uniform_policy(2, 4), 0.25)
+    with pytest.raises(ValueError, match="propensities"):
+        LoggedDecisions(np.array([0]), np.array([0.0]), np.array([1.0]))
+    logged, truth, _ = simulated_bandit(0, n=10)
+    with pytest.raises(ValueError, match="must be"):
+        estimate_policy_value(logged, uniform_policy(10, 3), truth[:5])
