@@ -3,6 +3,7 @@ by alias, it scores exactly as the in-memory scorer; `nextbest score` uses it on
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import mlflow
@@ -113,3 +114,47 @@ def test_score_command_with_a_missing_model_is_a_message(
     err = capsys.readouterr().err
     assert "cannot load the model models:/nextbest@champion" in err
     assert "Traceback" not in err
+
+
+def test_evaluate_command_reports_every_policy_against_the_truth(
+    registry: mlflow.MlflowClient, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world = simulate(SimulationConfig(n_customers=150, seed=9))
+    write_world(world, tmp_path / "world")
+    log = load_events(world.events)
+    scorer = make_scorer(log, world.customers)
+    with mlflow.start_run():
+        info = log_model(scorer, records_from_tables(log, requests_at_end(log).slice(0, 1)), "nextbest")
+    assign_aliases(registry, "nextbest", str(info.registered_model_version))
+    folder = tmp_path / "world"
+    args = ["evaluate", "--model", "models:/nextbest@champion", "--events", str(folder / "events.parquet")]
+    args += [
+        "--customers",
+        str(folder / "customers.parquet"),
+        "--decisions",
+        str(folder / "decisions.parquet"),
+    ]
+    args += [
+        "--truth",
+        str(folder / "truth.parquet"),
+        "--resamples",
+        "50",
+        "--json",
+        str(tmp_path / "e.json"),
+    ]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "of the random-to-oracle gap" in out
+    report = json.loads((tmp_path / "e.json").read_text())
+    in_catalog = sum(a in scorer.actions for a in world.decisions.column("action").to_pylist())
+    assert report["decisions"] == in_catalog
+    assert report["skipped"]["action not in the catalog"] == world.decisions.num_rows - in_catalog
+    assert {"learned", "random", "logging", "always no_action"} <= set(report["estimates"])
+    for policy in ("learned", "random", "oracle", "logging"):
+        assert np.isfinite(report["true_values"][policy])
+    assert report["true_values"]["oracle"] >= report["true_values"]["learned"]
+    for estimates in report["estimates"].values():
+        for estimate in estimates.values():
+            assert estimate["low"] <= estimate["value"] <= estimate["high"]
+    runs = registry.search_runs([registry.get_experiment_by_name("nextbest-evaluation").experiment_id])
+    assert "policy/learned/dr/value" in runs[0].data.metrics

@@ -1,0 +1,151 @@
+"""The learned policy against the logging policy, a random one and the best single action, on logged data.
+
+Rewards are in the catalog's units: value_a · converted - churn_cost · churned - cost_a for the action a that
+was taken. The model's expected values are the direct method of the doubly robust estimate. When the true
+outcome probabilities are known (simulated worlds, `truth.parquet`), each policy's true value is reported
+beside its estimates, and so is the oracle's (every decision's best action).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from nextbest.decisioning.catalog import ActionCatalog
+from nextbest.errors import DataContractError
+from nextbest.evaluation.ope import (
+    Estimate,
+    LoggedDecisions,
+    constant_policy,
+    estimate_policy_value,
+    uniform_policy,
+)
+from nextbest.scoring.decide import Decisions
+
+LEARNED, LOGGING, RANDOM = "learned", "logging", "random"
+
+
+@dataclass
+class PolicyReport:
+    """Per policy, its off-policy estimates and (when known) its true value per decision."""
+
+    decisions: int
+    skipped: dict[str, int]
+    estimates: dict[str, dict[str, Estimate]] = field(default_factory=dict)
+    true_values: dict[str, float] = field(default_factory=dict)
+    best_single_action: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "decisions": self.decisions,
+            "skipped": self.skipped,
+            "best_single_action": self.best_single_action,
+            "estimates": {p: {k: e.to_dict() for k, e in v.items()} for p, v in self.estimates.items()},
+            "true_values": self.true_values,
+        }
+
+
+def logged_rewards(
+    decisions_table: pa.Table, catalog: ActionCatalog
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per logged decision: the catalog index of its action (-1: not in the catalog), its propensity and
+    its reward.
+
+    Raises:
+        DataContractError: the decisions table lacks `propensity` or `converted` (or `churned` when the
+            catalog prices churn).
+    """
+    needed = ["propensity", "converted", *(["churned"] if catalog.churn_cost else [])]
+    missing = [c for c in needed if c not in decisions_table.column_names]
+    if missing:
+        raise DataContractError(f"decisions: off-policy evaluation needs column(s) {', '.join(missing)}")
+    index = {a: i for i, a in enumerate(catalog.ids)}
+    action = np.array(
+        [index.get(a, -1) for a in decisions_table.column("action").to_pylist()], dtype=np.int64
+    )
+    propensity = _floats(decisions_table, "propensity")
+    converted = _floats(decisions_table, "converted")
+    churned = (
+        _floats(decisions_table, "churned")
+        if "churned" in decisions_table.column_names
+        else np.zeros(len(action))
+    )
+    value, cost = (np.array([getattr(a, f) for a in catalog.actions]) for f in ("value", "cost"))
+    taken = np.maximum(action, 0)
+    reward = value[taken] * converted - catalog.churn_cost * churned - cost[taken]
+    return action, propensity, reward
+
+
+def evaluate_policies(
+    decided: Decisions,
+    decisions_table: pa.Table,
+    catalog: ActionCatalog,
+    truth: tuple[np.ndarray, np.ndarray] | None = None,
+    *,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> PolicyReport:
+    """Off-policy estimates (and true values) of the learned, logging, random and best single-action policies.
+
+    Args:
+        decided: `decide` at each logged decision (same rows as `decisions_table`).
+        decisions_table: the logged decisions (`action`, `propensity`, `converted`, `churned`).
+        truth: [N, K] true P(conversion) and P(churn) of each catalog action at each decision, if known.
+    """
+    action, propensity, reward = logged_rewards(decisions_table, catalog)
+    usable = (action >= 0) & np.isfinite(propensity) & np.isfinite(reward)
+    skipped = {
+        "action not in the catalog": int((action < 0).sum()),
+        "missing propensity or outcome": int(((action >= 0) & ~usable).sum()),
+    }
+    logged = LoggedDecisions(action[usable], propensity[usable], reward[usable])
+    n, k = int(usable.sum()), len(catalog.actions)
+    if n == 0:
+        raise DataContractError("decisions: no logged decision can be evaluated (see the skipped counts)")
+    predicted = decided.ranking.expected_value[usable]
+    policies = {LEARNED: decided.probabilities[usable], RANDOM: uniform_policy(n, k)}
+    policies |= {f"always {a}": constant_policy(i, n, k) for i, a in enumerate(catalog.ids)}
+    report = PolicyReport(decisions=n, skipped=skipped)
+    for name, policy in policies.items():
+        report.estimates[name] = estimate_policy_value(
+            logged, policy, predicted, resamples=resamples, seed=seed
+        )
+    report.estimates[LOGGING] = {"on-policy": _mean_with_interval(logged.reward, resamples, seed)}
+    singles = [name for name in policies if name.startswith("always ")]
+    report.best_single_action = max(singles, key=lambda s: report.estimates[s]["dr"].value)
+    if truth is not None:
+        true_value = _true_values(truth, catalog, usable)
+        report.true_values = {
+            name: float((policy * true_value).sum(axis=1).mean()) for name, policy in policies.items()
+        }
+        report.true_values["oracle"] = float(true_value.max(axis=1).mean())
+        report.true_values[LOGGING] = float(true_value[np.arange(n), logged.action].mean())
+    return report
+
+
+def gap_closed(report: PolicyReport) -> float:
+    """Share of the random-to-oracle gap in true value that the learned policy closes."""
+    values = report.true_values
+    return (values[LEARNED] - values[RANDOM]) / (values["oracle"] - values[RANDOM])
+
+
+def _true_values(
+    truth: tuple[np.ndarray, np.ndarray], catalog: ActionCatalog, rows: np.ndarray
+) -> np.ndarray:
+    conversion, churn = truth
+    value, cost = (np.array([getattr(a, f) for a in catalog.actions]) for f in ("value", "cost"))
+    return (value * conversion - catalog.churn_cost * churn - cost)[rows]
+
+
+def _mean_with_interval(values: np.ndarray, resamples: int, seed: int) -> Estimate:
+    rng = np.random.default_rng(seed)
+    means = np.array([values[rng.integers(0, len(values), len(values))].mean() for _ in range(resamples)])
+    low, high = np.percentile(means, [2.5, 97.5])
+    return Estimate(float(values.mean()), float(low), float(high))
+
+
+def _floats(table: pa.Table, name: str) -> np.ndarray:
+    return np.asarray(table.column(name).cast(pa.float64()).fill_null(np.nan).to_numpy(zero_copy_only=False))
