@@ -14,6 +14,7 @@ import pytest
 from nextbest.cli import main
 from nextbest.data import load_events
 from nextbest.journeys import requests_at_end
+from nextbest.model import TemperatureScaling
 from nextbest.scoring import decide, decisions_table
 from nextbest.scoring.pyfunc import load_scorer, log_model, model_version
 from nextbest.scoring.records import records_from_tables, score_records
@@ -158,3 +159,47 @@ def test_evaluate_command_reports_every_policy_against_the_truth(
             assert estimate["low"] <= estimate["value"] <= estimate["high"]
     runs = registry.search_runs([registry.get_experiment_by_name("nextbest-evaluation").experiment_id])
     assert "policy/learned/dr/value" in runs[0].data.metrics
+
+
+def test_promote_moves_the_champion_only_when_the_challenger_is_not_worse(
+    registry: mlflow.MlflowClient, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world = simulate(SimulationConfig(n_customers=200, seed=10))
+    write_world(world, tmp_path / "world")
+    log = load_events(world.events)
+    example = records_from_tables(log, requests_at_end(log).slice(0, 1))
+    scorer = make_scorer(log, world.customers)
+    miscalibrated = make_scorer(log, world.customers)
+    miscalibrated.calibrators["action_conversion"] = TemperatureScaling(temperature=1.0, bias=6.0)
+    folder = tmp_path / "world"
+    args = [
+        "promote",
+        "--events",
+        str(folder / "events.parquet"),
+        "--customers",
+        str(folder / "customers.parquet"),
+    ]
+    args += ["--decisions", str(folder / "decisions.parquet"), "--resamples", "100"]
+
+    for candidate, expected_status, verdict in ((scorer, 0, "Promoted"), (miscalibrated, 3, "Refused")):
+        with mlflow.start_run():
+            info = log_model(candidate, example, "nextbest")
+        assign_aliases(registry, "nextbest", str(info.registered_model_version))
+        if info.registered_model_version == 1:
+            # The first version is champion and challenger at once: nothing to compare.
+            assert main(args) == 0
+            assert "already the champion" in capsys.readouterr().out
+            with mlflow.start_run():
+                info = log_model(candidate, example, "nextbest")
+            assign_aliases(registry, "nextbest", str(info.registered_model_version))
+        champion_before = registry.get_model_version_by_alias("nextbest", "champion").version
+        assert main(args) == expected_status
+        out = capsys.readouterr().out
+        assert verdict in out
+        assert "calibration error" in out
+        assert "policy value (DR)" in out
+        champion_after = registry.get_model_version_by_alias("nextbest", "champion").version
+        if verdict == "Promoted":
+            assert str(champion_after) == str(info.registered_model_version)
+        else:
+            assert champion_after == champion_before

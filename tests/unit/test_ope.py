@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 
 from nextbest.evaluation.ope import (
+    Estimate,
     LoggedDecisions,
     constant_policy,
     estimate_policy_value,
     uniform_policy,
 )
+from nextbest.evaluation.policies import Assessment, promotion_verdict
 
 
 def test_estimators_on_a_hand_computed_log() -> None:
@@ -75,3 +77,17 @@ def test_uniform_policy_and_input_checks() -> None:
     logged, truth, _ = simulated_bandit(0, n=10)
     with pytest.raises(ValueError, match="must be"):
         estimate_policy_value(logged, uniform_policy(10, 3), truth[:5])
+
+
+@pytest.mark.parametrize(
+    ("challenger_low", "challenger_ece", "promoted"),
+    [(0.50, 0.020, True), (0.49, 0.020, False), (0.60, 0.026, False), (0.60, 0.024, True)],
+)
+def test_promotion_needs_a_lower_bound_not_below_and_calibration_not_worse(
+    challenger_low: float, challenger_ece: float, promoted: bool
+) -> None:
+    champion = Assessment("1", Estimate(0.6, 0.5, 0.7), ece=0.02)
+    challenger = Assessment("2", Estimate(0.7, challenger_low, 0.8), ece=challenger_ece)
+    verdict, reasons = promotion_verdict(champion, challenger, ece_tolerance=0.005)
+    assert verdict is promoted
+    assert len(reasons) == 2

@@ -19,6 +19,7 @@ from nextbest.errors import NextbestError
 if TYPE_CHECKING:
     from nextbest.evaluation.policies import PolicyReport
 
+EXPERIMENT = "nextbest-evaluation"
 DESCRIPTION = """\
 Estimate what the model's policy is worth from logged decisions (the decisions table with its
 propensity, converted and churned columns), before it goes live: IPS, self-normalised IPS and doubly
@@ -120,8 +121,11 @@ def _log_to_mlflow(
 ) -> None:
     import mlflow
 
-    mlflow.set_experiment("nextbest-evaluation")
-    with mlflow.start_run(run_name=f"evaluate {model_uri}"):
+    # By id, not mlflow.set_experiment: that would leave the process's active experiment changed.
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(EXPERIMENT)
+    with mlflow.start_run(run_name=f"evaluate {model_uri}", experiment_id=experiment_id):
         mlflow.log_params({"model_uri": model_uri, "model_version": version})
         metrics = {
             f"policy/{_metric_name(policy)}/{estimator}/{part}": getattr(estimate, part)

@@ -149,3 +149,34 @@ def _mean_with_interval(values: np.ndarray, resamples: int, seed: int) -> Estima
 
 def _floats(table: pa.Table, name: str) -> np.ndarray:
     return np.asarray(table.column(name).cast(pa.float64()).fill_null(np.nan).to_numpy(zero_copy_only=False))
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """What promotion compares for one model on a holdout: its policy value and its calibration."""
+
+    version: str
+    policy_value: Estimate
+    ece: float
+
+
+def promotion_verdict(
+    champion: Assessment, challenger: Assessment, ece_tolerance: float = 0.005
+) -> tuple[bool, list[str]]:
+    """Whether the challenger may replace the champion, and why (or why not).
+
+    It may when its policy value's lower confidence bound is not below the champion's, and its expected
+    calibration error is not worse than the champion's by more than `ece_tolerance`.
+    """
+    reasons = []
+    value_ok = challenger.policy_value.low >= champion.policy_value.low
+    reasons.append(
+        f"policy value lower bound {challenger.policy_value.low:.4f} "
+        f"{'>=' if value_ok else '<'} champion's {champion.policy_value.low:.4f}"
+    )
+    calibration_ok = challenger.ece <= champion.ece + ece_tolerance
+    reasons.append(
+        f"calibration error {challenger.ece:.4f} {'<=' if calibration_ok else '>'} champion's "
+        f"{champion.ece:.4f} + {ece_tolerance:g}"
+    )
+    return value_ok and calibration_ok, reasons
