@@ -13,12 +13,14 @@ import pytest
 
 from nextbest.cli import main
 from nextbest.data import load_events
+from nextbest.data.events import EventLog
 from nextbest.journeys import requests_at_end
 from nextbest.model import TemperatureScaling
 from nextbest.scoring import decide, decisions_table
 from nextbest.scoring.pyfunc import load_scorer, log_model, model_version
 from nextbest.scoring.records import records_from_tables, score_records
-from nextbest.simulate import SimulationConfig, simulate, write_world
+from nextbest.scoring.scorer import JourneyScorer
+from nextbest.simulate import SimulatedWorld, SimulationConfig, simulate, write_world
 from nextbest_training.export import assign_aliases
 from tests.unit.test_scoring import make_scorer
 
@@ -70,16 +72,24 @@ def test_logged_model_loads_by_alias_and_scores_like_the_scorer(
     assert str(registry.get_model_version_by_alias("nextbest", "champion").version) == "1"
 
 
-def test_score_command_writes_the_batch_output(
-    registry: mlflow.MlflowClient, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    world = simulate(SimulationConfig(n_customers=80, seed=6))
+def registered_world(
+    registry: mlflow.MlflowClient, tmp_path: Path, n_customers: int, seed: int
+) -> tuple[SimulatedWorld, EventLog, JourneyScorer]:
+    """A simulated world written to tmp_path/world and a scorer for it registered as nextbest@champion."""
+    world = simulate(SimulationConfig(n_customers=n_customers, seed=seed))
     write_world(world, tmp_path / "world")
     log = load_events(world.events)
     scorer = make_scorer(log, world.customers)
     with mlflow.start_run():
         info = log_model(scorer, records_from_tables(log, requests_at_end(log).slice(0, 1)), "nextbest")
     assign_aliases(registry, "nextbest", str(info.registered_model_version))
+    return world, log, scorer
+
+
+def test_score_command_writes_the_batch_output(
+    registry: mlflow.MlflowClient, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world, log, scorer = registered_world(registry, tmp_path, n_customers=80, seed=6)
     out = tmp_path / "scores" / "scores.parquet"
     args = [
         "score",
@@ -120,13 +130,7 @@ def test_score_command_with_a_missing_model_is_a_message(
 def test_evaluate_command_reports_every_policy_against_the_truth(
     registry: mlflow.MlflowClient, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    world = simulate(SimulationConfig(n_customers=150, seed=9))
-    write_world(world, tmp_path / "world")
-    log = load_events(world.events)
-    scorer = make_scorer(log, world.customers)
-    with mlflow.start_run():
-        info = log_model(scorer, records_from_tables(log, requests_at_end(log).slice(0, 1)), "nextbest")
-    assign_aliases(registry, "nextbest", str(info.registered_model_version))
+    world, _, scorer = registered_world(registry, tmp_path, n_customers=150, seed=9)
     folder = tmp_path / "world"
     args = ["evaluate", "--model", "models:/nextbest@champion", "--events", str(folder / "events.parquet")]
     args += [
