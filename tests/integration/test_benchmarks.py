@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -29,3 +30,22 @@ def test_journeys_benchmark_prints_cases_and_summary() -> None:
     assert summary["validate_events_per_s"] > 0
     assert summary["journeys_events_per_s"] > 0
     assert {"validate_speedup_vs_pandas", "journeys_speedup_vs_pandas", "meets_target"} <= summary.keys()
+
+
+def test_open_bandit_estimate_of_bts_covers_its_achieved_click_rate(shared_data: Path) -> None:
+    """On the real Open Bandit logs, the off-policy estimates of BTS from the random log are intervals
+    that contain the click rate BTS achieved in its own log."""
+    script = REPO_ROOT / "benchmarks" / "open_bandit_ope.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--data-dir", str(shared_data), "--resamples", "300"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lines = {line["estimator"]: line for line in map(json.loads, result.stdout.splitlines())}
+    achieved = lines["bts_on_policy"]["value"]
+    assert achieved == pytest.approx(0.0042)
+    for estimator in ("ips", "snips", "dr"):
+        assert lines[estimator]["low"] <= achieved <= lines[estimator]["high"], estimator
+    assert "estimated from the random log" in result.stderr
