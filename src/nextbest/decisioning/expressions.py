@@ -25,7 +25,7 @@ value makes every comparison with it false (and `!=` true), so a rule never cras
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -106,7 +106,12 @@ class Rule:
 
     @property
     def history_queries(self) -> set[HistoryQuery]:
-        return _queries(self.tree)
+        return {node.query for node in _nodes(self.tree) if isinstance(node, History)}
+
+    @property
+    def names(self) -> set[tuple[str, str]]:
+        """The (namespace, key) pairs the rule reads, e.g. ("profile", "segment")."""
+        return {(node.namespace, node.key) for node in _nodes(self.tree) if isinstance(node, Name)}
 
     def evaluate(self, columns: RuleColumns) -> np.ndarray:
         """Boolean [N]: whether each of the N requests satisfies the rule."""
@@ -314,16 +319,17 @@ def _history_query(
     return HistoryQuery(function, float(days) if isinstance(days, float) else None, tuple(match))
 
 
-def _queries(node: Node) -> set[HistoryQuery]:
-    if isinstance(node, History):
-        return {node.query}
+def _nodes(node: Node) -> Iterator[Node]:
+    """`node` and every node below it."""
+    yield node
     if isinstance(node, Compare):
-        return _queries(node.left) | _queries(node.right)
-    if isinstance(node, Membership | Not):
-        return _queries(node.operand)
-    if isinstance(node, Logical):
-        return set().union(*(_queries(o) for o in node.operands))
-    return set()
+        yield from _nodes(node.left)
+        yield from _nodes(node.right)
+    elif isinstance(node, Membership | Not):
+        yield from _nodes(node.operand)
+    elif isinstance(node, Logical):
+        for operand in node.operands:
+            yield from _nodes(operand)
 
 
 def _evaluate(node: Node, columns: RuleColumns) -> np.ndarray:

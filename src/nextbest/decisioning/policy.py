@@ -46,6 +46,16 @@ class Ranking:
     order: np.ndarray
 
 
+def rule_names(catalog: ActionCatalog) -> set[tuple[str, str]]:
+    """Every (namespace, key) the catalog's rules read: only these columns need building for a request."""
+    return {
+        name
+        for action in catalog.actions
+        if action.eligible_if is not None
+        for name in action.eligible_if.names
+    }
+
+
 def history_queries(catalog: ActionCatalog) -> set[HistoryQuery]:
     """Every history aggregate the catalog's rules, limits, cool-downs and caps read."""
     queries: set[HistoryQuery] = {cap.query(catalog.contact_events) for cap in catalog.contact_caps}

@@ -18,6 +18,7 @@ from nextbest.decisioning.policy import (
     history_queries,
     rank,
     request_uniforms,
+    rule_names,
     serving_probabilities,
 )
 from nextbest.scoring.scorer import DEFAULT_BATCH_SIZE, JourneyScorer, Scores
@@ -64,9 +65,10 @@ def decide(
     may be served.
     """
     catalog = catalog if catalog is not None else scorer.action_catalog
-    catalog.check_actions(scorer.actions)
     scores = scorer.score(log, requests, customers, batch_size=batch_size, progress=progress)
-    columns = rule_columns(log, requests, customers, scores.as_of, history_queries(catalog))
+    columns = rule_columns(
+        log, requests, customers, scores.as_of, rule_names(catalog), history_queries(catalog)
+    )
     ranking = rank(
         catalog,
         scorer.actions,
@@ -77,9 +79,14 @@ def decide(
         columns,
         candidates,
     )
-    probabilities = serving_probabilities(ranking, catalog.exploration)
-    uniforms = request_uniforms(scores.customer_ids.to_pylist(), scores.as_of, catalog.exploration.seed)
-    return Decisions(scores, ranking, probabilities, draw(probabilities, uniforms))
+    exploration = catalog.exploration
+    probabilities = serving_probabilities(ranking, exploration)
+    if exploration.policy == "off":  # the best eligible action, no draw (and no per-request hashing) needed
+        chosen = np.where(ranking.eligible.any(axis=1), ranking.order[:, 0], -1)
+    else:
+        uniforms = request_uniforms(scores.customer_ids.to_pylist(), scores.as_of, exploration.seed)
+        chosen = draw(probabilities, uniforms)
+    return Decisions(scores, ranking, probabilities, chosen)
 
 
 def rule_columns(
@@ -87,17 +94,27 @@ def rule_columns(
     requests: pa.Table,
     customers: pa.Table | None,
     as_of: np.ndarray,
+    names: set[tuple[str, str]],
     queries: set[HistoryQuery],
 ) -> RuleColumns:
-    """What the catalog's rules read for each request: its profile, its context and its history."""
+    """What the catalog's rules read for each request: the profile and context columns they name (and
+    no others: converting a text column costs a Python object per request) and their history aggregates."""
     customer_ids = requests.column("customer_id").combine_chunks().cast(pa.string())
+    wanted = {
+        namespace: {key for ns, key in names if ns == namespace} for namespace in ("profile", "context")
+    }
     profile: dict[str, np.ndarray] = {}
-    if customers is not None:
+    read_profile = [
+        c for c in (customers.column_names if customers is not None else []) if c in wanted["profile"]
+    ]
+    if customers is not None and read_profile:
         found = pc.index_in(customer_ids, value_set=customers.column("customer_id").combine_chunks())
-        rows = customers.take(found)  # null index → null row: a customer without a profile
-        profile = {name: _values(rows.column(name)) for name in rows.column_names if name != "customer_id"}
+        rows = customers.select(read_profile).take(found)  # null index → null row: no profile
+        profile = {name: _values(rows.column(name)) for name in read_profile}
     context = {
-        name: _values(requests.column(name)) for name in requests.column_names if name not in REQUEST_KEYS
+        name: _values(requests.column(name))
+        for name in requests.column_names
+        if name not in REQUEST_KEYS and name in wanted["context"]
     }
     history = history_values(log, log.index_of(customer_ids), as_of, queries)
     return RuleColumns(len(as_of), profile, context, history)
