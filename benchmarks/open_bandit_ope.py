@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nextbest.evaluation.ope import LoggedDecisions, estimate_policy_value
+from nextbest.evaluation.ope import LoggedDecisions, estimate_policy_value, mean_estimate
 
 COLUMNS = ["item_id", "position", "click", "propensity_score"]
 
@@ -57,18 +57,14 @@ def main(argv: list[str] | None = None) -> int:
     per_position = random_log.groupby("position")["click"].mean().to_numpy()
     predicted = np.repeat(per_position[position][:, None], n_items, axis=1)
     estimates = estimate_policy_value(logged, distribution[position], predicted, resamples=args.resamples)
-    achieved = bts_log["click"].to_numpy(dtype=np.float64)
-    rng = np.random.default_rng(0)
-    boot = [achieved[rng.integers(0, len(achieved), len(achieved))].mean() for _ in range(args.resamples)]
-    low, high = np.percentile(boot, [2.5, 97.5])
-    for name, estimate in estimates.items():
+    achieved = mean_estimate(bts_log["click"].to_numpy(dtype=np.float64), resamples=args.resamples)
+    for name, estimate in {**estimates, "bts_on_policy": achieved}.items():
         print(json.dumps({"estimator": name, **estimate.to_dict()}))
-    print(json.dumps({"estimator": "bts_on_policy", "value": achieved.mean(), "low": low, "high": high}))
     dr = estimates["dr"]
     print(
         f"BTS click rate: estimated from the random log {dr.value:.4%} "
-        f"(DR, 95% CI {dr.low:.4%}-{dr.high:.4%}); achieved in its own log {achieved.mean():.4%} "
-        f"({low:.4%}-{high:.4%}); random policy {logged.reward.mean():.4%}",
+        f"(DR, 95% CI {dr.low:.4%}-{dr.high:.4%}); achieved in its own log {achieved.value:.4%} "
+        f"({achieved.low:.4%}-{achieved.high:.4%}); random policy {logged.reward.mean():.4%}",
         file=sys.stderr,
     )
     return 0

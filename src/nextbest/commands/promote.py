@@ -110,18 +110,18 @@ def _assess(
     resamples: int,
 ) -> Assessment:
     """One model's policy value (DR) and calibration error of P(conversion | action taken) on the holdout."""
-    from nextbest.evaluation.policies import LEARNED, Assessment, evaluate_policies
+    from nextbest.evaluation.policies import Assessment, learned_policy_value
     from nextbest.model.calibration import expected_calibration_error
     from nextbest.scoring.decide import decide
 
     log, customers, logged = tables
     requests = pa.table({"customer_id": logged.column("customer_id"), "as_of": logged.column("timestamp")})
     decided = decide(scorer, log, requests, customers, catalog=catalog)
-    report = evaluate_policies(decided, logged, catalog, resamples=resamples)
+    value = learned_policy_value(decided, logged, catalog, resamples=resamples)
     index = {a: i for i, a in enumerate(scorer.actions)}
     taken = np.array([index.get(a, -1) for a in logged.column("action").to_pylist()], dtype=np.int64)
     converted = np.asarray(logged.column("converted").cast(pa.float64()).fill_null(np.nan), dtype=np.float64)
     known = np.flatnonzero((taken >= 0) & np.isfinite(converted))
     predicted = decided.scores.action_p_conversion[known, taken[known]]
     ece = expected_calibration_error(predicted, converted[known])
-    return Assessment(version, report.estimates[LEARNED]["dr"], ece)
+    return Assessment(version, value, ece)

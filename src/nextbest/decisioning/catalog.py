@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from nextbest.decisioning.expressions import HistoryQuery, Rule, RuleError, parse_rule
@@ -108,6 +109,21 @@ class ActionCatalog:
     @property
     def ids(self) -> tuple[str, ...]:
         return tuple(a.id for a in self.actions)
+
+    @property
+    def values(self) -> np.ndarray:
+        """[K] what a conversion is worth after each action, in catalog order."""
+        return np.array([a.value for a in self.actions], dtype=np.float64)
+
+    @property
+    def costs(self) -> np.ndarray:
+        """[K] each action's cost."""
+        return np.array([a.cost for a in self.actions], dtype=np.float64)
+
+    @property
+    def weights(self) -> np.ndarray:
+        """[K] each action's business lever."""
+        return np.array([a.weight for a in self.actions], dtype=np.float64)
 
     @classmethod
     def default(cls, actions: Sequence[str]) -> ActionCatalog:

@@ -94,9 +94,7 @@ def rank(
     if NO_ACTION in model_actions:
         p_conversion = action_p_conversion[:, model_actions.index(NO_ACTION)]
         p_churn = action_p_churn[:, model_actions.index(NO_ACTION)]
-    value, cost, weight = (
-        np.array([getattr(a, f) for a in catalog.actions]) for f in ("value", "cost", "weight")
-    )
+    value, cost, weight = catalog.values, catalog.costs, catalog.weights
     expected = weight * (value * conversion - catalog.churn_cost * churn - cost)  # [N, K]
     without_action = weight * (
         value * p_conversion[:, None] - catalog.churn_cost * p_churn[:, None]

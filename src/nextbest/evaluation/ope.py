@@ -84,30 +84,38 @@ def estimate_policy_value(
         "snips": float(terms["ips"].sum() / weight.sum()),
         "dr": float(terms["dr"].mean()),
     }
-    samples = _bootstrap(terms["ips"], weight, terms["dr"], resamples, seed)
-    tail = (1.0 - level) / 2 * 100
-    return {
-        name: Estimate(point[name], *(float(q) for q in np.nanpercentile(samples[name], [tail, 100 - tail])))
-        for name in ESTIMATORS
-    }
+    sums = _resampled_sums([terms["ips"], weight, terms["dr"]], resamples, seed)  # [3, resamples]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        samples = {"ips": sums[0] / n, "snips": sums[0] / sums[1], "dr": sums[2] / n}
+    return {name: Estimate(point[name], *_interval(samples[name], level)) for name in ESTIMATORS}
 
 
-def _bootstrap(
-    weighted_reward: np.ndarray, weight: np.ndarray, dr_terms: np.ndarray, resamples: int, seed: int
-) -> dict[str, np.ndarray]:
-    """Every estimator on the same resamples (drawn as multinomial counts, a chunk of resamples at a time)."""
-    n = len(weight)
+def mean_estimate(
+    values: np.ndarray, *, resamples: int = 1000, level: float = 0.95, seed: int = 0
+) -> Estimate:
+    """The mean of `values` with its bootstrap interval (e.g. a policy's on-policy value from its own log)."""
+    samples = _resampled_sums([values], resamples, seed)[0] / len(values)
+    return Estimate(float(values.mean()), *_interval(samples, level))
+
+
+def _resampled_sums(columns: list[np.ndarray], resamples: int, seed: int) -> np.ndarray:
+    """[columns, resamples] the sum of each column over the same bootstrap resamples of its rows (drawn as
+    multinomial counts, a chunk of resamples at a time to bound memory)."""
+    n = len(columns[0])
+    stacked = np.stack(columns, axis=1)  # [n, columns]
     rng = np.random.default_rng(seed)
-    out: dict[str, list[np.ndarray]] = {name: [] for name in ESTIMATORS}
+    parts = []
     chunk = max(1, min(resamples, 20_000_000 // max(n, 1)))
     for start in range(0, resamples, chunk):
-        size = min(chunk, resamples - start)
-        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=size).astype(np.float64)  # [size, n]
-        out["ips"].append(counts @ weighted_reward / n)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out["snips"].append((counts @ weighted_reward) / (counts @ weight))
-        out["dr"].append(counts @ dr_terms / n)
-    return {name: np.concatenate(parts) for name, parts in out.items()}
+        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=min(chunk, resamples - start))  # [size, n]
+        parts.append(counts.astype(np.float64) @ stacked)  # [size, columns]
+    return np.concatenate(parts).T
+
+
+def _interval(samples: np.ndarray, level: float) -> tuple[float, float]:
+    tail = (1.0 - level) / 2 * 100
+    low, high = np.nanpercentile(samples, [tail, 100 - tail])
+    return float(low), float(high)
 
 
 def constant_policy(action: int, n: int, num_actions: int) -> np.ndarray:

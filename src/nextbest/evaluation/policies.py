@@ -21,6 +21,7 @@ from nextbest.evaluation.ope import (
     LoggedDecisions,
     constant_policy,
     estimate_policy_value,
+    mean_estimate,
     uniform_policy,
 )
 from nextbest.scoring.decide import Decisions
@@ -73,10 +74,44 @@ def logged_rewards(
         if "churned" in decisions_table.column_names
         else np.zeros(len(action))
     )
-    value, cost = (np.array([getattr(a, f) for a in catalog.actions]) for f in ("value", "cost"))
     taken = np.maximum(action, 0)
-    reward = value[taken] * converted - catalog.churn_cost * churned - cost[taken]
+    reward = catalog.values[taken] * converted - catalog.churn_cost * churned - catalog.costs[taken]
     return action, propensity, reward
+
+
+def usable_log(
+    decisions_table: pa.Table, catalog: ActionCatalog
+) -> tuple[LoggedDecisions, np.ndarray, dict[str, int]]:
+    """The logged decisions that can be evaluated (action in the catalog, propensity and outcome known),
+    which rows they are, and how many were skipped for what.
+
+    Raises:
+        DataContractError: no decision can be evaluated.
+    """
+    action, propensity, reward = logged_rewards(decisions_table, catalog)
+    usable = (action >= 0) & np.isfinite(propensity) & np.isfinite(reward)
+    skipped = {
+        "action not in the catalog": int((action < 0).sum()),
+        "missing propensity or outcome": int(((action >= 0) & ~usable).sum()),
+    }
+    if not usable.any():
+        raise DataContractError("decisions: no logged decision can be evaluated (see the skipped counts)")
+    return LoggedDecisions(action[usable], propensity[usable], reward[usable]), usable, skipped
+
+
+def learned_policy_value(
+    decided: Decisions,
+    decisions_table: pa.Table,
+    catalog: ActionCatalog,
+    *,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> Estimate:
+    """The doubly robust estimate of the learned policy's value alone (what promotion compares)."""
+    logged, usable, _ = usable_log(decisions_table, catalog)
+    predicted = decided.ranking.expected_value[usable]
+    policy = decided.probabilities[usable]
+    return estimate_policy_value(logged, policy, predicted, resamples=resamples, seed=seed)["dr"]
 
 
 def evaluate_policies(
@@ -95,16 +130,8 @@ def evaluate_policies(
         decisions_table: the logged decisions (`action`, `propensity`, `converted`, `churned`).
         truth: [N, K] true P(conversion) and P(churn) of each catalog action at each decision, if known.
     """
-    action, propensity, reward = logged_rewards(decisions_table, catalog)
-    usable = (action >= 0) & np.isfinite(propensity) & np.isfinite(reward)
-    skipped = {
-        "action not in the catalog": int((action < 0).sum()),
-        "missing propensity or outcome": int(((action >= 0) & ~usable).sum()),
-    }
-    logged = LoggedDecisions(action[usable], propensity[usable], reward[usable])
+    logged, usable, skipped = usable_log(decisions_table, catalog)
     n, k = int(usable.sum()), len(catalog.actions)
-    if n == 0:
-        raise DataContractError("decisions: no logged decision can be evaluated (see the skipped counts)")
     predicted = decided.ranking.expected_value[usable]
     policies = {LEARNED: decided.probabilities[usable], RANDOM: uniform_policy(n, k)}
     policies |= {f"always {a}": constant_policy(i, n, k) for i, a in enumerate(catalog.ids)}
@@ -113,7 +140,7 @@ def evaluate_policies(
         report.estimates[name] = estimate_policy_value(
             logged, policy, predicted, resamples=resamples, seed=seed
         )
-    report.estimates[LOGGING] = {"on-policy": _mean_with_interval(logged.reward, resamples, seed)}
+    report.estimates[LOGGING] = {"on-policy": mean_estimate(logged.reward, resamples=resamples, seed=seed)}
     singles = [name for name in policies if name.startswith("always ")]
     report.best_single_action = max(singles, key=lambda s: report.estimates[s]["dr"].value)
     if truth is not None:
@@ -136,15 +163,7 @@ def _true_values(
     truth: tuple[np.ndarray, np.ndarray], catalog: ActionCatalog, rows: np.ndarray
 ) -> np.ndarray:
     conversion, churn = truth
-    value, cost = (np.array([getattr(a, f) for a in catalog.actions]) for f in ("value", "cost"))
-    return (value * conversion - catalog.churn_cost * churn - cost)[rows]
-
-
-def _mean_with_interval(values: np.ndarray, resamples: int, seed: int) -> Estimate:
-    rng = np.random.default_rng(seed)
-    means = np.array([values[rng.integers(0, len(values), len(values))].mean() for _ in range(resamples)])
-    low, high = np.percentile(means, [2.5, 97.5])
-    return Estimate(float(values.mean()), float(low), float(high))
+    return (catalog.values * conversion - catalog.churn_cost * churn - catalog.costs)[rows]
 
 
 def _floats(table: pa.Table, name: str) -> np.ndarray:
