@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from nextbest.journeys.labels import BUSINESS_TOUCHES
 from nextbest.simulate._arrays import BoolArray, FloatArray, IntArray
 
 EVENT_TYPES: tuple[str, ...] = (
@@ -54,23 +55,9 @@ CH = {name: code for code, name in enumerate(CHANNELS)}
 AC = {name: code for code, name in enumerate(ACTIONS)}
 
 # Events the customer initiates: business sends (emails, pushes, ads, calls) do not show they are alive.
+# The complement of the churn rule's business touches, so simulated churn and the label rule agree by design.
 CUSTOMER_INITIATED: frozenset[int] = frozenset(
-    ET[name]
-    for name in (
-        "page_view",
-        "product_view",
-        "app_session",
-        "store_visit",
-        "add_to_cart",
-        "purchase",
-        "review",
-        "referral",
-        "support_call",
-        "complaint",
-        "email_open",
-        "email_click",
-        "unsubscribe",
-    )
+    code for name, code in ET.items() if name not in BUSINESS_TOUCHES
 )
 
 NO_CODE = -1  # null channel or action
