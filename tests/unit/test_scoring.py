@@ -17,7 +17,7 @@ from nextbest.data import load_events
 from nextbest.data.events import EventLog
 from nextbest.decisioning import ActionCatalog, RuleColumns, rank
 from nextbest.errors import DataContractError
-from nextbest.journeys import JourneyEncoder, requests_at_end
+from nextbest.journeys import JourneyConfig, JourneyEncoder, requests_at_end
 from nextbest.model import JourneyNetwork, ModelConfig, TemperatureScaling
 from nextbest.scoring import (
     OUTPUT_SCHEMA,
@@ -210,4 +210,27 @@ def test_unusable_records_name_the_field(
 def test_unknown_tokens_map_to_the_unknown_token(scorer: JourneyScorer) -> None:
     strange = {"timestamp": "2026-01-01T00:00:00Z", "event_type": "hologram", "channel": "telepathy"}
     (answer,) = score_records(scorer, [ScoringRequest(customer_id="c", events=[strange])], "1")
+    assert 0.0 < answer.p_conversion < 1.0
+
+
+def test_a_model_without_actions_scores_and_serves_nothing(log: EventLog) -> None:
+    """Outcome-only models (e.g. Criteo conversion) score requests; their rankings are empty."""
+    encoder = JourneyEncoder.fit(log, config=JourneyConfig(max_events=16))
+    config = ModelConfig(
+        event_type_vocab=len(encoder.vocabularies["event_type"]),
+        channel_vocab=len(encoder.vocabularies["channel"]),
+        action_vocab=len(encoder.vocabularies["action"]),
+        num_actions=0,
+        history_dim=encoder.history_dim,
+        max_events=16,
+        d_model=16,
+        n_heads=2,
+    )
+    scorer = JourneyScorer(JourneyNetwork(config), encoder, ())
+    table = decisions_table(decide(scorer, log, requests_at_end(log)), "1")
+    assert table.num_rows == log.num_customers
+    assert table.column("top_action").null_count == table.num_rows
+    assert table.column("chosen_probability").null_count == table.num_rows
+    (answer,) = score_records(scorer, records_from_tables(log, requests_at_end(log).slice(0, 1)), "1")
+    assert answer.actions == []
     assert 0.0 < answer.p_conversion < 1.0

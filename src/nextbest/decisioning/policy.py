@@ -45,6 +45,13 @@ class Ranking:
     reasons: np.ndarray
     order: np.ndarray
 
+    @property
+    def top(self) -> np.ndarray:
+        """[N] the catalog index of each request's best eligible action; -1 where none is eligible."""
+        if self.order.shape[1] == 0:  # a model without actions
+            return np.full(len(self.order), -1)
+        return np.where(self.eligible.any(axis=1), self.order[:, 0], -1)  # eligible actions rank first
+
 
 def rule_names(catalog: ActionCatalog) -> set[tuple[str, str]]:
     """Every (namespace, key) the catalog's rules read: only these columns need building for a request."""
@@ -146,7 +153,7 @@ def serving_probabilities(ranking: Ranking, exploration: Exploration) -> np.ndar
     count = eligible.sum(axis=1, keepdims=True)
     best = np.zeros((n, k))
     has_any = count[:, 0] > 0
-    best[np.flatnonzero(has_any), ranking.order[has_any, 0]] = 1.0  # eligible actions are ranked first
+    best[np.flatnonzero(has_any), ranking.top[has_any]] = 1.0
     if exploration.policy == "off":
         return best
     if exploration.policy == "epsilon":

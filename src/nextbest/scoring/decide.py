@@ -43,6 +43,8 @@ class Decisions:
     @property
     def chosen_probability(self) -> np.ndarray:
         """[N] the probability with which the served action was chosen (NaN where none was)."""
+        if self.probabilities.shape[1] == 0:  # a model without actions serves none
+            return np.full(len(self.chosen), np.nan)
         rows = np.arange(len(self.chosen))
         return np.where(self.chosen >= 0, self.probabilities[rows, np.maximum(self.chosen, 0)], np.nan)
 
@@ -82,7 +84,7 @@ def decide(
     exploration = catalog.exploration
     probabilities = serving_probabilities(ranking, exploration)
     if exploration.policy == "off":  # the best eligible action, no draw (and no per-request hashing) needed
-        chosen = np.where(ranking.eligible.any(axis=1), ranking.order[:, 0], -1)
+        chosen = ranking.top
     else:
         uniforms = request_uniforms(scores.customer_ids.to_pylist(), scores.as_of, exploration.seed)
         chosen = draw(probabilities, uniforms)

@@ -70,7 +70,6 @@ def decisions_table(decisions: Decisions, model_version: str, top_k: int | None 
         ],
         fields=list(SUPPRESSED_STRUCT),
     )
-    top = np.where(kept > 0, ids[ranking.order[:, 0]] if k else None, None)
     return pa.table(
         [
             scores.customer_ids.cast(pa.string()),
@@ -78,11 +77,8 @@ def decisions_table(decisions: Decisions, model_version: str, top_k: int | None 
             pa.repeat(pa.scalar(model_version, pa.string()), n),
             pa.array(scores.p_conversion, pa.float64()),
             pa.array(scores.p_churn, pa.float64()),
-            pa.array(top if k else [None] * n, pa.string()),
-            pa.array(
-                np.where(decisions.chosen >= 0, ids[np.maximum(decisions.chosen, 0)] if k else None, None),
-                pa.string(),
-            ),
+            _action_names(ids, ranking.top),
+            _action_names(ids, decisions.chosen),
             pa.array(decisions.chosen_probability, pa.float64(), from_pandas=True),
             _lists(ranked, kept, OUTPUT_SCHEMA.field("actions").type),
             _lists(suppressed, (~ranking.eligible).sum(axis=1), OUTPUT_SCHEMA.field("suppressed").type),
@@ -94,3 +90,9 @@ def decisions_table(decisions: Decisions, model_version: str, top_k: int | None 
 def _lists(values: pa.StructArray, counts: np.ndarray, list_type: pa.DataType) -> pa.ListArray:
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
     return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values, type=list_type)
+
+
+def _action_names(ids: np.ndarray, index: np.ndarray) -> pa.Array:
+    """The action id at each request's catalog `index`; null where the index is -1 (no action)."""
+    names: np.ndarray = ids[np.maximum(index, 0)] if len(ids) else np.full(len(index), None, dtype=object)
+    return pa.array(np.where(index >= 0, names, np.full(len(index), None, dtype=object)), pa.string())
