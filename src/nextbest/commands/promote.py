@@ -68,8 +68,12 @@ def run(args: argparse.Namespace) -> int:
     if versions["champion"] == versions["challenger"]:
         print(f"{args.name}: the challenger (version {versions['challenger']}) is already the champion.")
         return 0
-    challenger = load_scorer(f"models:/{args.name}@challenger")
-    catalog = challenger.action_catalog if args.catalog is None else ActionCatalog.from_yaml(args.catalog)
+    scorers = {alias: load_scorer(f"models:/{args.name}@{alias}") for alias in versions}
+    catalog = (
+        scorers["challenger"].action_catalog
+        if args.catalog is None
+        else ActionCatalog.from_yaml(args.catalog)
+    )
     log = load_events(args.events)
     customers = None if args.customers is None else load_table(args.customers, CUSTOMERS)
     logged = load_table(args.decisions, DECISIONS)
@@ -77,10 +81,8 @@ def run(args: argparse.Namespace) -> int:
         raise NextbestError("decisions: promotion needs the converted column (calibration of P(conversion))")
     tables = (log, customers, logged)
     assessments = {
-        alias: _assess(
-            load_scorer(f"models:/{args.name}@{alias}"), str(versions[alias]), tables, catalog, args.resamples
-        )
-        for alias in ("champion", "challenger")
+        alias: _assess(scorer, str(versions[alias]), tables, catalog, args.resamples)
+        for alias, scorer in scorers.items()
     }
     from nextbest.evaluation.policies import promotion_verdict
 
