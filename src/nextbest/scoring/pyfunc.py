@@ -105,5 +105,5 @@ def model_version(model_uri: str, scorer: JourneyScorer) -> str:
         return str(scorer.metadata.get("run_id", ""))
     name, alias, version = registered.groups()
     if alias is not None:
-        return str(MlflowClient().get_model_version_by_alias(name, alias).version)
+        return str(MlflowClient(tracking_uri()).get_model_version_by_alias(name, alias).version)
     return str(version)
