@@ -108,6 +108,10 @@ def test_score_command_writes_the_batch_output(
     assert written.column("model_version").to_pylist() == ["1"] * 80
     np.testing.assert_allclose(written.column("p_conversion"), expected.column("p_conversion"), rtol=1e-6)
     assert written.column("actions").to_pylist()[0][0]["action"] == expected.column("top_action")[0].as_py()
+    explained = tmp_path / "explained.parquet"
+    assert main([*args, *customers, "--out", str(explained), "--explain", "2"]) == 0
+    evidence = pq.read_table(explained).column("evidence").to_pylist()
+    assert all(len(events) == 2 for events in evidence)  # every simulated customer has events
 
 
 def test_score_command_with_a_missing_model_is_a_message(
@@ -158,6 +162,7 @@ def test_evaluate_command_reports_every_policy_against_the_truth(
     for policy in ("learned", "random", "oracle", "logging"):
         assert np.isfinite(report["true_values"][policy])
     assert report["true_values"]["oracle"] >= report["true_values"]["learned"]
+    assert report["true_values"]["oracle ignoring rules"] >= report["true_values"]["oracle"]
     for estimates in report["estimates"].values():
         for estimate in estimates.values():
             assert estimate["low"] <= estimate["value"] <= estimate["high"]

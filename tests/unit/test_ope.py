@@ -72,6 +72,8 @@ def test_confidence_intervals_cover_the_true_value_of_a_policy() -> None:
 
 def test_uniform_policy_and_input_checks() -> None:
     np.testing.assert_allclose(uniform_policy(2, 4), 0.25)
+    allowed = np.array([[True, False, True], [False, False, False]])
+    np.testing.assert_allclose(uniform_policy(2, 3, allowed), [[0.5, 0, 0.5], [0, 0, 0]])
     with pytest.raises(ValueError, match="propensities"):
         LoggedDecisions(np.array([0]), np.array([0.0]), np.array([1.0]))
     logged, truth, _ = simulated_bandit(0, n=10)

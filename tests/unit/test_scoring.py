@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -234,3 +235,47 @@ def test_a_model_without_actions_scores_and_serves_nothing(log: EventLog) -> Non
     (answer,) = score_records(scorer, records_from_tables(log, requests_at_end(log).slice(0, 1)), "1")
     assert answer.actions == []
     assert 0.0 < answer.p_conversion < 1.0
+
+
+def test_evidence_is_the_value_lost_without_each_event(
+    scorer: JourneyScorer, log: EventLog, world: SimulatedWorld
+) -> None:
+    """An event's weight is exactly the served action's value with the event minus without it, the
+    strongest come first, and every one is the customer's own event before as_of."""
+    records = records_from_tables(log, requests_at_end(log).slice(0, 6), world.customers)
+    explained = score_records(scorer, [r.model_copy(update={"explain": 3}) for r in records], "1")
+    plain = score_records(scorer, records, "1")
+    for record, answer, without_explain in zip(records, explained, plain, strict=True):
+        assert without_explain.evidence is None
+        assert answer.actions == without_explain.actions
+        assert answer.evidence is not None
+        assert len(answer.evidence) == min(3, len(record.events))
+        weights = [abs(e.weight) for e in answer.evidence]
+        assert weights == sorted(weights, reverse=True)
+        served = next(a for a in answer.actions if a.action == answer.chosen_action)
+        for evidence in answer.evidence:
+            position = next(
+                i
+                for i, e in enumerate(record.events)
+                if e.event_type == evidence.event_type
+                and datetime.fromisoformat(e.timestamp) == datetime.fromisoformat(evidence.timestamp)
+            )
+            fewer = record.model_copy(
+                update={"events": record.events[:position] + record.events[position + 1 :]}
+            )
+            (again,) = score_records(scorer, [fewer.model_copy(update={"as_of": answer.as_of})], "1")
+            value_without = next(a.score for a in again.actions if a.action == answer.chosen_action)
+            # float32 network: batches of other widths agree to about 1e-7
+            assert evidence.weight == pytest.approx(served.score - value_without, abs=1e-5)
+
+
+def test_batch_output_carries_evidence_when_asked(scorer: JourneyScorer, log: EventLog) -> None:
+    requests = requests_at_end(log).slice(0, 20)
+    table = decisions_table(decide(scorer, log, requests, explain=2), "1")
+    assert "evidence" not in decisions_table(decide(scorer, log, requests), "1").column_names
+    evidence = table.column("evidence").to_pylist()
+    customer_events = log.to_table().group_by("customer_id").aggregate([("timestamp", "count")])
+    counts = dict(zip(*(c.to_pylist() for c in customer_events.columns), strict=True))
+    for customer, events in zip(table.column("customer_id").to_pylist(), evidence, strict=True):
+        assert len(events) == min(2, counts[customer])
+        assert all(e["timestamp"] is not None and np.isfinite(e["weight"]) for e in events)

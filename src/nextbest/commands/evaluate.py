@@ -24,9 +24,10 @@ DESCRIPTION = """\
 Estimate what the model's policy is worth from logged decisions (the decisions table with its
 propensity, converted and churned columns), before it goes live: IPS, self-normalised IPS and doubly
 robust estimates (the model's expected values as the direct method) with 95% bootstrap intervals, for
-the learned policy, the logging policy, a uniformly random policy and every single action. Rewards are
-in the catalog's units (value * converted - churn_cost * churned - cost). With --truth (a simulated
-world's truth.parquet) the true value of every policy and of the oracle is reported too. Use decisions
+the learned policy, the logging policy, a random policy (uniform among the eligible actions) and every
+single action. Rewards are in the catalog's units (value * converted - churn_cost * churned - cost).
+With --truth (a simulated world's truth.parquet) the true value of every policy and of the oracle (the
+best eligible action; also the best ignoring the rules) is reported too. Use decisions
 the model was not trained on (a later period, or a simulated world with another seed). The report is
 printed, optionally written as JSON, and logged to MLflow (experiment "nextbest-evaluation").
 """
@@ -103,6 +104,8 @@ def _truth_matrices(path: Path, logged: pa.Table, actions: tuple[str, ...]) -> t
 
 
 def _render(report: PolicyReport, gap: float | None) -> str:
+    from nextbest.evaluation.policies import ORACLE, UNRULED_ORACLE
+
     truth = report.true_values
     lines = [f"Off-policy evaluation on {report.decisions:,} logged decisions (95% bootstrap intervals):"]
     for policy, values in report.estimates.items():
@@ -110,7 +113,8 @@ def _render(report: PolicyReport, gap: float | None) -> str:
         true = f"  true {truth[policy]:.4f}" if policy in truth else ""
         lines.append(f"  {policy:<26} {figures}{true}")
     if gap is not None:
-        lines.append(f"  {'oracle':<26} true {truth['oracle']:.4f}")
+        for oracle in (ORACLE, UNRULED_ORACLE):
+            lines.append(f"  {oracle:<26} true {truth[oracle]:.4f}")
         lines.append(f"The learned policy closes {gap:.1%} of the random-to-oracle gap in true value.")
     lines.append(f"Best single action (DR): {report.best_single_action}; skipped: {report.skipped}")
     return "\n".join(lines)

@@ -53,6 +53,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--out", type=Path, required=True, metavar="FILE", help="output Parquet file")
     parser.add_argument("--top-k", type=int, metavar="K", help="keep the K best actions (default: all)")
     parser.add_argument(
+        "--explain",
+        type=int,
+        default=0,
+        metavar="N",
+        help="add an evidence column: the N history events that weighed most in each served action's "
+        "value, by occlusion (one more forward pass per event; default 0: off)",
+    )
+    parser.add_argument(
         "--batch-size", type=int, default=1024, metavar="N", help="requests per model call (default 1024)"
     )
     parser.set_defaults(handler=run)
@@ -61,6 +69,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     if args.top_k is not None and args.top_k < 1:
         raise NextbestError(f"--top-k must be at least 1, got {args.top_k}")
+    if args.explain < 0:
+        raise NextbestError(f"--explain must be 0 or more, got {args.explain}")
     if args.batch_size < 1:
         raise NextbestError(f"--batch-size must be at least 1, got {args.batch_size}")
     # MLflow is imported only by the commands that need it: it takes seconds.
@@ -78,7 +88,14 @@ def run(args: argparse.Namespace) -> int:
     customers = None if args.customers is None else load_table(args.customers, CUSTOMERS, report)
     requests = requests_at_end(log) if args.requests is None else load_table(args.requests, REQUESTS, report)
     decisions = decide(
-        scorer, log, requests, customers, catalog=catalog, batch_size=args.batch_size, progress=True
+        scorer,
+        log,
+        requests,
+        customers,
+        catalog=catalog,
+        batch_size=args.batch_size,
+        progress=True,
+        explain=args.explain,
     )
     table = decisions_table(decisions, version, args.top_k)
     try:

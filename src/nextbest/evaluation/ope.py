@@ -125,6 +125,9 @@ def constant_policy(action: int, n: int, num_actions: int) -> np.ndarray:
     return policy
 
 
-def uniform_policy(n: int, num_actions: int) -> np.ndarray:
-    """[n, A] the policy that picks every action with the same probability."""
-    return np.full((n, num_actions), 1.0 / num_actions)
+def uniform_policy(n: int, num_actions: int, allowed: np.ndarray | None = None) -> np.ndarray:
+    """[n, A] the policy that picks every action with the same probability, or every allowed one ([n, A]
+    bool) where `allowed` is given; a row with nothing allowed is all 0, like a served decision's."""
+    if allowed is None:
+        return np.full((n, num_actions), 1.0 / num_actions)
+    return np.where(allowed, 1.0 / np.maximum(allowed.sum(axis=1, keepdims=True), 1), 0.0)

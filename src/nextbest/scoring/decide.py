@@ -21,6 +21,7 @@ from nextbest.decisioning.policy import (
     rule_names,
     serving_probabilities,
 )
+from nextbest.scoring.explain import event_weights
 from nextbest.scoring.scorer import DEFAULT_BATCH_SIZE, JourneyScorer, Scores
 
 REQUEST_KEYS = ("customer_id", "as_of")
@@ -33,12 +34,15 @@ class Decisions:
     Attributes:
         probabilities: [N, K] the probability with which each catalog action is served (exploration).
         chosen: [N] the catalog index of the served action (-1: none eligible).
+        evidence: [N] when asked for, the history events that weighed most in each served action's value
+            (see `nextbest.scoring.explain`); None otherwise.
     """
 
     scores: Scores
     ranking: Ranking
     probabilities: np.ndarray
     chosen: np.ndarray
+    evidence: pa.Array | None = None
 
     @property
     def chosen_probability(self) -> np.ndarray:
@@ -59,15 +63,18 @@ def decide(
     candidates: np.ndarray | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool = False,
+    explain: int = 0,
 ) -> Decisions:
     """Scores `requests` and ranks the actions of `catalog` (default: the model's packaged catalog).
 
     Columns of `requests` beyond `customer_id` and `as_of` are the request context that rules read as
     `context.<column>`. `candidates` ([N, K] bool over the catalog's actions) narrows what each request
-    may be served.
+    may be served. With `explain` > 0, the `explain` history events that weighed most in each served
+    action's value come with the decision (one extra forward pass per event: opt-in).
     """
     catalog = catalog if catalog is not None else scorer.action_catalog
-    scores = scorer.score(log, requests, customers, batch_size=batch_size, progress=progress)
+    journeys = scorer.encoder.encode(log, requests, customers)
+    scores = scorer.score_encoded(journeys, batch_size=batch_size, progress=progress)
     columns = rule_columns(
         log, requests, customers, scores.as_of, rule_names(catalog), history_queries(catalog)
     )
@@ -88,7 +95,11 @@ def decide(
     else:
         uniforms = request_uniforms(scores.customer_ids.to_pylist(), scores.as_of, exploration.seed)
         chosen = draw(probabilities, uniforms)
-    return Decisions(scores, ranking, probabilities, chosen)
+    evidence = None
+    if explain > 0:
+        weights = event_weights(scorer, log, customers, journeys, catalog, ranking, chosen, explain)
+        evidence = weights.to_arrow(log.to_table())
+    return Decisions(scores, ranking, probabilities, chosen, evidence)
 
 
 def rule_columns(

@@ -7,6 +7,7 @@ import pyarrow as pa
 
 from nextbest.data.schema import UTC_US
 from nextbest.scoring.decide import Decisions
+from nextbest.scoring.explain import EVIDENCE_TYPE
 
 ACTION_STRUCT = pa.struct(
     [
@@ -38,7 +39,8 @@ OUTPUT_SCHEMA = pa.schema(
 def decisions_table(decisions: Decisions, model_version: str, top_k: int | None = None) -> pa.Table:
     """One row per request: no-action probabilities, the eligible actions best first (at most `top_k`),
     the served action with the probability it was chosen with (exploration; 1 for the top action when
-    exploration is off), and the suppressed actions with their reasons (catalog order).
+    exploration is off), and the suppressed actions with their reasons (catalog order). When the
+    decisions were explained, an `evidence` column lists the history events that weighed most.
 
     `score` is the action's expected value, `uplift` its expected value over taking no action.
     """
@@ -70,7 +72,7 @@ def decisions_table(decisions: Decisions, model_version: str, top_k: int | None 
         ],
         fields=list(SUPPRESSED_STRUCT),
     )
-    return pa.table(
+    table = pa.table(
         [
             scores.customer_ids.cast(pa.string()),
             pa.array(scores.as_of, pa.int64()).cast(UTC_US),
@@ -85,6 +87,9 @@ def decisions_table(decisions: Decisions, model_version: str, top_k: int | None 
         ],
         schema=OUTPUT_SCHEMA,
     )
+    if decisions.evidence is None:
+        return table
+    return table.append_column(pa.field("evidence", EVIDENCE_TYPE), decisions.evidence)
 
 
 def _lists(values: pa.StructArray, counts: np.ndarray, list_type: pa.DataType) -> pa.ListArray:

@@ -33,6 +33,8 @@ from nextbest.scoring.scorer import JourneyScorer
 ProfileValue = str | float | None
 # Arrow's %S carries the fraction of the second (microseconds here), so times round-trip exactly.
 ISO_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+# Explaining costs a forward pass per history event, and a long list explains nothing.
+MAX_EXPLAINED_EVENTS = 20
 EVENT_FIELDS = ("customer_id", "timestamp", "event_type", "channel", "action", "value")
 
 
@@ -61,6 +63,13 @@ class ScoringRequest(BaseModel):
     )
     candidates: list[str] | None = Field(default=None, description="actions to rank; default: all")
     top_k: int | None = Field(default=None, ge=1, description="the most actions returned; default: all")
+    explain: int = Field(
+        default=0,
+        ge=0,
+        le=MAX_EXPLAINED_EVENTS,
+        description="how many of the history events that weighed most in the served action's value to "
+        "return (each event of the history costs one more forward pass)",
+    )
 
 
 class RankedAction(BaseModel):
@@ -72,6 +81,17 @@ class RankedAction(BaseModel):
     uplift: float = Field(description="expected value over taking no action")
     p_conversion: float
     p_churn: float
+
+
+class EventEvidence(BaseModel):
+    """A history event and how much it moved the served action's expected value (catalog units): the
+    value with the event minus the value without it."""
+
+    timestamp: str
+    event_type: str
+    channel: str | None = None
+    action: str | None = None
+    weight: float
 
 
 class SuppressedAction(BaseModel):
@@ -90,6 +110,9 @@ class ScoredRequest(BaseModel):
     chosen_probability: float | None = Field(default=None, description="probability it was served with")
     actions: list[RankedAction]
     suppressed: list[SuppressedAction]
+    evidence: list[EventEvidence] | None = Field(
+        default=None, description="with explain: the history events that weighed most, strongest first"
+    )
 
 
 def score_records(
@@ -116,7 +139,13 @@ def score_records(
     customers = _profiles_table(scorer, keys, records)
     catalog = catalog if catalog is not None else scorer.action_catalog
     decisions = decide(
-        scorer, log, requests, customers, catalog=catalog, candidates=_candidates(records, catalog.ids)
+        scorer,
+        log,
+        requests,
+        customers,
+        catalog=catalog,
+        candidates=_candidates(records, catalog.ids),
+        explain=max((r.explain for r in records), default=0),
     )
     rows = decisions_table(decisions, model_version).to_pylist()
     return [_answer(record, row) for record, row in zip(records, rows, strict=True)]
@@ -269,4 +298,9 @@ def _answer(record: ScoringRequest, row: dict[str, Any]) -> ScoredRequest:
         chosen_probability=row["chosen_probability"],
         actions=actions_out,
         suppressed=[SuppressedAction(**s) for s in suppressed],
+        evidence=None if not record.explain else [_evidence(e) for e in row["evidence"][: record.explain]],
     )
+
+
+def _evidence(event: dict[str, Any]) -> EventEvidence:
+    return EventEvidence(**{**event, "timestamp": event["timestamp"].isoformat()})

@@ -134,6 +134,12 @@ class JourneyScorer:
     ) -> Scores:
         """Scores `requests` (`customer_id`, `as_of`) from the events in `log` strictly before each as_of."""
         journeys = self.encoder.encode(log, requests, customers)
+        return self.score_encoded(journeys, batch_size=batch_size, progress=progress)
+
+    def score_encoded(
+        self, journeys: EncodedJourneys, *, batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = False
+    ) -> Scores:
+        """Scores requests already encoded with this scorer's encoder."""
         p = self.probabilities(self.logits(journeys, batch_size=batch_size, progress=progress))
         return Scores(
             customer_ids=journeys.customer_ids,
