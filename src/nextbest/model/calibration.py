@@ -159,7 +159,8 @@ class IsotonicCalibration:
         p, y = _known(probabilities, labels)
         if len(y) == 0:
             return cls()
-        values, inverse = np.unique(p, return_inverse=True)
+        # Knots closer than 1e-12 would make the interpolation's slope overflow; no calibration needs them.
+        values, inverse = np.unique(np.round(p, 12), return_inverse=True)
         # Equal inputs must get equal outputs: pool them first, weighted by their count.
         weights = np.bincount(inverse, minlength=len(values)).astype(np.float64)
         means = np.bincount(inverse, weights=y, minlength=len(values)) / np.maximum(weights, 1.0)

@@ -38,7 +38,7 @@ class ModelConfig:
         ffn_multiplier: Width of the transformer feed-forward layer, as a multiple of `d_model`.
         dropout: Dropout probability used throughout.
         max_events: Number of learned recency positions; older events share the oldest position.
-        action_hidden_dim: Hidden width of the uplift MLP over (customer, action).
+        action_hidden_dim: Hidden width of each action's uplift MLP.
     """
 
     event_type_vocab: int

@@ -208,26 +208,32 @@ class StaticEmbedding(nn.Module):
 
 
 class UpliftHead(nn.Module):
-    """delta(h, e_a): MLP over [customer representation, action embedding], for every action at once.
+    """delta_a(h): one small MLP per action over the customer representation, all actions at once.
 
-    The first layer over the concatenation is split into a customer part and an action part, computed
-    once per customer and once per action and then broadcast: the [B, A] cost is one add, a GELU and
-    the small output layer.
+    Each action has its own weights (a T-learner's heads on a shared representation, as in TARNet):
+    an action's effect can then hinge on features the others ignore. A shared MLP that only shifts its
+    hidden biases per action measured worse: on the simulated world it closed 60% of the random-to-oracle
+    gap in true policy value where separate heads closed 64%.
     """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        d, hidden = config.d_model, config.action_hidden_dim
-        self.from_customer = nn.Linear(d, hidden)
-        self.from_action = nn.Linear(d, hidden, bias=False)
+        d, hidden, actions = config.d_model, config.action_hidden_dim, config.num_actions
+        # Initialised like nn.Linear: uniform within ±1/sqrt(fan_in).
+        self.hidden_weight = nn.Parameter(torch.empty(actions, d, hidden).uniform_(-(d**-0.5), d**-0.5))
+        self.hidden_bias = nn.Parameter(torch.zeros(actions, hidden))
+        self.out_weight = nn.Parameter(
+            torch.empty(actions, hidden, len(OUTCOMES)).uniform_(-(hidden**-0.5), hidden**-0.5)
+        )
+        self.out_bias = nn.Parameter(torch.zeros(actions, len(OUTCOMES)))
         self.activation = nn.GELU()
         self.dropout = nn.Dropout(config.dropout)
-        self.out = nn.Linear(hidden, len(OUTCOMES))
 
-    def forward(self, customer: Tensor, actions: Tensor) -> Tensor:
-        """Logit deltas [B, A, 2] for `customer` [B, D] and `actions` [A, D]."""
-        hidden = self.from_customer(customer)[:, None, :] + self.from_action(actions)[None, :, :]  # [B, A, H]
-        return self.out(self.dropout(self.activation(hidden)))  # [B, A, 2]
+    def forward(self, customer: Tensor) -> Tensor:
+        """Logit deltas [B, A, 2] of every action for `customer` [B, D]."""
+        hidden = torch.einsum("bd,adh->bah", customer, self.hidden_weight) + self.hidden_bias  # [B, A, H]
+        hidden = self.dropout(self.activation(hidden))  # [B, A, H]
+        return torch.einsum("bah,aho->bao", hidden, self.out_weight) + self.out_bias  # [B, A, 2]
 
 
 class JourneyNetwork(nn.Module):
@@ -258,7 +264,6 @@ class JourneyNetwork(nn.Module):
             nn.LayerNorm(d),
         )
         self.baseline_head = nn.Linear(d, len(OUTCOMES))
-        self.action_embedding = nn.Embedding(config.num_actions, d)
         self.uplift = UpliftHead(config)
 
     def forward(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -268,7 +273,7 @@ class JourneyNetwork(nn.Module):
         static = self.static_embedding(batch)  # [B, D]
         h = self.fusion(torch.cat([pooled, static], dim=-1))  # [B, D]
         baseline = self.baseline_head(h)  # [B, 2]
-        delta = self.uplift(h, self.action_embedding.weight)  # [B, A, 2]
+        delta = self.uplift(h)  # [B, A, 2]
         action = baseline[:, None, :] + delta  # [B, A, 2]
         return {
             "embedding": h,  # [B, D]
