@@ -8,8 +8,6 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -60,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     if args.resamples < 10:
         raise NextbestError(f"--resamples must be at least 10, got {args.resamples}")
     from nextbest.decisioning.catalog import ActionCatalog
-    from nextbest.evaluation.policies import evaluate_policies, gap_closed
+    from nextbest.evaluation.policies import evaluate_policies, gap_closed, truth_matrices
     from nextbest.scoring.decide import decide
     from nextbest.scoring.pyfunc import load_scorer, model_version
 
@@ -72,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     logged = load_table(args.decisions, DECISIONS, report)
     requests = pa.table({"customer_id": logged.column("customer_id"), "as_of": logged.column("timestamp")})
     decided = decide(scorer, log, requests, customers, catalog=catalog, progress=True)
-    truth = None if args.truth is None else _truth_matrices(args.truth, logged, catalog.ids)
+    truth = None if args.truth is None else truth_matrices(pq.read_table(args.truth), logged, catalog.ids)
     result = evaluate_policies(decided, logged, catalog, truth, resamples=args.resamples)
     gap = gap_closed(result) if truth is not None else None
     summary = {**result.to_dict(), **({"gap_closed": gap} if gap is not None else {})}
@@ -83,24 +81,6 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_mlflow:
         _log_to_mlflow(result, gap, summary, args.model, model_version(args.model, scorer))
     return 0
-
-
-def _truth_matrices(path: Path, logged: pa.Table, actions: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """[N, K] true P(conversion) and P(churn) per logged decision and catalog action."""
-    truth = pq.read_table(path).to_pandas()
-    keys = pd.MultiIndex.from_arrays(
-        [logged.column("customer_id").to_pandas(), logged.column("timestamp").to_pandas()]
-    )
-    matrices = []
-    for outcome in ("p_conversion", "p_churn"):
-        table = truth.pivot_table(index=["customer_id", "as_of"], columns="action", values=outcome)
-        missing = sorted(set(actions) - set(table.columns))
-        if missing:
-            raise NextbestError(f"{path}: no true probabilities for action(s) {', '.join(missing)}")
-        matrices.append(table.reindex(keys)[list(actions)].to_numpy(dtype=np.float64))
-    if np.isnan(matrices[0]).any():
-        raise NextbestError(f"{path}: some logged decisions have no true probabilities")
-    return matrices[0], matrices[1]
 
 
 def _render(report: PolicyReport, gap: float | None) -> str:

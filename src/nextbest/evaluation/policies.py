@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 
 from nextbest.decisioning.catalog import ActionCatalog
@@ -158,6 +159,31 @@ def evaluate_policies(
         report.true_values[UNRULED_ORACLE] = float(true_value.max(axis=1).mean())
         report.true_values[LOGGING] = float(true_value[np.arange(n), logged.action].mean())
     return report
+
+
+def truth_matrices(
+    truth: pa.Table, logged: pa.Table, actions: tuple[str, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """[N, K] true P(conversion) and P(churn) of each catalog action at each logged decision, from a
+    simulated world's truth table (`customer_id, as_of, action, p_conversion, p_churn`).
+
+    Raises:
+        DataContractError: the truth lacks an action or a logged decision.
+    """
+    frame = truth.to_pandas()
+    keys = pd.MultiIndex.from_arrays(
+        [logged.column("customer_id").to_pandas(), logged.column("timestamp").to_pandas()]
+    )
+    matrices = []
+    for outcome in ("p_conversion", "p_churn"):
+        table = frame.pivot_table(index=["customer_id", "as_of"], columns="action", values=outcome)
+        missing = sorted(set(actions) - set(table.columns))
+        if missing:
+            raise DataContractError(f"truth: no true probabilities for action(s) {', '.join(missing)}")
+        matrices.append(table.reindex(keys)[list(actions)].to_numpy(dtype=np.float64))
+    if np.isnan(matrices[0]).any():
+        raise DataContractError("truth: some logged decisions have no true probabilities")
+    return matrices[0], matrices[1]
 
 
 def gap_closed(report: PolicyReport) -> float:
