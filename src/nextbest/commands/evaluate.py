@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from nextbest.data import CUSTOMERS, DECISIONS, ValidationReport, load_events, load_table
+from nextbest.data.events import EventLog
 from nextbest.errors import NextbestError
 
 if TYPE_CHECKING:
@@ -28,6 +30,11 @@ With --truth (a simulated world's truth.parquet) the true value of every policy 
 best eligible action; also the best ignoring the rules) is reported too. Use decisions
 the model was not trained on (a later period, or a simulated world with another seed). The report is
 printed, optionally written as JSON, and logged to MLflow (experiment "nextbest-evaluation").
+
+--decisions may also be the service's decision log directory: the served actions and the probabilities
+they were served with are the log, and each decision's outcome is read off the events that followed it
+(a conversion event within --horizon-days, or no activity for --churn-days); decisions whose window is
+still open are skipped.
 """
 
 
@@ -42,7 +49,23 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--events", type=Path, required=True, metavar="PATH", help="events table")
     parser.add_argument("--customers", type=Path, metavar="PATH", help="customers table (profiles)")
     parser.add_argument(
-        "--decisions", type=Path, required=True, metavar="PATH", help="logged decisions with propensities"
+        "--decisions",
+        type=Path,
+        required=True,
+        metavar="PATH",
+        help="logged decisions with propensities, or the service's decision log directory",
+    )
+    outcomes = parser.add_argument_group(
+        "outcomes of a decision log", "how converted and churned are read off the events after each decision"
+    )
+    outcomes.add_argument(
+        "--conversion-event", default="purchase", help="event type of a conversion (purchase)"
+    )
+    outcomes.add_argument(
+        "--horizon-days", type=float, default=30.0, help="conversion window after a decision (30)"
+    )
+    outcomes.add_argument(
+        "--churn-days", type=float, default=60.0, help="silence after a decision that is churn (60)"
     )
     parser.add_argument(
         "--catalog", type=Path, metavar="FILE", help="catalog instead of the model's packaged one"
@@ -67,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     report = ValidationReport()
     log = load_events(args.events, report)
     customers = None if args.customers is None else load_table(args.customers, CUSTOMERS, report)
-    logged = load_table(args.decisions, DECISIONS, report)
+    logged = _logged_decisions(args, log, report)
     requests = pa.table({"customer_id": logged.column("customer_id"), "as_of": logged.column("timestamp")})
     decided = decide(scorer, log, requests, customers, catalog=catalog, progress=True)
     truth = None if args.truth is None else truth_matrices(pq.read_table(args.truth), logged, catalog.ids)
@@ -81,6 +104,24 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_mlflow:
         _log_to_mlflow(result, gap, summary, args.model, model_version(args.model, scorer))
     return 0
+
+
+def _logged_decisions(args: argparse.Namespace, log: EventLog, report: ValidationReport) -> pa.Table:
+    """The decisions table, or a service's decision log with its outcomes read off the events."""
+    from nextbest.journeys.labels import LabelRules
+    from nextbest.scoring.decision_log import is_decision_log, read_decision_log, with_outcomes
+
+    if not is_decision_log(args.decisions):
+        return load_table(args.decisions, DECISIONS, report)
+    served = read_decision_log(args.decisions)
+    if served.unreadable_lines:
+        print(f"{args.decisions}: skipped {served.unreadable_lines} unreadable line(s)", file=sys.stderr)
+    rules = LabelRules(
+        conversion_event=args.conversion_event,
+        conversion_horizon_days=args.horizon_days,
+        churn_inactivity_days=args.churn_days,
+    )
+    return with_outcomes(served.decisions, log, rules)
 
 
 def _render(report: PolicyReport, gap: float | None) -> str:

@@ -73,14 +73,16 @@ class ScoringRequest(BaseModel):
 
 
 class RankedAction(BaseModel):
+    """An action in the ranking; its figures are None in a fallback answer, which the model did not score."""
+
     action: str
     rank: int
-    score: float = Field(
+    score: float | None = Field(
         description="expected value: weight · (value · P(conversion) - churn_cost · P(churn) - cost)"
     )
-    uplift: float = Field(description="expected value over taking no action")
-    p_conversion: float
-    p_churn: float
+    uplift: float | None = Field(description="expected value over taking no action")
+    p_conversion: float | None
+    p_churn: float | None
 
 
 class EventEvidence(BaseModel):
@@ -103,8 +105,8 @@ class ScoredRequest(BaseModel):
     customer_id: str
     as_of: str
     model_version: str
-    p_conversion: float
-    p_churn: float
+    p_conversion: float | None = Field(description="with no action; None in a fallback answer")
+    p_churn: float | None = Field(description="with no action; None in a fallback answer")
     top_action: str | None = None
     chosen_action: str | None = Field(default=None, description="the action served (exploration may differ)")
     chosen_probability: float | None = Field(default=None, description="probability it was served with")
@@ -112,6 +114,11 @@ class ScoredRequest(BaseModel):
     suppressed: list[SuppressedAction]
     evidence: list[EventEvidence] | None = Field(
         default=None, description="with explain: the history events that weighed most, strongest first"
+    )
+    fallback: str | None = Field(
+        default=None,
+        description="why the model did not rank this request (e.g. its deadline passed); the actions are "
+        "then the catalog's default order, unscored and unchecked against the rules",
     )
 
 
@@ -149,6 +156,31 @@ def score_records(
     )
     rows = decisions_table(decisions, model_version).to_pylist()
     return [_answer(record, row) for record, row in zip(records, rows, strict=True)]
+
+
+def fallback_answer(
+    record: ScoringRequest, catalog: ActionCatalog, model_version: str, reason: str
+) -> ScoredRequest:
+    """The catalog's default order (its own order, narrowed to the record's candidates and top_k), for
+    when the model cannot answer: unscored, and flagged with `reason`."""
+    wanted = [a for a in catalog.ids if record.candidates is None or a in record.candidates][: record.top_k]
+    actions = [
+        RankedAction(action=a, rank=i + 1, score=None, uplift=None, p_conversion=None, p_churn=None)
+        for i, a in enumerate(wanted)
+    ]
+    return ScoredRequest(
+        customer_id=record.customer_id,
+        as_of=record.as_of or datetime.now(UTC).isoformat(),
+        model_version=model_version,
+        p_conversion=None,
+        p_churn=None,
+        top_action=wanted[0] if wanted else None,
+        chosen_action=wanted[0] if wanted else None,
+        chosen_probability=1.0 if wanted else None,
+        actions=actions,
+        suppressed=[],
+        fallback=reason,
+    )
 
 
 def _candidates(records: Sequence[ScoringRequest], actions: tuple[str, ...]) -> np.ndarray | None:
