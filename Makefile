@@ -10,7 +10,7 @@ install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e ".[train,dev]"
+	$(BIN)/pip install --quiet -e ".[train,serve,dev]"
 	touch $@
 
 lint: install
@@ -32,7 +32,8 @@ demo: install
 	$(BIN)/nextbest train --config configs/demo.yaml \
 		--data.events $(DEMO_DIR)/world/events.parquet --data.customers $(DEMO_DIR)/world/customers.parquet \
 		--data.decisions $(DEMO_DIR)/world/decisions.parquet --export.catalog configs/catalogs/demo.yaml
-	$(BIN)/nextbest score --model models:/nextbest@champion --events $(DEMO_DIR)/world/events.parquet \
+	# The model just trained: on a re-run, champion stays where `nextbest promote` last put it.
+	$(BIN)/nextbest score --model models:/nextbest@challenger --events $(DEMO_DIR)/world/events.parquet \
 		--customers $(DEMO_DIR)/world/customers.parquet --out $(DEMO_DIR)/scores.parquet --top-k 3
 
 clean:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+# The model a service or job uses unless told otherwise: the registry's current champion.
+DEFAULT_MODEL_URI = "models:/nextbest@champion"
 
 
 def tracking_uri() -> str:

@@ -92,6 +92,11 @@ def load_scorer(model_uri: str) -> JourneyScorer:
         python_model = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
     except (MlflowException, OSError) as exc:
         raise ModelLoadError(f"cannot load the model {model_uri}: {exc}") from exc
+    except (RuntimeError, KeyError, ValueError) as exc:  # weights or description of another layout
+        raise ModelLoadError(
+            f"cannot load the model {model_uri}: it was saved by an incompatible version of nextbest "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0]}); retrain or export it again"
+        ) from exc
     if not isinstance(python_model, NextbestModel):
         raise ModelLoadError(f"{model_uri} is not a nextbest model (it holds {type(python_model).__name__})")
     return python_model.scorer

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from nextbest.data.events import EventLog
 from nextbest.data.normalize import normalise_column
@@ -35,11 +35,15 @@ ProfileValue = str | float | None
 ISO_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 # Explaining costs a forward pass per history event, and a long list explains nothing.
 MAX_EXPLAINED_EVENTS = 20
-EVENT_FIELDS = ("customer_id", "timestamp", "event_type", "channel", "action", "value")
+# The events table columns a request event carries (its customer is the request's).
+EVENT_FIELDS = ("timestamp", "event_type", "channel", "action", "value")
 
 
 class RequestEvent(BaseModel):
     """One touchpoint of the customer's history."""
+
+    # An unknown field is a typo or a contract mismatch: say so rather than drop it.
+    model_config = ConfigDict(extra="forbid")
 
     timestamp: str = Field(description="ISO-8601 time; without an offset it is UTC")
     event_type: str
@@ -50,6 +54,8 @@ class RequestEvent(BaseModel):
 
 class ScoringRequest(BaseModel):
     """A customer's context at the moment of decision."""
+
+    model_config = ConfigDict(extra="forbid")
 
     customer_id: str
     events: list[RequestEvent] = Field(description="the history; only events before as_of count")
@@ -122,6 +128,54 @@ class ScoredRequest(BaseModel):
     )
 
 
+class ActionProbabilities(BaseModel):
+    action: str
+    p_conversion: float = Field(description="P(conversion) if the action is taken")
+    p_churn: float = Field(description="P(churn) if the action is taken")
+
+
+class ScoredProbabilities(BaseModel):
+    """The model's probabilities for a request, unranked: no catalog values, rules or limits."""
+
+    customer_id: str
+    as_of: str
+    model_version: str
+    p_conversion: float = Field(description="with no action")
+    p_churn: float = Field(description="with no action")
+    actions: list[ActionProbabilities] = Field(description="every action of the model")
+
+
+def probability_records(
+    scorer: JourneyScorer, records: Sequence[ScoringRequest], model_version: str
+) -> list[ScoredProbabilities]:
+    """The model's calibrated probabilities for each record, without ranking.
+
+    Raises:
+        DataContractError: an event, as_of or profile attribute cannot be used; the message names the field.
+    """
+    log, requests, customers = _tables(scorer, records)
+    scores = scorer.score(log, requests, customers)
+    as_of = pc.cast(pa.array(scores.as_of, pa.int64()), UTC_US).to_pylist()
+    return [
+        ScoredProbabilities(
+            customer_id=record.customer_id,
+            as_of=as_of[i].isoformat(),
+            model_version=model_version,
+            p_conversion=float(scores.p_conversion[i]),
+            p_churn=float(scores.p_churn[i]),
+            actions=[
+                ActionProbabilities(
+                    action=action,
+                    p_conversion=float(scores.action_p_conversion[i, a]),
+                    p_churn=float(scores.action_p_churn[i, a]),
+                )
+                for a, action in enumerate(scorer.actions)
+            ],
+        )
+        for i, record in enumerate(records)
+    ]
+
+
 def score_records(
     scorer: JourneyScorer,
     records: Sequence[ScoringRequest],
@@ -134,16 +188,7 @@ def score_records(
         DataContractError: an event, as_of, profile attribute or candidate cannot be used; the message
             names the field.
     """
-    keys = [str(i) for i in range(len(records))]
-    log = _event_log(records, keys)
-    requests = pa.table(
-        {
-            "customer_id": pa.array(keys, pa.string()),
-            "as_of": _as_of(records, log, keys),
-            **_context_columns(records),
-        }
-    )
-    customers = _profiles_table(scorer, keys, records)
+    log, requests, customers = _tables(scorer, records)
     catalog = catalog if catalog is not None else scorer.action_catalog
     decisions = decide(
         scorer,
@@ -181,6 +226,21 @@ def fallback_answer(
         suppressed=[],
         fallback=reason,
     )
+
+
+def _tables(scorer: JourneyScorer, records: Sequence[ScoringRequest]) -> tuple[EventLog, pa.Table, pa.Table]:
+    """The records as contract tables (events, requests with their context, profiles), each record
+    keyed by its position."""
+    keys = [str(i) for i in range(len(records))]
+    log = _event_log(records, keys)
+    requests = pa.table(
+        {
+            "customer_id": pa.array(keys, pa.string()),
+            "as_of": _as_of(records, log, keys),
+            **_context_columns(records),
+        }
+    )
+    return log, requests, _profiles_table(scorer, keys, records)
 
 
 def _candidates(records: Sequence[ScoringRequest], actions: tuple[str, ...]) -> np.ndarray | None:
@@ -239,7 +299,7 @@ def records_from_tables(
         log.timestamps, log.offsets, log.index_of(customer_ids), as_of, max_events or log.num_events + 1
     )
     events = log.to_table().select([c for c in EVENT_FIELDS if c in log.source.column_names])
-    events = events.set_column(1, "timestamp", pc.strftime(events.column(1), ISO_FORMAT))
+    events = events.set_column(0, "timestamp", pc.strftime(events.column(0), ISO_FORMAT))
     event_rows = events.to_pylist()
     profiles = _profiles(customers, customer_ids)
     times = pc.strftime(requests.column("as_of"), ISO_FORMAT).to_pylist()

@@ -1,0 +1,111 @@
+"""Adaptive batching of concurrent requests into one model call.
+
+A batch closes when it holds `max_batch_size` items or `max_latency_ms` after its first item arrived,
+whichever comes first; the model scores one batch at a time on its own thread, and whatever arrives
+meanwhile forms the next batch. One client waits at most `max_latency_ms` for company; under load the
+batches fill while the model is busy, and per-request overhead (tables, encoding, a forward pass) is
+paid once per batch.
+
+Why not BentoML's own `batchable` API: reaching it from `/rank` is an HTTP call back into the same
+server, through the API key and body size guards, counted against the concurrency limit; this keeps the
+batching inside the process, with the same two knobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from typing import Generic, TypeVar
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+
+class MicroBatcher(Generic[In, Out]):
+    """Collects items from concurrent callers and runs `process` on them in batches on `executor`.
+
+    Args:
+        process: scores a batch; returns one result per item, in order, or an exception in place of the
+            result of an item that could not be scored (the others still get theirs).
+        executor: where `process` runs (one thread: the model is used by one batch at a time).
+    """
+
+    def __init__(
+        self,
+        process: Callable[[list[In]], Sequence[Out | Exception]],
+        executor: Executor,
+        max_batch_size: int,
+        max_latency_ms: float,
+    ) -> None:
+        if max_batch_size < 1 or max_latency_ms < 0:
+            raise ValueError("max_batch_size must be at least 1 and max_latency_ms not negative")
+        self.process = process
+        self.executor = executor
+        self.max_batch_size = max_batch_size
+        self.max_latency = max_latency_ms / 1000.0
+        self._queue: asyncio.Queue[tuple[In, asyncio.Future[Out]]] | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self.batches_processed = 0
+        self.items_processed = 0
+
+    async def submit(self, items: Sequence[In]) -> list[Out]:
+        """The results of `items` (which may be split across batches); raises the first item's exception."""
+        queue = self._started()
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in items]
+        for item, future in zip(items, futures, strict=True):
+            queue.put_nowait((item, future))
+        try:
+            return list(await asyncio.gather(*futures))
+        finally:
+            for future in futures:  # a caller that gave up (deadline) frees its place in a batch
+                future.cancel()
+
+    async def close(self) -> None:
+        """Stops the worker; queued items are cancelled."""
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+            self._worker = None
+
+    def _started(self) -> asyncio.Queue[tuple[In, asyncio.Future[Out]]]:
+        # Created on first use: the queue and the task belong to the event loop of the serving worker.
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.get_running_loop().create_task(self._run(self._queue))
+        return self._queue
+
+    async def _run(self, queue: asyncio.Queue[tuple[In, asyncio.Future[Out]]]) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await queue.get()]
+            closes = loop.time() + self.max_latency
+            while len(batch) < self.max_batch_size:
+                if not queue.empty():
+                    batch.append(queue.get_nowait())
+                    continue
+                remaining = closes - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(queue.get(), remaining))
+                except TimeoutError:
+                    break
+            live = [(item, future) for item, future in batch if not future.done()]
+            if not live:
+                continue
+            self.batches_processed += 1
+            self.items_processed += len(live)
+            try:
+                results = await loop.run_in_executor(self.executor, self.process, [item for item, _ in live])
+            except Exception as exc:  # the whole batch failed: every caller learns why
+                results = [exc] * len(live)
+            for (_, future), result in zip(live, results, strict=True):
+                if future.done():
+                    continue
+                if isinstance(result, Exception):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)

@@ -1,0 +1,213 @@
+"""The online service: ranked next best actions over HTTP (DESIGN §4), a BentoML 1.4 class service.
+
+    POST /rank        one request (ScoringRequest) → its ranked actions (ScoredRequest)
+    POST /rank_batch  {"requests": [...]} → {"results": [...]}, many customers per call
+    POST /score       one request → the model's probabilities, unranked
+    GET  /metadata    model name, version, run id, catalog and limits
+    GET  /livez /readyz /healthz /metrics   BentoML's probes and Prometheus metrics
+
+Start it with `nextbest serve` (settings: `nextbest_serving.settings`). The model is loaded once per
+worker at start-up, only from the configured URI. Requests go through the same `score_records` as the
+pyfunc model and the batch job, batched across concurrent callers (`MicroBatcher`); a request whose
+deadline passes gets the catalog's default order, flagged as a fallback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import bentoml
+from pydantic import BaseModel, Field
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from nextbest import __version__
+from nextbest.errors import DataContractError
+from nextbest.scoring.decision_log import DecisionLogWriter
+from nextbest.scoring.pyfunc import load_scorer, model_version
+from nextbest.scoring.records import (
+    ScoredProbabilities,
+    ScoredRequest,
+    ScoringRequest,
+    fallback_answer,
+    probability_records,
+    score_records,
+)
+from nextbest_serving.batching import MicroBatcher
+from nextbest_serving.guards import ApiKeyGuard, BodySizeGuard
+from nextbest_serving.settings import ServingSettings
+
+logger = logging.getLogger("nextbest_serving")
+
+# Adaptive batching of the model calls: a batch closes at this size, or this long after its first request.
+MAX_BATCH_SIZE = 64
+MAX_LATENCY_MS = 2.0
+_MODEL_NAME = re.compile(r"models:/([^/@]+)")
+
+
+class RankBatchResponse(BaseModel):
+    results: list[ScoredRequest] = Field(description="the answers, in the order of the requests")
+
+
+@bentoml.service(
+    name="nextbest",
+    traffic={"timeout": 60},
+    # One line per request would drown the model's own log lines; Prometheus counts the requests.
+    logging={"access": {"enabled": False}},
+)
+class NextbestService:
+    """Loads the configured model and answers ranking and scoring requests."""
+
+    def __init__(self) -> None:
+        logger.setLevel(logging.INFO)  # BentoML leaves the root logger at WARNING
+        self.settings = ServingSettings.from_env()
+        self.scorer = load_scorer(self.settings.model_uri)
+        self.catalog = self.scorer.action_catalog
+        self.version = model_version(self.settings.model_uri, self.scorer)
+        # One model thread: batches run one at a time, each using torch's intra-op threads.
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nextbest-model")
+        self.ranker = MicroBatcher(self._rank, executor, MAX_BATCH_SIZE, MAX_LATENCY_MS)
+        self.prober = MicroBatcher(self._probabilities, executor, MAX_BATCH_SIZE, MAX_LATENCY_MS)
+        self.decision_log = (
+            None
+            if self.settings.decision_log is None
+            else DecisionLogWriter(self.settings.decision_log, self.settings.decision_log_rows)
+        )
+        logger.info("serving %s (version %s)", self.settings.model_uri, self.version)
+
+    def __is_ready__(self) -> bool:
+        return self.scorer is not None
+
+    @bentoml.on_shutdown
+    async def shutdown(self) -> None:
+        await self.ranker.close()
+        await self.prober.close()
+        if self.decision_log is not None:
+            self.decision_log.close()
+
+    @bentoml.api(route="/rank")
+    async def rank(self, request: ScoringRequest, /) -> ScoredRequest:
+        """Ranks the next best actions for one customer's context."""
+        refusal = self._refusal([request])
+        if refusal is not None:
+            return refusal  # type: ignore[return-value]
+        try:
+            async with asyncio.timeout(self.settings.deadline_ms / 1000.0):
+                (answer,) = await self.ranker.submit([request])
+        except TimeoutError:
+            answer = fallback_answer(
+                request, self.catalog, self.version, f"deadline of {self.settings.deadline_ms:g} ms passed"
+            )
+        except DataContractError as exc:
+            return _error(422, str(exc))  # type: ignore[return-value]
+        self._log([request], [answer])
+        return answer
+
+    @bentoml.api(route="/rank_batch")
+    async def rank_batch(self, requests: list[ScoringRequest]) -> RankBatchResponse:
+        """Ranks the next best actions for many customers in one call."""
+        if len(requests) > self.settings.max_batch:
+            return _error(  # type: ignore[return-value]
+                413,
+                f"requests: {len(requests):,} in one call, more than the limit of "
+                f"{self.settings.max_batch:,}",
+            )
+        refusal = self._refusal(requests)
+        if refusal is not None:
+            return refusal  # type: ignore[return-value]
+        try:
+            answers = await self.ranker.submit(requests)
+        except DataContractError as exc:
+            return _error(422, str(exc))  # type: ignore[return-value]
+        self._log(requests, answers)
+        return RankBatchResponse(results=answers)
+
+    @bentoml.api(route="/score")
+    async def score(self, request: ScoringRequest, /) -> ScoredProbabilities:
+        """The model's probabilities for one customer's context, with no ranking."""
+        refusal = self._refusal([request])
+        if refusal is not None:
+            return refusal  # type: ignore[return-value]
+        try:
+            (answer,) = await self.prober.submit([request])
+        except DataContractError as exc:
+            return _error(422, str(exc))  # type: ignore[return-value]
+        return answer
+
+    def metadata(self) -> dict[str, Any]:
+        """What `GET /metadata` answers."""
+        name = _MODEL_NAME.match(self.settings.model_uri)
+        return {
+            "model_name": name.group(1) if name else None,
+            "model_uri": self.settings.model_uri,
+            "model_version": self.version,
+            "run_id": self.scorer.metadata.get("run_id"),
+            "actions": list(self.scorer.actions),
+            "catalog": self.catalog.to_dict(),
+            "limits": {
+                "max_events": self.settings.max_events,
+                "max_batch": self.settings.max_batch,
+                "max_body_bytes": self.settings.max_body_bytes,
+                "deadline_ms": self.settings.deadline_ms,
+            },
+            "nextbest_version": __version__,
+        }
+
+    def _rank(self, records: list[ScoringRequest]) -> list[ScoredRequest | Exception]:
+        return _each_or_alone(lambda batch: score_records(self.scorer, batch, self.version), records)
+
+    def _probabilities(self, records: list[ScoringRequest]) -> list[ScoredProbabilities | Exception]:
+        return _each_or_alone(lambda batch: probability_records(self.scorer, batch, self.version), records)
+
+    def _refusal(self, requests: list[ScoringRequest]) -> JSONResponse | None:
+        for request in requests:
+            if len(request.events) > self.settings.max_events:
+                return _error(
+                    413,
+                    f"events: {len(request.events):,} events for customer {request.customer_id!r}, more than "
+                    f"the limit of {self.settings.max_events:,}",
+                )
+        return None
+
+    def _log(self, requests: list[ScoringRequest], answers: list[ScoredRequest]) -> None:
+        if self.decision_log is not None:
+            self.decision_log.append(requests, answers)
+
+
+def _each_or_alone(score: Any, records: list[ScoringRequest]) -> list[Any]:
+    """`score(records)`; when the batch holds an unusable record, each record alone, so only the bad
+    ones fail (with their own message)."""
+    try:
+        return list(score(records))
+    except DataContractError as exc:
+        if len(records) == 1:
+            return [exc]
+    results: list[Any] = []
+    for record in records:
+        try:
+            results.extend(score([record]))
+        except DataContractError as exc:
+            results.append(exc)
+    return results
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+async def _metadata(request: Request) -> JSONResponse:
+    service = bentoml.get_current_service()
+    return JSONResponse(service.metadata())
+
+
+# BentoML's own routes are POST only; the GET route comes from a mounted app (BentoML's routes match first).
+NextbestService.mount_asgi_app(Starlette(routes=[Route("/metadata", _metadata, methods=["GET"])]), path="/")
+_settings = ServingSettings.from_env()
+NextbestService.add_asgi_middleware(BodySizeGuard, max_bytes=_settings.max_body_bytes)
+NextbestService.add_asgi_middleware(ApiKeyGuard, api_key=_settings.api_key)
