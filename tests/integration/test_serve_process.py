@@ -1,0 +1,181 @@
+"""`nextbest serve` as a real process over HTTP, on a tiny model trained into a temporary MLflow store:
+it ranks as the batch job does, scores, names its version, logs what it served, and refuses to start
+without a usable model or, on a public address, without an API key."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pyarrow.parquet as pq
+import pytest
+
+from nextbest.cli import main
+from nextbest.data import load_events, load_table
+from nextbest.data.schema import CUSTOMERS
+from nextbest.journeys import requests_at_end
+from nextbest.scoring.decision_log import read_decision_log
+from nextbest.scoring.records import records_from_tables
+from nextbest.simulate import SimulationConfig, simulate, write_world
+
+pytestmark = pytest.mark.integration
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+NEXTBEST = Path(sys.executable).with_name("nextbest")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A simulated world and an MLflow store holding a model trained on it (nextbest@champion)."""
+    folder = tmp_path_factory.mktemp("served")
+    write_world(simulate(SimulationConfig(n_customers=300, seed=3)), folder / "world")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
+        patch.chdir(folder)
+        patch.setattr(sys, "argv", ["nextbest"])  # LightningCLI compares its args with sys.argv
+        data = [
+            f"--data.{t}={folder / 'world' / f'{t}.parquet'}" for t in ("events", "customers", "decisions")
+        ]
+        quick = ["--trainer.max_epochs=1", "--trainer.log_every_n_steps=1", "--export.baselines=[]"]
+        catalog = f"--export.catalog={REPO_ROOT / 'configs' / 'catalogs' / 'demo.yaml'}"
+        assert (
+            main(["train", "--config", str(REPO_ROOT / "configs" / "demo.yaml"), *data, *quick, catalog]) == 0
+        )
+    return folder
+
+
+def environment(folder: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}",
+        "BENTOML_HOME": str(folder / "bentoml"),
+        "BENTOML_DO_NOT_TRACK": "true",
+    }
+
+
+@pytest.fixture(scope="module")
+def server(trained: Path) -> Iterator[str]:
+    port = free_port()
+    command = [str(NEXTBEST), "serve", "--port", str(port), "--decision-log", str(trained / "decisions")]
+    with (trained / "serve.log").open("wb") as output:
+        process = subprocess.Popen(
+            command,
+            cwd=trained,
+            env=environment(trained),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            _wait_until_ready(process, base, trained / "serve.log")
+            yield base
+        finally:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def _wait_until_ready(process: subprocess.Popen[bytes], base: str, log: Path) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"nextbest serve exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{base}/readyz", timeout=2.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass  # not listening yet, or the worker is still loading the model
+        time.sleep(0.5)
+    pytest.fail(f"nextbest serve was not ready within 120 s:\n{log.read_text()[-3000:]}")
+
+
+def test_the_server_ranks_as_the_batch_job(trained: Path, server: str, tmp_path: Path) -> None:
+    world = trained / "world"
+    log = load_events(world / "events.parquet")
+    customers = load_table(world / "customers.parquet", CUSTOMERS)
+    requests = requests_at_end(log).slice(0, 6)
+    pq.write_table(requests, tmp_path / "requests.parquet")
+    env = environment(trained)
+    batch_job = [
+        str(NEXTBEST),
+        "score",
+        "--model",
+        "models:/nextbest@champion",
+        "--events",
+        str(world / "events.parquet"),
+    ]
+    batch_job += [
+        "--customers",
+        str(world / "customers.parquet"),
+        "--requests",
+        str(tmp_path / "requests.parquet"),
+    ]
+    subprocess.run([*batch_job, "--out", str(tmp_path / "scores.parquet")], cwd=trained, env=env, check=True)
+    expected = pq.read_table(tmp_path / "scores.parquet").to_pylist()
+
+    records = records_from_tables(log, requests, customers)
+    for record, row in zip(records, expected, strict=True):
+        answer = httpx.post(f"{server}/rank", json=record.model_dump(exclude_none=True), timeout=30)
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["customer_id"] == row["customer_id"]
+        assert [a["action"] for a in body["actions"]] == [a["action"] for a in row["actions"]]
+        # float32 forward passes over batches of other sizes agree to about 1e-5
+        assert body["actions"][0]["score"] == pytest.approx(row["actions"][0]["score"], rel=1e-4, abs=1e-6)
+        assert body["p_churn"] == pytest.approx(row["p_churn"], rel=1e-4)
+
+    scored = httpx.post(f"{server}/score", json=records[0].model_dump(exclude_none=True), timeout=30)
+    assert scored.status_code == 200
+    assert len(scored.json()["actions"]) == 6  # every action of the simulated world
+    metadata = httpx.get(f"{server}/metadata", timeout=10).json()
+    assert (metadata["model_name"], metadata["model_version"]) == ("nextbest", "1")
+    assert metadata["run_id"]
+    metrics = httpx.get(f"{server}/metrics", timeout=10)
+    assert metrics.status_code == 200
+    assert 'endpoint="/rank"' in metrics.text  # Prometheus counts the requests just made
+    served = read_decision_log(trained / "decisions").decisions
+    assert set(served.column("customer_id").to_pylist()) >= {r.customer_id for r in records}
+
+
+def test_an_unloadable_model_stops_the_command_with_the_reason(trained: Path) -> None:
+    result = subprocess.run(
+        [str(NEXTBEST), "serve", "--model", "models:/nextbest@nobody", "--port", str(free_port())],
+        cwd=trained,
+        env=environment(trained),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "cannot load the model models:/nextbest@nobody" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_public_address_needs_an_api_key(trained: Path) -> None:
+    result = subprocess.run(
+        [str(NEXTBEST), "serve", "--host", "0.0.0.0", "--port", str(free_port())],
+        cwd=trained,
+        env=environment(trained),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "without an API key" in result.stderr

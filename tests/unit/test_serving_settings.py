@@ -1,0 +1,45 @@
+"""Serving settings: from YAML, from NEXTBEST_* variables, and clear errors naming the setting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nextbest_serving.settings import ServingSettings, SettingsError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_shipped_config_reads_and_round_trips_through_the_environment() -> None:
+    settings = ServingSettings.from_yaml(REPO_ROOT / "configs" / "serving" / "default.yaml")
+    assert settings == ServingSettings()
+    assert ServingSettings.from_env(settings.to_env()) == settings
+
+
+def test_environment_values_are_parsed() -> None:
+    settings = ServingSettings.from_env(
+        {"NEXTBEST_MAX_EVENTS": "50", "NEXTBEST_DEADLINE_MS": "12.5", "NEXTBEST_DECISION_LOG": "/tmp/d"}
+    )
+    assert (settings.max_events, settings.deadline_ms, str(settings.decision_log)) == (50, 12.5, "/tmp/d")
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"NEXTBEST_MAX_EVENTS": "many"}, "NEXTBEST_MAX_EVENTS"),
+        ({"NEXTBEST_MAX_BATCH": "0"}, "NEXTBEST_MAX_BATCH"),
+        ({"NEXTBEST_DEADLINE_MS": "-1"}, "NEXTBEST_DEADLINE_MS"),
+        ({"NEXTBEST_API_KEY": "short"}, "NEXTBEST_API_KEY"),
+    ],
+)
+def test_bad_values_name_the_variable(environ: dict[str, str], named: str) -> None:
+    with pytest.raises(SettingsError, match=named):
+        ServingSettings.from_env(environ)
+
+
+def test_unknown_settings_in_a_file_are_named(tmp_path: Path) -> None:
+    path = tmp_path / "serving.yaml"
+    path.write_text("max_event: 10\n")
+    with pytest.raises(SettingsError, match="max_event"):
+        ServingSettings.from_yaml(path)
