@@ -82,10 +82,13 @@ class EventLog:
         """
         report = report if report is not None else ValidationReport()
         timestamps = np.asarray(events.column("timestamp").combine_chunks().cast(pa.int64()))
-        # Arrow and numpy release the GIL, so sorting by time and encoding ids share the two cores.
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            by_time = pool.submit(_time_order, timestamps)
-            codes, customer_ids = _customer_codes(events.column("customer_id"), pool)
+        if events.num_rows < _PARALLEL_ROWS:
+            codes, customer_ids = _customer_codes(events.column("customer_id"))
+            order = _group_by_customer(codes, _time_order(timestamps))
+        else:
+            # Arrow and numpy release the GIL, so sorting by time and encoding ids share the two cores.
+            by_time = _POOL.submit(_time_order, timestamps)
+            codes, customer_ids = _customer_codes(events.column("customer_id"), _POOL)
             order = _group_by_customer(codes, by_time.result())
         codes, timestamps = codes[order], timestamps[order]
         _report_out_of_order(events, order, codes, report)
@@ -97,15 +100,24 @@ class EventLog:
         return cls(events, order.astype(np.int64), customer_ids, offsets, timestamps)
 
 
-def _customer_codes(ids: pa.ChunkedArray, pool: ThreadPoolExecutor) -> tuple[np.ndarray, pa.StringArray]:
+# Below this many events, threads cost more than they save (an online request has a few hundred).
+_PARALLEL_ROWS = 100_000
+# Shared, so that loading a log does not start and join threads every time.
+_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="nextbest-events")
+
+
+def _customer_codes(
+    ids: pa.ChunkedArray, pool: ThreadPoolExecutor | None = None
+) -> tuple[np.ndarray, pa.StringArray]:
     """Integer codes that order customers lexicographically, and the sorted distinct ids.
 
-    Hashing the ids is the costliest step of loading, so halves are encoded in parallel and their
-    dictionaries unified.
+    Hashing the ids is the costliest step of loading, so with a `pool` halves are encoded in parallel
+    and their dictionaries unified.
     """
     ids = ids.combine_chunks()
     half = len(ids) // 2
-    halves = pool.map(pc.dictionary_encode, [ids.slice(0, half), ids.slice(half)])
+    parts = [ids.slice(0, half), ids.slice(half)]
+    halves = pool.map(pc.dictionary_encode, parts) if pool else [pc.dictionary_encode(p) for p in parts]
     unified = pa.chunked_array(list(halves), type=pa.dictionary(pa.int32(), ids.type)).unify_dictionaries()
     dictionary = unified.chunk(0).dictionary
     indices = np.concatenate([np.asarray(chunk.indices) for chunk in unified.chunks])
