@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import bentoml
+import torch
 from pydantic import BaseModel, Field
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -46,8 +47,10 @@ from nextbest_serving.settings import ServingSettings
 logger = logging.getLogger("nextbest_serving")
 
 # Adaptive batching of the model calls: a batch closes at this size, or this long after its first request.
+# 0 ms: a request never waits for company while the model is free; under load, the requests that arrive
+# while a batch is scored form the next one, so batches still grow with the traffic.
 MAX_BATCH_SIZE = 64
-MAX_LATENCY_MS = 2.0
+MAX_LATENCY_MS = 0.0
 _MODEL_NAME = re.compile(r"models:/([^/@]+)")
 
 
@@ -67,6 +70,9 @@ class NextbestService:
     def __init__(self) -> None:
         logger.setLevel(logging.INFO)  # BentoML leaves the root logger at WARNING
         self.settings = ServingSettings.from_env()
+        # The event loop parses and answers requests while the model thread scores: on a small machine,
+        # torch spinning on every core slows both (measured: 8 clients 160 -> 208 requests/s with 1).
+        torch.set_num_threads(self.settings.torch_threads)
         self.scorer = load_scorer(self.settings.model_uri)
         self.catalog = self.scorer.action_catalog
         self.version = model_version(self.settings.model_uri, self.scorer)
