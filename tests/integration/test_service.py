@@ -136,6 +136,15 @@ def test_metadata_names_the_model(served: Served) -> None:
     assert body["limits"]["max_events"] == MAX_EVENTS
 
 
+def test_the_openapi_schema_documents_the_request_with_an_example(served: Served) -> None:
+    schema = served.client.get("/docs.json", headers=AUTH).json()
+    body = schema["paths"]["/rank"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body["example"]["customer_id"] == "c42"
+    assert {"customer_id", "events"} <= set(body["required"])
+    example = served.post("/rank", {**body["example"], "profile": None})
+    assert example.status_code == 200, example.text
+
+
 def _valid(served: Served) -> dict[str, Any]:
     return served.records(1)[0]
 

@@ -55,7 +55,29 @@ class RequestEvent(BaseModel):
 class ScoringRequest(BaseModel):
     """A customer's context at the moment of decision."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        # One example (not `examples`: BentoML 1.4's OpenAPI writer rejects the plural at model level).
+        json_schema_extra={
+            "example": {
+                "customer_id": "c42",
+                "as_of": "2026-11-20T10:00:00Z",
+                "events": [
+                    {
+                        "timestamp": "2026-11-12T19:02:11Z",
+                        "event_type": "purchase",
+                        "channel": "web",
+                        "value": 42.0,
+                    },
+                    {"timestamp": "2026-11-19T08:00:00Z", "event_type": "page_view", "channel": "web"},
+                    {"timestamp": "2026-11-19T08:03:40Z", "event_type": "add_to_cart", "channel": "web"},
+                ],
+                "profile": {"segment": "gold", "email_opt_in": 1.0},
+                "context": {"channel": "web"},
+                "top_k": 3,
+            }
+        },
+    )
 
     customer_id: str
     events: list[RequestEvent] = Field(description="the history; only events before as_of count")
