@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 
 from nextbest.data.report import MAX_EXAMPLES, Finding, Severity, ValidationReport
 from nextbest.data.schema import EVENTS
+from nextbest.data.text import dictionary_codes
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,26 @@ class EventLog:
         present = np.asarray(pc.is_valid(column), dtype=bool)
         values = np.asarray(column.fill_null(0.0), dtype=np.float64)
         return self.sorted_values(values), self.sorted_values(present)
+
+    @cached_property
+    def _token_codes(self) -> dict[str, tuple[pa.StringArray, np.ndarray]]:
+        return {}
+
+    def token_codes(self, name: str) -> tuple[pa.StringArray, np.ndarray]:
+        """A text column's distinct strings and, per sorted event, the int32 index of its string (-1 for
+        null, or for every event when the log has no such column).
+
+        Computed once per log: the encoder, the aggregates and the rules' history queries all start from
+        it, so each row's string is hashed once.
+        """
+        cache = self._token_codes
+        if name not in cache:
+            if name in self.source.column_names:
+                dictionary, indices = dictionary_codes(self.source.column(name))
+                cache[name] = (dictionary, self.sorted_values(indices))
+            else:
+                cache[name] = (pa.array([], pa.string()), np.full(self.num_events, -1, dtype=np.int32))
+        return cache[name]
 
     def to_table(self) -> pa.Table:
         """The whole events table in sorted order (copies every column)."""

@@ -55,9 +55,9 @@ def _match_mask(log: EventLog, match: tuple[tuple[str, tuple[str, ...]], ...]) -
     for column, accepted in match:
         if column not in log.source.column_names:
             return np.zeros(log.num_events, dtype=bool)
-        values = log.source.column(column).cast(pa.string())
-        found = pc.is_in(values, value_set=pa.array(accepted, pa.string()))
-        mask &= log.sorted_values(np.asarray(found.fill_null(False), dtype=bool))
+        dictionary, indices = log.token_codes(column)
+        found = np.asarray(pc.is_in(dictionary, value_set=pa.array(accepted, pa.string())), dtype=bool)
+        mask &= np.append(found, False)[indices]  # the extra slot answers for nulls (index -1)
     return mask
 
 

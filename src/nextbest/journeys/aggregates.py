@@ -19,7 +19,6 @@ import pyarrow as pa
 
 from nextbest.data.events import EventLog
 from nextbest.data.schema import MICROS_PER_DAY, MICROS_PER_HOUR
-from nextbest.data.text import dictionary_codes
 from nextbest.journeys.vocab import PAD, Vocabulary
 from nextbest.journeys.windows import customer_segments, segmented_searchsorted
 
@@ -156,8 +155,8 @@ class AggregateFeaturizer:
         values, has_value = log.values
         return _EventColumns(
             timestamps=timestamps,
-            codes={n: log.sorted_values(v.encode(_column(log, n))) for n, v in self.vocabularies.items()},
-            raw_codes={n: log.sorted_values(dictionary_codes(_column(log, n))[1]) for n in DISTINCT_COLUMNS},
+            codes={n: v.encode_codes(*log.token_codes(n)) for n, v in self.vocabularies.items()},
+            raw_codes={n: log.token_codes(n)[1] for n in DISTINCT_COLUMNS},
             values=values,
             has_value=has_value,
             gap_hours=np.diff(timestamps, prepend=timestamps[:1]) / MICROS_PER_HOUR,

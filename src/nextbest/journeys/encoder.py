@@ -148,8 +148,7 @@ class JourneyEncoder:
     def event_features(self, log: EventLog) -> EventFeatures:
         """Per-event features for every row of `log` (computed once, shared by all requests)."""
         tokens = {
-            name: log.sorted_values(vocab.encode(_token_column(log, name)))
-            for name, vocab in self.vocabularies.items()
+            name: vocab.encode_codes(*log.token_codes(name)) for name, vocab in self.vocabularies.items()
         }
         hour, weekday = _calendar(log.timestamps)
         log_value, has_value = _value_features(log)

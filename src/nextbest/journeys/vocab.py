@@ -49,7 +49,11 @@ class Vocabulary:
 
     def encode(self, values: pa.Array | pa.ChunkedArray) -> np.ndarray:
         """Codes (int32) for `values`; unseen tokens map to UNKNOWN, nulls to MISSING."""
-        dictionary, indices = dictionary_codes(values)
+        return self.encode_codes(*dictionary_codes(values))
+
+    def encode_codes(self, dictionary: pa.StringArray, indices: np.ndarray) -> np.ndarray:
+        """Codes (int32) for values given as distinct strings and per-row indices into them (-1: null),
+        e.g. `EventLog.token_codes`."""
         found = np.asarray(pc.index_in(dictionary, value_set=self._value_set).fill_null(-1), dtype=np.int32)
         # One extra slot at the end maps the null index (-1) to MISSING.
         dictionary_codes_ = np.append(np.where(found >= 0, found + len(RESERVED), UNKNOWN), MISSING)

@@ -31,6 +31,10 @@ class Windows:
         return self.end - self.first
 
 
+# Below this many targets, one np.searchsorted per segment beats the vectorised search's fixed cost.
+_FEW_TARGETS = 8
+
+
 def segmented_searchsorted(
     values: np.ndarray, lo: np.ndarray, hi: np.ndarray, targets: np.ndarray, side: str = "left"
 ) -> np.ndarray:
@@ -42,6 +46,14 @@ def segmented_searchsorted(
     Returns:
         For side="left", the first position in `lo..hi` whose value is >= target; for "right", > target.
     """
+    if len(targets) <= _FEW_TARGETS:  # a handful of searches: numpy's own, one per segment, is cheaper
+        return np.array(
+            [
+                start + np.searchsorted(values[start:stop], target, side=side)  # type: ignore[call-overload]
+                for start, stop, target in zip(lo.tolist(), hi.tolist(), targets.tolist(), strict=True)
+            ],
+            dtype=np.int64,
+        )
     lo, hi = lo.astype(np.int64).copy(), hi.astype(np.int64).copy()
     active = lo < hi
     while active.any():
