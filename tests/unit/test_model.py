@@ -173,7 +173,7 @@ def test_uplift_is_relative_to_the_cutoff_baseline(encoder: str) -> None:
     batch = random_batch(config, batch_size=4, max_length=5)
     outputs = run(network, batch)
     with torch.inference_mode():
-        delta = network.uplift(torch.cat([outputs["embedding"], batch["history"]], dim=-1))
+        delta = network.uplift(outputs["embedding"])
     torch.testing.assert_close(
         outputs["action_conversion_logit"] - outputs["conversion_logit"][:, None], delta[..., 0]
     )
