@@ -140,6 +140,8 @@ def test_the_openapi_schema_documents_the_request_with_an_example(served: Served
     schema = served.client.get("/docs.json", headers=AUTH).json()
     body = schema["paths"]["/rank"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert body["example"]["customer_id"] == "c42"
+    answer = schema["paths"]["/rank"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert answer["example"]["actions"][0]["action"] == "call_back"
     assert {"customer_id", "events"} <= set(body["required"])
     example = served.post("/rank", {**body["example"], "profile": None})
     assert example.status_code == 200, example.text

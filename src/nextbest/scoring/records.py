@@ -130,6 +130,34 @@ class SuppressedAction(BaseModel):
 
 
 class ScoredRequest(BaseModel):
+    """The ranked answer to a scoring request."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "customer_id": "c42",
+                "as_of": "2026-11-20T10:00:00+00:00",
+                "model_version": "3",
+                "p_conversion": 0.12,
+                "p_churn": 0.31,
+                "top_action": "call_back",
+                "chosen_action": "call_back",
+                "chosen_probability": 1.0,
+                "actions": [
+                    {
+                        "action": "call_back",
+                        "rank": 1,
+                        "score": 4.2,
+                        "uplift": 1.9,
+                        "p_conversion": 0.19,
+                        "p_churn": 0.22,
+                    }
+                ],
+                "suppressed": [{"action": "email_offer", "reason": "contact limit: at most 2 per 7 days"}],
+            }
+        }
+    )
+
     customer_id: str
     as_of: str
     model_version: str
