@@ -8,6 +8,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -17,6 +18,7 @@ from nextbest.data.events import EventLog
 from nextbest.journeys import requests_at_end
 from nextbest.model import TemperatureScaling
 from nextbest.scoring import decide, decisions_table
+from nextbest.scoring.decision_log import DecisionLogWriter
 from nextbest.scoring.pyfunc import load_scorer, log_model, model_version
 from nextbest.scoring.records import records_from_tables, score_records
 from nextbest.scoring.scorer import JourneyScorer
@@ -168,6 +170,33 @@ def test_evaluate_command_reports_every_policy_against_the_truth(
             assert estimate["low"] <= estimate["value"] <= estimate["high"]
     runs = registry.search_runs([registry.get_experiment_by_name("nextbest-evaluation").experiment_id])
     assert "policy/learned/dr/value" in runs[0].data.metrics
+
+
+def test_evaluate_reads_a_decision_log_with_outcomes_from_the_events(
+    registry: mlflow.MlflowClient, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What the service logged is evaluated like a decisions table: the served action and its
+    probability are the log, each outcome is read off the events after the decision."""
+    world, log, scorer = registered_world(registry, tmp_path, n_customers=150, seed=10)
+    decided = world.decisions.slice(0, 60)
+    requests = pa.table({"customer_id": decided.column("customer_id"), "as_of": decided.column("timestamp")})
+    records = records_from_tables(log, requests, world.customers)
+    writer = DecisionLogWriter(tmp_path / "decision-log", rotate_rows=25)
+    writer.append(records, score_records(scorer, records, "1"))
+    writer.close()
+    folder = tmp_path / "world"
+    args = ["evaluate", "--model", "models:/nextbest@champion", "--events", str(folder / "events.parquet")]
+    args += ["--customers", str(folder / "customers.parquet"), "--decisions", str(tmp_path / "decision-log")]
+    args += ["--resamples", "20", "--json", str(tmp_path / "log.json"), "--no-mlflow"]
+    assert main(args) == 0
+    report = json.loads((tmp_path / "log.json").read_text())
+    skipped = report["skipped"]["missing propensity or outcome"]  # outcome windows still open
+    assert report["decisions"] + skipped + report["skipped"]["action not in the catalog"] == 60
+    assert report["decisions"] > 0
+    learned = report["estimates"]["learned"]["ips"]
+    logged = report["estimates"]["logging"]["on-policy"]
+    # Exploration is off, so the logging policy is the learned one: IPS reproduces its on-policy mean.
+    assert learned["value"] == pytest.approx(logged["value"])
 
 
 def test_promote_moves_the_champion_only_when_the_challenger_is_not_worse(

@@ -93,3 +93,12 @@ def test_promotion_needs_a_lower_bound_not_below_and_calibration_not_worse(
     verdict, reasons = promotion_verdict(champion, challenger, ece_tolerance=0.005)
     assert verdict is promoted
     assert len(reasons) == 2
+
+
+def test_snips_without_support_is_nan_not_a_warning() -> None:
+    """A deterministic log never took the action a constant target policy takes: SNIPS is undefined."""
+    logged = LoggedDecisions(action=np.zeros(5, dtype=np.int64), propensity=np.ones(5), reward=np.ones(5))
+    estimates = estimate_policy_value(logged, constant_policy(1, 5, 2), np.zeros((5, 2)), resamples=20)
+    assert np.isnan(estimates["snips"].value)
+    assert np.isnan(estimates["snips"].low)
+    assert estimates["ips"].value == 0.0

@@ -81,7 +81,8 @@ def estimate_policy_value(
     terms = {"ips": weight * logged.reward, "dr": direct + weight * residual}
     point = {
         "ips": float(terms["ips"].mean()),
-        "snips": float(terms["ips"].sum() / weight.sum()),
+        # Undefined (NaN) when no logged decision took an action the target policy would take.
+        "snips": float(terms["ips"].sum() / weight.sum()) if weight.sum() > 0 else float("nan"),
         "dr": float(terms["dr"].mean()),
     }
     sums = _resampled_sums([terms["ips"], weight, terms["dr"]], resamples, seed)  # [3, resamples]
@@ -114,6 +115,8 @@ def _resampled_sums(columns: list[np.ndarray], resamples: int, seed: int) -> np.
 
 def _interval(samples: np.ndarray, level: float) -> tuple[float, float]:
     tail = (1.0 - level) / 2 * 100
+    if np.isnan(samples).all():
+        return float("nan"), float("nan")
     low, high = np.nanpercentile(samples, [tail, 100 - tail])
     return float(low), float(high)
 
