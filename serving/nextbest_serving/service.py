@@ -15,6 +15,7 @@ deadline passes gets the catalog's default order, flagged as a fallback.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -47,10 +48,11 @@ from nextbest_serving.settings import ServingSettings
 logger = logging.getLogger("nextbest_serving")
 
 # Adaptive batching of the model calls: a batch closes at this size, or this long after its first request.
-# 0 ms: a request never waits for company while the model is free; under load, the requests that arrive
-# while a batch is scored form the next one, so batches still grow with the traffic.
+# The window trades a lone client's latency for batch size under load: at 8 clients, 0 ms gave batches of
+# 2.9 requests on average (186 requests/s), 2 ms batches of 5.1 (252 requests/s); one client pays the
+# whole window on every request.
 MAX_BATCH_SIZE = 64
-MAX_LATENCY_MS = 0.0
+MAX_LATENCY_MS = 2.0
 _MODEL_NAME = re.compile(r"models:/([^/@]+)")
 
 
@@ -77,6 +79,7 @@ class NextbestService:
         self.catalog = self.scorer.action_catalog
         self.version = model_version(self.settings.model_uri, self.scorer)
         # One model thread: batches run one at a time, each using torch's intra-op threads.
+        self.batch_sizes = _batch_size_histogram()
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nextbest-model")
         self.ranker = MicroBatcher(self._rank, executor, MAX_BATCH_SIZE, MAX_LATENCY_MS)
         self.prober = MicroBatcher(self._probabilities, executor, MAX_BATCH_SIZE, MAX_LATENCY_MS)
@@ -166,9 +169,11 @@ class NextbestService:
         }
 
     def _rank(self, records: list[ScoringRequest]) -> list[ScoredRequest | Exception]:
+        self.batch_sizes.labels("rank").observe(len(records))
         return _each_or_alone(lambda batch: score_records(self.scorer, batch, self.version), records)
 
     def _probabilities(self, records: list[ScoringRequest]) -> list[ScoredProbabilities | Exception]:
+        self.batch_sizes.labels("score").observe(len(records))
         return _each_or_alone(lambda batch: probability_records(self.scorer, batch, self.version), records)
 
     def _refusal(self, requests: list[ScoringRequest]) -> JSONResponse | None:
@@ -201,6 +206,20 @@ def _each_or_alone(score: Any, records: list[ScoringRequest]) -> list[Any]:
         except DataContractError as exc:
             results.append(exc)
     return results
+
+
+@functools.cache
+def _batch_size_histogram() -> Any:
+    """Requests per model call, by endpoint: how well batching works under the traffic it gets. Created
+    in the worker, once: prometheus_client must start after BentoML has set its multiprocess directory."""
+    from prometheus_client import Histogram
+
+    return Histogram(
+        "nextbest_model_batch_size",
+        "Requests scored together in one model call",
+        ["endpoint"],
+        buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048),
+    )
 
 
 def _error(status: int, message: str) -> JSONResponse:

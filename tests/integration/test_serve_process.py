@@ -150,6 +150,7 @@ def test_the_server_ranks_as_the_batch_job(trained: Path, server: str, tmp_path:
     metrics = httpx.get(f"{server}/metrics", timeout=10)
     assert metrics.status_code == 200
     assert 'endpoint="/rank"' in metrics.text  # Prometheus counts the requests just made
+    assert 'nextbest_model_batch_size_count{endpoint="rank"}' in metrics.text
     served = read_decision_log(trained / "decisions").decisions
     assert set(served.column("customer_id").to_pylist()) >= {r.customer_id for r in records}
 
