@@ -104,9 +104,7 @@ class SLearner:
             x = self.features(log, customers, decisions, np.full(n, a))
             for outcome, model in self.models.items():
                 p[outcome][:, a] = model.predict_proba(x)[:, 1]
-        return catalog.weights * (
-            catalog.values * p["converted"] - catalog.churn_cost * p["churned"] - catalog.costs
-        )
+        return catalog.expected_values(p["converted"], p["churned"])
 
 
 def _codes(column: pa.ChunkedArray) -> np.ndarray:

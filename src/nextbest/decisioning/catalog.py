@@ -125,6 +125,14 @@ class ActionCatalog:
         """[K] each action's business lever."""
         return np.array([a.weight for a in self.actions], dtype=np.float64)
 
+    def expected_values(self, p_conversion: np.ndarray, p_churn: np.ndarray) -> np.ndarray:
+        """[N, K] weight · (value · P(conversion | a) - churn_cost · P(churn | a) - cost) from [N, K]
+        probabilities of the catalog's actions (catalog order)."""
+        value: np.ndarray = self.weights * (
+            self.values * p_conversion - self.churn_cost * p_churn - self.costs
+        )
+        return value
+
     @classmethod
     def default(cls, actions: Sequence[str]) -> ActionCatalog:
         """Without a catalog: every model action, value 1, cost 0, no rules (DESIGN §5)."""

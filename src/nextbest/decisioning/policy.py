@@ -101,10 +101,9 @@ def rank(
     if NO_ACTION in model_actions:
         p_conversion = action_p_conversion[:, model_actions.index(NO_ACTION)]
         p_churn = action_p_churn[:, model_actions.index(NO_ACTION)]
-    value, cost, weight = catalog.values, catalog.costs, catalog.weights
-    expected = weight * (value * conversion - catalog.churn_cost * churn - cost)  # [N, K]
-    without_action = weight * (
-        value * p_conversion[:, None] - catalog.churn_cost * p_churn[:, None]
+    expected = catalog.expected_values(conversion, churn)  # [N, K]
+    without_action = catalog.weights * (
+        catalog.values * p_conversion[:, None] - catalog.churn_cost * p_churn[:, None]
     )  # [N, K]
     reasons = _suppressions(catalog, columns)
     if candidates is not None:

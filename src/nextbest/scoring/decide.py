@@ -98,7 +98,7 @@ def decide(
     evidence = None
     if explain > 0:
         weights = event_weights(scorer, log, customers, journeys, catalog, ranking, chosen, explain)
-        evidence = weights.to_arrow(log.to_table())
+        evidence = weights.to_arrow(log)
     return Decisions(scores, ranking, probabilities, chosen, evidence)
 
 

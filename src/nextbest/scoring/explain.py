@@ -52,19 +52,15 @@ class EventWeights:
     event_rows: np.ndarray
     weights: np.ndarray
 
-    def to_arrow(self, events: pa.Table) -> pa.Array:
-        """[N] lists of (timestamp, event_type, channel, action, weight), strongest first.
-
-        Args:
-            events: the event log's table in sorted order (`EventLog.to_table()`).
-        """
+    def to_arrow(self, log: EventLog) -> pa.Array:
+        """[N] lists of (timestamp, event_type, channel, action, weight) from `log`, strongest first."""
         found = self.event_rows >= 0
         counts = found.sum(axis=1)
-        rows = self.event_rows[found]
+        events = log.source.take(pa.array(log.order[self.event_rows[found]], pa.int64()))
         fields = {
-            name: events.column(name).take(pa.array(rows, pa.int64())).combine_chunks()
+            name: events.column(name).combine_chunks()
             if name in events.column_names
-            else pa.nulls(len(rows), pa.string())
+            else pa.nulls(events.num_rows, pa.string())
             for name in ("timestamp", "event_type", "channel", "action")
         }
         fields["weight"] = pa.array(self.weights[found], pa.float64())
@@ -171,10 +167,8 @@ def _served_values(
 ) -> np.ndarray:
     """[M] the catalog's expected value of each copy's served action (`served`: catalog indices)."""
     scores = scorer.score_encoded(variants.journeys)
-    model_column = np.array([scorer.actions.index(a) for a in catalog.ids], dtype=np.int64)[served]
-    rows = np.arange(len(served))
-    conversion = scores.action_p_conversion[rows, model_column]
-    churn = scores.action_p_churn[rows, model_column]
-    return catalog.weights[served] * (
-        catalog.values[served] * conversion - catalog.churn_cost * churn - catalog.costs[served]
+    columns = [scorer.actions.index(a) for a in catalog.ids]
+    values = catalog.expected_values(
+        scores.action_p_conversion[:, columns], scores.action_p_churn[:, columns]
     )
+    return values[np.arange(len(served)), served]
