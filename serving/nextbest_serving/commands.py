@@ -50,8 +50,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     from nextbest_serving.settings import ServingSettings
 
-    settings = ServingSettings.from_yaml(args.config) if args.config else ServingSettings()
-    settings = replace(settings, **_from_env(ServingSettings))
+    from_file = ServingSettings.from_yaml(args.config) if args.config else None
+    settings = ServingSettings.from_env(base=from_file)
     if args.model:
         settings = replace(settings, model_uri=args.model)
     if args.decision_log:
@@ -73,17 +73,6 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         process.send_signal(signal.SIGINT)
         return process.wait()
-
-
-def _from_env(settings_type: type) -> dict[str, object]:
-    """The settings that NEXTBEST_* variables set (they override the config file)."""
-    defaults = settings_type()
-    from_env = settings_type.from_env()
-    return {
-        name: getattr(from_env, name)
-        for name in vars(defaults)
-        if getattr(from_env, name) != getattr(defaults, name)
-    }
 
 
 def _check_exposure(host: str, api_key: str | None, insecure: bool) -> None:

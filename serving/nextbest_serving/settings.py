@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,15 +61,18 @@ class ServingSettings:
             raise SettingsError(f"{_env_name('api_key')}: must be at least 16 characters")
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> ServingSettings:
-        """Settings from `NEXTBEST_*` variables (unset or empty: the default)."""
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, base: ServingSettings | None = None
+    ) -> ServingSettings:
+        """`base` (default: the defaults) with the settings that `NEXTBEST_*` variables set (unset or
+        empty variables change nothing)."""
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for field in fields(cls):
             raw = environ.get(_env_name(field.name), "")
             if raw:
                 values[field.name] = _parse(field.name, raw)
-        return cls(**values)
+        return replace(base if base is not None else cls(), **values)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> ServingSettings:

@@ -43,3 +43,12 @@ def test_unknown_settings_in_a_file_are_named(tmp_path: Path) -> None:
     path.write_text("max_event: 10\n")
     with pytest.raises(SettingsError, match="max_event"):
         ServingSettings.from_yaml(path)
+
+
+def test_variables_override_the_file_even_with_default_values(tmp_path: Path) -> None:
+    path = tmp_path / "serving.yaml"
+    path.write_text("max_events: 50\ndeadline_ms: 20\n")
+    settings = ServingSettings.from_env(
+        {"NEXTBEST_MAX_EVENTS": "10000"}, base=ServingSettings.from_yaml(path)
+    )
+    assert (settings.max_events, settings.deadline_ms) == (10_000, 20.0)
