@@ -55,16 +55,7 @@ def register_demo_model(folder: Path) -> tuple[str, list[dict[str, Any]]]:
     encoder = JourneyEncoder.fit(log, world.customers)
     catalog = ActionCatalog.from_yaml(REPO_ROOT / "configs" / "catalogs" / "demo.yaml")
     config = ModelConfig(
-        event_type_vocab=len(encoder.vocabularies["event_type"]),
-        channel_vocab=len(encoder.vocabularies["channel"]),
-        action_vocab=len(encoder.vocabularies["action"]),
-        num_actions=len(catalog.ids),
-        profile_categorical_sizes=tuple(encoder.profile.categorical_sizes),
-        profile_numeric_dim=encoder.profile.num_numeric,
-        history_dim=encoder.history_dim,
-        d_model=64,
-        n_layers=2,
-        n_heads=4,
+        **encoder.network_sizes(), num_actions=len(catalog.ids), d_model=64, n_layers=2, n_heads=4
     )
     torch.manual_seed(0)
     scorer = JourneyScorer(JourneyNetwork(config), encoder, catalog.ids, catalog=catalog)

@@ -47,13 +47,8 @@ def make_scorer(log: EventLog, customers: pa.Table, seed: int = 0) -> JourneySco
     encoder = JourneyEncoder.fit(log, customers)
     actions = ("email_offer", "discount_10", "call_back", "no_action")
     config = ModelConfig(
-        event_type_vocab=len(encoder.vocabularies["event_type"]),
-        channel_vocab=len(encoder.vocabularies["channel"]),
-        action_vocab=len(encoder.vocabularies["action"]),
+        **encoder.network_sizes(),
         num_actions=len(actions),
-        profile_categorical_sizes=tuple(encoder.profile.categorical_sizes),
-        profile_numeric_dim=encoder.profile.num_numeric,
-        history_dim=encoder.history_dim,
         max_events=32,
         d_model=16,
         n_heads=2,
@@ -218,11 +213,8 @@ def test_a_model_without_actions_scores_and_serves_nothing(log: EventLog) -> Non
     """Outcome-only models (e.g. Criteo conversion) score requests; their rankings are empty."""
     encoder = JourneyEncoder.fit(log, config=JourneyConfig(max_events=16))
     config = ModelConfig(
-        event_type_vocab=len(encoder.vocabularies["event_type"]),
-        channel_vocab=len(encoder.vocabularies["channel"]),
-        action_vocab=len(encoder.vocabularies["action"]),
+        **encoder.network_sizes(),
         num_actions=0,
-        history_dim=encoder.history_dim,
         max_events=16,
         d_model=16,
         n_heads=2,

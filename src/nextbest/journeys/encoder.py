@@ -131,6 +131,17 @@ class JourneyEncoder:
         """Width of the per-request `history` block: `HISTORY_FEATURES` plus the aggregates, if any."""
         return len(HISTORY_FEATURES) + (self.aggregates.width if self.aggregates else 0)
 
+    def network_sizes(self) -> dict[str, Any]:
+        """The `ModelConfig` fields this encoding fixes: vocabulary sizes and input block widths."""
+        return {
+            "event_type_vocab": len(self.vocabularies["event_type"]),
+            "channel_vocab": len(self.vocabularies["channel"]),
+            "action_vocab": len(self.vocabularies["action"]),
+            "profile_categorical_sizes": tuple(self.profile.categorical_sizes),
+            "profile_numeric_dim": self.profile.num_numeric,
+            "history_dim": self.history_dim,
+        }
+
     @classmethod
     def fit(
         cls, log: EventLog, customers: pa.Table | None = None, config: JourneyConfig | None = None
