@@ -32,9 +32,10 @@ demo: install
 	$(BIN)/nextbest train --config configs/demo.yaml \
 		--data.events $(DEMO_DIR)/world/events.parquet --data.customers $(DEMO_DIR)/world/customers.parquet \
 		--data.decisions $(DEMO_DIR)/world/decisions.parquet --export.catalog configs/catalogs/demo.yaml
-	# The model just trained: on a re-run, champion stays where `nextbest promote` last put it.
+	# The model just trained: on a re-run, champion stays where `nextbest promote` last put it, and the
+	# scores of the previous run are replaced (the new model makes it another job, which never resumes).
 	$(BIN)/nextbest score --model models:/nextbest@challenger --events $(DEMO_DIR)/world/events.parquet \
-		--customers $(DEMO_DIR)/world/customers.parquet --out $(DEMO_DIR)/scores.parquet --top-k 3
+		--customers $(DEMO_DIR)/world/customers.parquet --out $(DEMO_DIR)/scores --top-k 3 --overwrite
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache

@@ -14,28 +14,18 @@ import pytest
 
 from nextbest.cli import main
 from nextbest.data import load_events
-from nextbest.data.events import EventLog
 from nextbest.journeys import requests_at_end
 from nextbest.model import TemperatureScaling
 from nextbest.scoring import decide, decisions_table
 from nextbest.scoring.decision_log import DecisionLogWriter
 from nextbest.scoring.pyfunc import load_scorer, log_model, model_version
 from nextbest.scoring.records import records_from_tables, score_records
-from nextbest.scoring.scorer import JourneyScorer
-from nextbest.simulate import SimulatedWorld, SimulationConfig, simulate, write_world
+from nextbest.simulate import SimulationConfig, simulate, write_world
 from nextbest_training.export import assign_aliases
+from tests.integration.conftest import registered_world
 from tests.unit.test_scoring import make_scorer
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> mlflow.MlflowClient:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.chdir(tmp_path)  # the local artifact store
-    mlflow.set_tracking_uri(uri)
-    return mlflow.MlflowClient(uri)
 
 
 def test_logged_model_loads_by_alias_and_scores_like_the_scorer(
@@ -72,20 +62,6 @@ def test_logged_model_loads_by_alias_and_scores_like_the_scorer(
     second = log_model(scorer, records[:1], registered_model_name="nextbest")
     assert assign_aliases(registry, "nextbest", str(second.registered_model_version)) == ["challenger"]
     assert str(registry.get_model_version_by_alias("nextbest", "champion").version) == "1"
-
-
-def registered_world(
-    registry: mlflow.MlflowClient, tmp_path: Path, n_customers: int, seed: int
-) -> tuple[SimulatedWorld, EventLog, JourneyScorer]:
-    """A simulated world written to tmp_path/world and a scorer for it registered as nextbest@champion."""
-    world = simulate(SimulationConfig(n_customers=n_customers, seed=seed))
-    write_world(world, tmp_path / "world")
-    log = load_events(world.events)
-    scorer = make_scorer(log, world.customers)
-    with mlflow.start_run():
-        info = log_model(scorer, records_from_tables(log, requests_at_end(log).slice(0, 1)), "nextbest")
-    assign_aliases(registry, "nextbest", str(info.registered_model_version))
-    return world, log, scorer
 
 
 def test_score_command_writes_the_batch_output(

@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import argparse
-import time
+import sys
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
-from nextbest.data import CUSTOMERS, REQUESTS, ValidationReport, load_events, load_table
+from nextbest.batch.buckets import DEFAULT_CHUNK_EVENTS
 from nextbest.errors import NextbestError
-from nextbest.journeys import requests_at_end
 
 DESCRIPTION = """\
 Score customers with a nextbest model: P(conversion) and P(churn) with no action, and the catalog's
-actions ranked by expected value under its rules and contact limits. Writes one Parquet row per
-request: customer_id, as_of, model_version, p_conversion, p_churn, top_action, actions (action, rank,
-score, uplift, p_conversion, p_churn) and suppressed (action, reason). Columns of --requests beyond
-customer_id and as_of are the context that catalog rules read. Rows that break the data contract are
-left out and counted in the summary.
+actions ranked by expected value under its rules and contact limits. Writes a directory of Parquet part
+files, one row per request: customer_id, as_of, model_version, p_conversion, p_churn, top_action,
+actions (action, rank, score, uplift, p_conversion, p_churn) and suppressed (action, reason). Columns of
+--requests beyond customer_id and as_of are the context that catalog rules read.
+
+The input is scored in chunks of customers with bounded memory, whatever its size. A chunk's part file
+appears only when complete, so an interrupted run (Ctrl-C, SIGTERM, SIGKILL) resumes when run again with
+the same arguments, and every request lands in the output exactly once. A customer whose event or
+profile rows break the data contract is not scored: its rows and requests go to OUT/_rejects with the
+reason, and the rest finish.
 """
 
 
@@ -50,7 +52,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="FILE",
         help="action catalog (YAML) used instead of the model's packaged one, for what-if runs",
     )
-    parser.add_argument("--out", type=Path, required=True, metavar="FILE", help="output Parquet file")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="output directory of Parquet part files (read it as one data set); rejects in DIR/_rejects",
+    )
     parser.add_argument("--top-k", type=int, metavar="K", help="keep the K best actions (default: all)")
     parser.add_argument(
         "--explain",
@@ -63,6 +71,33 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--batch-size", type=int, default=1024, metavar="N", help="requests per model call (default 1024)"
     )
+    parser.add_argument(
+        "--chunk-events",
+        type=int,
+        default=DEFAULT_CHUNK_EVENTS,
+        metavar="N",
+        help=f"about how many events a chunk of customers holds; memory grows with it, not with the "
+        f"input (default {DEFAULT_CHUNK_EVENTS:,})",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing output instead of resuming it (only a nextbest score output is replaced)",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=("local", "spark"),
+        default="local",
+        help="local: this process; spark: the same job on PySpark (needs nextbest[spark])",
+    )
+    parser.add_argument(
+        "--spark-conf",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a Spark setting for --engine spark, e.g. spark.master=spark://host:7077 (repeatable; "
+        "default master: local[*] unless spark-submit or spark-defaults.conf set one)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -73,49 +108,53 @@ def run(args: argparse.Namespace) -> int:
         raise NextbestError(f"--explain must be 0 or more, got {args.explain}")
     if args.batch_size < 1:
         raise NextbestError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.chunk_events < 1:
+        raise NextbestError(f"--chunk-events must be at least 1, got {args.chunk_events}")
+    spark_conf = _spark_conf(args.spark_conf)
     # MLflow is imported only by the commands that need it: it takes seconds.
+    from nextbest.batch.chunk import ScoringOptions
+    from nextbest.batch.job import JobInputs, file_digest, run_job
     from nextbest.decisioning.catalog import ActionCatalog
-    from nextbest.scoring.decide import decide
-    from nextbest.scoring.output import decisions_table
     from nextbest.scoring.pyfunc import load_scorer, model_version
 
-    began = time.perf_counter()
     scorer = load_scorer(args.model)
-    catalog = None if args.catalog is None else ActionCatalog.from_yaml(args.catalog)
     version = model_version(args.model, scorer)
-    report = ValidationReport()
-    log = load_events(args.events, report)
-    customers = None if args.customers is None else load_table(args.customers, CUSTOMERS, report)
-    requests = requests_at_end(log) if args.requests is None else load_table(args.requests, REQUESTS, report)
-    decisions = decide(
-        scorer,
-        log,
-        requests,
-        customers,
-        catalog=catalog,
-        batch_size=args.batch_size,
-        progress=True,
-        explain=args.explain,
-    )
-    table = decisions_table(decisions, version, args.top_k)
+    catalog = None if args.catalog is None else ActionCatalog.from_yaml(args.catalog)
+    options = ScoringOptions(version, catalog, args.top_k, args.explain, args.batch_size)
+    inputs = JobInputs(args.events, args.requests, args.customers)
+    if args.engine == "spark":
+        from nextbest.batch.spark import run_spark_job
+
+        print(run_spark_job(args.model, inputs, args.out, options, conf=spark_conf).render())
+        return 0
+    description = {
+        "model": args.model,
+        "model_version": version,
+        "catalog": None if args.catalog is None else file_digest(args.catalog),
+    }
     try:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, args.out)
-    except OSError as exc:
-        raise NextbestError(f"cannot write {args.out}: {exc}") from exc
-    seconds = time.perf_counter() - began
-    print(_summary(table.num_rows, log.num_events, report, version, args.out, seconds))
+        summary = run_job(
+            scorer,
+            inputs,
+            args.out,
+            options,
+            description=description,
+            chunk_events=args.chunk_events,
+            overwrite=args.overwrite,
+            progress=True,
+        )
+    except KeyboardInterrupt:
+        print(f"nextbest: interrupted; run the same command again to resume {args.out}", file=sys.stderr)
+        raise
+    print(summary.render())
     return 0
 
 
-def _summary(
-    rows: int, events: int, report: ValidationReport, version: str, out: Path, seconds: float
-) -> str:
-    rejected = sum(report.rows_rejected.values())
-    lines = [
-        f"Scored {rows:,} requests from {events:,} events with model version {version} in {seconds:.1f} s "
-        f"({rows / max(seconds, 1e-9):,.0f} requests/s); wrote {out}.",
-        f"Rejected {rejected:,} input rows" + (":" if rejected else "."),
-    ]
-    lines += [f"  {finding}" for finding in report.findings]
-    return "\n".join(lines)
+def _spark_conf(pairs: list[str]) -> dict[str, str]:
+    conf = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise NextbestError(f"--spark-conf takes KEY=VALUE, got {pair!r}")
+        conf[key.strip()] = value.strip()
+    return conf

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from nextbest.data.report import MAX_EXAMPLES, Finding, Severity, ValidationReport
-from nextbest.data.schema import EVENTS
+from nextbest.data.schema import EVENTS, UTC_US
 from nextbest.data.text import dictionary_codes
 
 
@@ -93,6 +93,12 @@ class EventLog:
         """Positions of `customer_ids` in this log (int64), -1 for customers without events."""
         found = pc.index_in(customer_ids.cast(pa.string()), value_set=self.customer_ids)
         return np.asarray(found.fill_null(-1), dtype=np.int64)
+
+    @classmethod
+    def empty(cls) -> EventLog:
+        """A log without events: customers scored from their profile alone."""
+        columns = {"customer_id": pa.string(), "timestamp": UTC_US, "event_type": pa.string()}
+        return cls.from_normalised(pa.table({name: pa.array([], kind) for name, kind in columns.items()}))
 
     @classmethod
     def from_normalised(cls, events: pa.Table, report: ValidationReport | None = None) -> EventLog:
@@ -206,13 +212,11 @@ def _first_of_duplicates(
     if not duplicated.any():
         return None
     dropped = candidates[duplicated]
+    problem = "duplicate rows (identical in every column); the first is kept"
     report.reject(
-        EVENTS.name,
-        None,
-        "duplicate rows (identical in every column); the first is kept",
-        len(dropped),
-        _describe_events(events, order[dropped][:MAX_EXAMPLES]),
+        EVENTS.name, None, problem, len(dropped), _describe_events(events, order[dropped][:MAX_EXAMPLES])
     )
+    report.keep(EVENTS.name, None, problem, lambda: events.take(pa.array(order[dropped])), repeat=True)
     keep = np.ones(len(order), dtype=bool)
     keep[dropped] = False
     return keep

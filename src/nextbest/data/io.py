@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.csv as pcsv
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from nextbest.data.report import MAX_EXAMPLES, ValidationReport
@@ -20,6 +21,7 @@ TEXT_DICTIONARY = pa.dictionary(pa.int32(), pa.string())
 PARQUET_MAGIC = b"PAR1"
 CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zst", ".tsv")
 PARQUET_SUFFIXES = (".parquet", ".pq")
+MALFORMED_CSV = "malformed CSV lines"
 
 
 def table_format(path: Path) -> str:
@@ -67,7 +69,52 @@ def read_raw_table(path: str | Path, spec: TableSpec, report: ValidationReport) 
         raise DataContractError(f"{spec.name} table {path}: cannot be read: {exc}") from exc
 
 
+def iter_raw_batches(
+    path: str | Path, spec: TableSpec, report: ValidationReport, batch_rows: int = 1 << 20
+) -> Iterator[pa.RecordBatch]:
+    """Stream `path` as the contract table `spec` in batches of at most about `batch_rows` rows, without
+    type normalisation and with bounded memory, whatever the file's size.
+
+    Read as `read_raw_table` reads, except that text stays plain (a dictionary per batch would differ
+    from batch to batch). Malformed CSV lines are reported in `report` once the stream ends.
+
+    Raises:
+        DataContractError: the file is missing or cannot be read as a table at all.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataContractError(f"{spec.name} table {path}: no such file or directory")
+    try:
+        if table_format(path) == "parquet":
+            yield from ds.dataset(path, format="parquet").to_batches(batch_size=batch_rows)
+            return
+        with _csv_reading(path, spec, report) as on_invalid_row:
+            reader = pcsv.open_csv(
+                path,
+                read_options=pcsv.ReadOptions(block_size=max(1 << 20, batch_rows * 64)),
+                parse_options=_csv_parse_options(path, on_invalid_row),
+                convert_options=_csv_convert_options(spec, dictionary=False),
+            )
+            yield from reader
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, UnicodeDecodeError) as exc:
+        raise DataContractError(f"{spec.name} table {path}: cannot be read: {exc}") from exc
+
+
 def _read_csv(path: Path, spec: TableSpec, report: ValidationReport) -> pa.Table:
+    with _csv_reading(path, spec, report) as on_invalid_row:
+        return pcsv.read_csv(
+            path,
+            parse_options=_csv_parse_options(path, on_invalid_row),
+            convert_options=_csv_convert_options(spec, dictionary=True),
+        )
+
+
+@contextmanager
+def _csv_reading(
+    path: Path, spec: TableSpec, report: ValidationReport
+) -> Iterator[Callable[[pcsv.InvalidRow], str]]:
+    """Yields the invalid-row handler of a CSV read; reports the malformed lines it skipped, and names
+    text that is not UTF-8 instead of Arrow's generic error."""
     malformed: list[str] = []
 
     def on_invalid_row(row: pcsv.InvalidRow) -> str:
@@ -76,10 +123,9 @@ def _read_csv(path: Path, spec: TableSpec, report: ValidationReport) -> pa.Table
         )
         return "skip"
 
-    delimiter = "\t" if path.name.lower().endswith(".tsv") else ","
     with _unraisable_exceptions() as undecodable:
         try:
-            table = _read_csv_table(path, spec, delimiter, on_invalid_row)
+            yield on_invalid_row
         except pa.ArrowException:
             if undecodable:
                 raise DataContractError(
@@ -87,23 +133,20 @@ def _read_csv(path: Path, spec: TableSpec, report: ValidationReport) -> pa.Table
                 ) from None
             raise
     if malformed:
-        report.reject(spec.name, None, "malformed CSV lines", len(malformed), malformed[:MAX_EXAMPLES])
-    return table
+        report.reject(spec.name, None, MALFORMED_CSV, len(malformed), malformed[:MAX_EXAMPLES])
+        report.keep(spec.name, None, MALFORMED_CSV, lines=malformed)
 
 
-def _read_csv_table(
-    path: Path, spec: TableSpec, delimiter: str, on_invalid_row: Callable[[pcsv.InvalidRow], str]
-) -> pa.Table:
-    return pcsv.read_csv(
-        path,
-        parse_options=pcsv.ParseOptions(delimiter=delimiter, invalid_row_handler=on_invalid_row),
-        convert_options=pcsv.ConvertOptions(
-            column_types={
-                c.name: TEXT_DICTIONARY if c.name in CATEGORICAL_COLUMNS else pa.string()
-                for c in spec.columns
-            },
-            strings_can_be_null=True,
-        ),
+def _csv_parse_options(path: Path, on_invalid_row: Callable[[pcsv.InvalidRow], str]) -> pcsv.ParseOptions:
+    delimiter = "\t" if path.name.lower().endswith(".tsv") else ","
+    return pcsv.ParseOptions(delimiter=delimiter, invalid_row_handler=on_invalid_row)
+
+
+def _csv_convert_options(spec: TableSpec, dictionary: bool) -> pcsv.ConvertOptions:
+    text = {c: TEXT_DICTIONARY if dictionary else pa.string() for c in CATEGORICAL_COLUMNS}
+    return pcsv.ConvertOptions(
+        column_types={c.name: text.get(c.name, pa.string()) for c in spec.columns},
+        strings_can_be_null=True,
     )
 
 

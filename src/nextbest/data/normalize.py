@@ -9,13 +9,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from nextbest.data.report import MAX_EXAMPLES, Finding, Severity, ValidationReport, row_examples
+from nextbest.data.report import (
+    MAX_EXAMPLES,
+    Finding,
+    Severity,
+    ValidationReport,
+    row_examples,
+)
 from nextbest.data.schema import UTC_US, ColumnSpec, ColumnType, TableSpec
 
 _ZONE_SUFFIX = r"(Z|[+-]\d{2}(:?\d{2})?)$"
@@ -76,6 +83,8 @@ def normalise_table(raw: pa.Table, spec: TableSpec, report: ValidationReport) ->
             bad_values = original.take(pa.array(rows[:MAX_EXAMPLES])).to_pylist()
             examples = tuple(row_examples(rows, bad_values))
             report.add(Finding(spec.name, column.name, Severity.ERROR, problem, len(rows), examples))
+            # A row already rejected for an earlier column is kept once, under its first problem.
+            report.keep(spec.name, column.name, problem, partial(raw.filter, pa.array(mask & ~rejected)))
             rejected |= mask
         columns[column.name] = result.values
     # A row with several bad cells gets a finding per cell but is one rejected row.

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 MAX_EXAMPLES = 3
 
@@ -47,14 +48,37 @@ class Finding:
         }
 
 
+@dataclass(frozen=True)
+class RejectedRows:
+    """Rows removed from `table` for one `problem`, as read (before normalisation).
+
+    `rows` holds the raw rows; for lines that could not be split into fields (malformed CSV) it is None
+    and `lines` holds their text. `repeat` marks repeats of a row that was kept (duplicates, a repeated
+    key): the customer lost no information.
+    """
+
+    table: str
+    column: str | None
+    problem: str
+    rows: pa.Table | None = None
+    lines: tuple[str, ...] = ()
+    repeat: bool = False
+
+
 @dataclass
 class ValidationReport:
-    """Everything found while loading tables, and how many rows each table lost to rejection."""
+    """Everything found while loading tables, and how many rows each table lost to rejection.
+
+    With `keep_rejected_rows`, the rejected rows themselves are kept too (`rejected_rows`), for a job
+    that writes them out; otherwise only counts and a few examples are.
+    """
 
     findings: list[Finding] = field(default_factory=list)
     rows_read: dict[str, int] = field(default_factory=dict)
     rows_rejected: dict[str, int] = field(default_factory=dict)
     unusable_tables: set[str] = field(default_factory=set)
+    keep_rejected_rows: bool = False
+    rejected_rows: list[RejectedRows] = field(default_factory=list)
 
     @property
     def errors(self) -> list[Finding]:
@@ -73,6 +97,24 @@ class ValidationReport:
         """Record rows removed from `table` (they are counted, never dropped silently)."""
         self.add(Finding(table, column, Severity.ERROR, problem, rows, tuple(examples[:MAX_EXAMPLES])))
         self.count_rejected(table, rows)
+
+    def keep(
+        self,
+        table: str,
+        column: str | None,
+        problem: str,
+        rows: Callable[[], pa.Table] | None = None,
+        lines: Sequence[str] = (),
+        repeat: bool = False,
+    ) -> None:
+        """Keep rejected rows, if this report keeps them (see the class docstring).
+
+        `rows` makes the table of raw rows: called only when they are kept, since most loads only count.
+        """
+        if self.keep_rejected_rows:
+            self.rejected_rows.append(
+                RejectedRows(table, column, problem, None if rows is None else rows(), tuple(lines), repeat)
+            )
 
     def count_rejected(self, table: str, rows: int) -> None:
         """Add `rows` to the rows removed from `table` (whose findings were recorded separately)."""

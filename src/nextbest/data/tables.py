@@ -12,7 +12,13 @@ import pyarrow.compute as pc
 from nextbest.data.events import EventLog
 from nextbest.data.io import read_raw_table
 from nextbest.data.normalize import normalise_table
-from nextbest.data.report import MAX_EXAMPLES, Finding, Severity, ValidationReport, row_examples
+from nextbest.data.report import (
+    MAX_EXAMPLES,
+    Finding,
+    Severity,
+    ValidationReport,
+    row_examples,
+)
 from nextbest.data.schema import CUSTOMERS, DECISIONS, EVENTS, LABELS, REQUESTS, TableSpec
 from nextbest.errors import DataContractError
 
@@ -104,12 +110,10 @@ def _reject_repeated_keys(table: pa.Table, spec: TableSpec, report: ValidationRe
     what = f"repeated {', '.join(key)}" if key else "duplicate rows (identical in every column)"
     shown = table.select(columns).take(pa.array(rows[:MAX_EXAMPLES])).to_pylist()
     values = [", ".join(str(v) for v in row.values()) for row in shown]
-    report.reject(
-        spec.name,
-        ", ".join(key) if key else None,
-        f"{what}; the first is kept",
-        len(rows),
-        row_examples(rows, values),
+    column = ", ".join(key) if key else None
+    report.reject(spec.name, column, f"{what}; the first is kept", len(rows), row_examples(rows, values))
+    report.keep(
+        spec.name, column, f"{what}; the first is kept", lambda: table.filter(pa.array(repeated)), repeat=True
     )
     return table.filter(pa.array(~repeated))
 

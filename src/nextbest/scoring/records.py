@@ -405,8 +405,7 @@ def _event_log(records: Sequence[ScoringRequest], keys: list[str]) -> EventLog:
         }
     )
     if not sum(counts):  # profile-only requests: an empty log, which the table validation would call unusable
-        empty = table.set_column(1, "timestamp", table.column("timestamp").cast(UTC_US))
-        return EventLog.from_normalised(empty)
+        return EventLog.empty()
     report = ValidationReport()
     log = load_events(table, report)
     if report.rows_rejected.get("events"):
