@@ -3,9 +3,8 @@
     python benchmarks/serving_load.py [--requests 400] [--clients 8] [--batch 500]
 
 Both servers run as real processes (`nextbest serve`, `bentoml serve`) on this machine. The model has the
-demo architecture (`configs/demo.yaml`: 2-layer, 64-wide transformer, six actions) and the demo catalog,
-untrained (speed does not depend on the weights), registered in a temporary MLflow store. Requests are
-simulated customers' last 100 events, with every catalog action a candidate.
+demo architecture and catalog, untrained (`demo_model.py`), registered in a temporary MLflow store.
+Requests are simulated customers' last 100 events, with every catalog action a candidate.
 
 Prints one JSON object per measurement (p50/p99 latency in ms, requests/s) and the targets of issue 5:
 at 8 clients at least 0.6x the model-free throughput and at most 1.5x its p99; with one client at most
@@ -30,17 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import mlflow
 import numpy as np
-import torch
 
+from demo_model import demo_scorer, long_histories, register
 from nextbest.data import load_events
-from nextbest.decisioning.catalog import ActionCatalog
-from nextbest.journeys import JourneyEncoder, requests_at_end
-from nextbest.model import JourneyNetwork, ModelConfig
-from nextbest.scoring.pyfunc import log_model
-from nextbest.scoring.records import records_from_tables
-from nextbest.scoring.scorer import JourneyScorer
 from nextbest.simulate import SimulationConfig, simulate
 
 HERE = Path(__file__).resolve().parent
@@ -52,24 +44,8 @@ def register_demo_model(folder: Path) -> tuple[str, list[dict[str, Any]]]:
     """An untrained demo-architecture model registered as nextbest@champion, and request bodies."""
     world = simulate(SimulationConfig(n_customers=3000, seed=21))
     log = load_events(world.events)
-    encoder = JourneyEncoder.fit(log, world.customers)
-    catalog = ActionCatalog.from_yaml(REPO_ROOT / "configs" / "catalogs" / "demo.yaml")
-    config = ModelConfig(
-        **encoder.network_sizes(), num_actions=len(catalog.ids), d_model=64, n_layers=2, n_heads=4
-    )
-    torch.manual_seed(0)
-    scorer = JourneyScorer(JourneyNetwork(config), encoder, catalog.ids, catalog=catalog)
-    long = np.flatnonzero(np.diff(log.offsets) >= HISTORY)
-    requests = requests_at_end(log).take(long)
-    records = records_from_tables(log, requests, world.customers, max_events=HISTORY)
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
-    with mlflow.start_run():
-        info = log_model(scorer, records[:1], registered_model_name="nextbest")
-    mlflow.MlflowClient(uri).set_registered_model_alias(
-        "nextbest", "champion", str(info.registered_model_version)
-    )
-    return uri, [r.model_dump(exclude_none=True) for r in records]
+    uri = register(demo_scorer(log, world.customers), log, folder)
+    return uri, long_histories(log, world.customers, HISTORY)
 
 
 @contextmanager

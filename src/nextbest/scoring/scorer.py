@@ -104,17 +104,28 @@ class JourneyScorer:
         batch_size: int = DEFAULT_BATCH_SIZE,
         progress: bool = False,
     ) -> dict[str, np.ndarray]:
-        """Uncalibrated logits of every head for the requests `indices` of `journeys` (all when None)."""
+        """Uncalibrated logits of every head for the requests `indices` of `journeys` (all when None).
+
+        Requests are batched by history length: a batch is padded to its longest history, so batching
+        similar lengths together skips most of the padding (the outputs come back in request order).
+        """
         rows = np.arange(len(journeys)) if indices is None else np.asarray(indices, dtype=np.int64)
+        windows = journeys.windows
+        by_length = np.argsort(windows.end[rows] - windows.start[rows], kind="stable")
         parts: dict[str, list[np.ndarray]] = {head: [] for head in HEAD_OUTPUTS}
         with torch.inference_mode():
-            for batch in _batches(rows, batch_size, progress):
+            for batch in _batches(rows[by_length], batch_size, progress):
                 outputs = self.network(as_tensors(journeys.batch(batch)))
                 for head, output in HEAD_OUTPUTS.items():
                     parts[head].append(outputs[output].numpy())
         num_actions = len(self.actions)
         empty = {head: np.zeros((0, num_actions) if head.startswith("action_") else 0) for head in parts}
-        return {head: np.concatenate(chunks) if chunks else empty[head] for head, chunks in parts.items()}
+        logits = {}
+        for head, chunks in parts.items():
+            in_length_order = np.concatenate(chunks) if chunks else empty[head]
+            logits[head] = np.empty_like(in_length_order)
+            logits[head][by_length] = in_length_order
+        return logits
 
     def probabilities(self, logits: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Calibrated probabilities (float64) from the output of `logits`."""

@@ -1,0 +1,60 @@
+"""The demo model of the speed benchmarks: the architecture of `configs/demo.yaml`, untrained (speed does
+not depend on the weights), with the demo catalog, registered in a temporary MLflow store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pyarrow as pa
+import torch
+import yaml
+
+from nextbest.data.events import EventLog
+from nextbest.decisioning.catalog import ActionCatalog
+from nextbest.journeys import JourneyEncoder, requests_at_end
+from nextbest.model import JourneyNetwork, ModelConfig
+from nextbest.scoring.pyfunc import log_model
+from nextbest.scoring.records import records_from_tables
+from nextbest.scoring.scorer import JourneyScorer
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CATALOG = REPO_ROOT / "configs" / "catalogs" / "demo.yaml"
+
+
+def demo_architecture() -> dict[str, Any]:
+    """The network settings of the demo training configuration (d_model, n_layers, ...)."""
+    config = yaml.safe_load((REPO_ROOT / "configs" / "demo.yaml").read_text())
+    settings: dict[str, Any] = config["model"]["network"]["init_args"]["config"]
+    return settings
+
+
+def demo_scorer(log: EventLog, customers: pa.Table) -> JourneyScorer:
+    """An untrained demo-architecture scorer whose encoder is fitted on `log`."""
+    encoder = JourneyEncoder.fit(log, customers)
+    catalog = ActionCatalog.from_yaml(CATALOG)
+    config = ModelConfig(**encoder.network_sizes(), num_actions=len(catalog.ids), **demo_architecture())
+    torch.manual_seed(0)
+    return JourneyScorer(JourneyNetwork(config), encoder, catalog.ids, catalog=catalog)
+
+
+def register(scorer: JourneyScorer, log: EventLog, folder: Path) -> str:
+    """Registers `scorer` as nextbest@champion in an SQLite store under `folder`; returns the store's URI."""
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    example = records_from_tables(log, requests_at_end(log).slice(0, 1))
+    with mlflow.start_run():
+        info = log_model(scorer, example, registered_model_name="nextbest")
+    mlflow.MlflowClient(uri).set_registered_model_alias(
+        "nextbest", "champion", str(info.registered_model_version)
+    )
+    return uri
+
+
+def long_histories(log: EventLog, customers: pa.Table, length: int) -> list[dict[str, Any]]:
+    """Request bodies of the customers with at least `length` events: their last `length` events."""
+    long = np.flatnonzero(np.diff(log.offsets) >= length)
+    records = records_from_tables(log, requests_at_end(log).take(long), customers, max_events=length)
+    return [r.model_dump(exclude_none=True) for r in records]
