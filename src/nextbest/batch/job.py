@@ -42,6 +42,7 @@ from nextbest.batch.chunk import REJECTS_SCHEMA, ScoredChunk, ScoringOptions, re
 from nextbest.data import CUSTOMERS, EVENTS, REQUESTS, Finding, TableSpec, ValidationReport
 from nextbest.data.io import iter_raw_batches
 from nextbest.errors import NextbestError
+from nextbest.scoring.explain import EVIDENCE_TYPE
 from nextbest.scoring.output import OUTPUT_SCHEMA
 from nextbest.scoring.scorer import JourneyScorer
 
@@ -131,7 +132,7 @@ def run_job(
         "inputs": {name: _fingerprint(path) for name, (_, path) in inputs.tables().items()},
         "chunks": chunks,
     }
-    _claim_output(out, job, overwrite)
+    claim_output(out, job, overwrite)
     if (out / SUCCESS_FILE).exists():
         return JobSummary(out, chunks, chunks, 0, 0, 0, time.perf_counter() - began, ())
     findings: list[Finding] = []
@@ -177,8 +178,10 @@ def _whole(inputs: JobInputs) -> _Sources:
 
 def _score_sources(scorer: JourneyScorer, sources: _Sources, options: ScoringOptions) -> ScoredChunk:
     if sources.requests_given and sources.requests is None:  # no request falls in this chunk
-        decisions = OUTPUT_SCHEMA.empty_table()
-        return ScoredChunk(decisions, REJECTS_SCHEMA.empty_table(), 0, ValidationReport())
+        schema = (
+            OUTPUT_SCHEMA.append(pa.field("evidence", EVIDENCE_TYPE)) if options.explain else OUTPUT_SCHEMA
+        )
+        return ScoredChunk(schema.empty_table(), REJECTS_SCHEMA.empty_table(), 0, ValidationReport())
     return score_chunk(scorer, sources.events, sources.requests, sources.customers, options)
 
 
@@ -245,30 +248,41 @@ def file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _claim_output(out: Path, job: dict[str, Any], overwrite: bool) -> None:
-    """Makes `out` this job's: new, resumed (same job), or replaced (`overwrite`, only a job's output)."""
+def claim_output(out: Path, job: dict[str, Any], overwrite: bool, resumable: bool = True) -> None:
+    """Makes `out` this job's: new, the same job's (resumed, or restarted if not `resumable`), or replaced
+    (`overwrite`, and only ever a job's output).
+
+    Raises:
+        JobConflictError: `out` holds another job's output (or other files) and `overwrite` is False,
+            or holds something other than a job's output.
+    """
     if out.exists():
         previous = _previous_job(out)
-        if overwrite:
-            if out.is_dir() and previous is None and any(out.iterdir()):
-                raise JobConflictError(
-                    f"{out} is a directory that does not hold a nextbest score output; "
-                    "refusing to delete it: choose another --out"
-                )
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-        elif previous is None:
-            if out.is_file() or any(out.iterdir()):
-                raise JobConflictError(
-                    f"{out} already exists and is not a resumable nextbest score output; "
-                    "pass --overwrite to replace it, or choose another --out"
-                )
-        elif previous != job:
+        if out.is_dir() and previous is None and any(out.iterdir()):
+            raise JobConflictError(
+                f"{out} is a directory that does not hold a nextbest score output; refusing to "
+                + ("delete it" if overwrite else "write into it")
+                + ": choose another --out"
+            )
+        if out.is_file() and not overwrite:
+            raise JobConflictError(
+                f"{out} already exists and is not a nextbest score output directory; pass --overwrite "
+                "to replace it, or choose another --out"
+            )
+        if previous is not None and previous != job and not overwrite:
             changed = ", ".join(_differences(previous, job))
             raise JobConflictError(
                 f"{out} holds another scoring job (changed: {changed}); pass --overwrite to replace "
                 "it, or choose another --out"
             )
+        if overwrite or not resumable or previous != job:
+            shutil.rmtree(out) if out.is_dir() else out.unlink()
     out.mkdir(parents=True, exist_ok=True)
+    record_job(out, job)
+
+
+def record_job(out: Path, job: dict[str, Any]) -> None:
+    """Writes what `out` was scored with (`_job.json`), unless it is there already."""
     if not (out / JOB_FILE).exists():
         _write_text_atomically(json.dumps(job, indent=2, sort_keys=True), out / JOB_FILE)
 

@@ -5,9 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from nextbest.batch.buckets import DEFAULT_CHUNK_EVENTS
 from nextbest.errors import NextbestError
+
+if TYPE_CHECKING:
+    from nextbest.batch.chunk import ScoringOptions
+    from nextbest.batch.job import JobInputs
 
 DESCRIPTION = """\
 Score customers with a nextbest model: P(conversion) and P(churn) with no action, and the catalog's
@@ -122,16 +127,14 @@ def run(args: argparse.Namespace) -> int:
     catalog = None if args.catalog is None else ActionCatalog.from_yaml(args.catalog)
     options = ScoringOptions(version, catalog, args.top_k, args.explain, args.batch_size)
     inputs = JobInputs(args.events, args.requests, args.customers)
-    if args.engine == "spark":
-        from nextbest.batch.spark import run_spark_job
-
-        print(run_spark_job(args.model, inputs, args.out, options, conf=spark_conf).render())
-        return 0
     description = {
         "model": args.model,
         "model_version": version,
         "catalog": None if args.catalog is None else file_digest(args.catalog),
     }
+    if args.engine == "spark":
+        _run_on_spark(args, inputs, options, description, spark_conf)
+        return 0
     try:
         summary = run_job(
             scorer,
@@ -148,6 +151,31 @@ def run(args: argparse.Namespace) -> int:
         raise
     print(summary.render())
     return 0
+
+
+def _run_on_spark(
+    args: argparse.Namespace,
+    inputs: JobInputs,
+    options: ScoringOptions,
+    description: dict[str, Any],
+    spark_conf: dict[str, str],
+) -> None:
+    """The same job on Spark: one task per chunk; Spark retries failed tasks, and a rerun starts over."""
+    from nextbest.batch.buckets import chunk_count
+    from nextbest.batch.job import claim_output, record_job
+    from nextbest.batch.spark import run_spark_job
+
+    claim_output(args.out, description, args.overwrite, resumable=False)
+    chunks = chunk_count(args.events, args.chunk_events)
+    summary = run_spark_job(args.model, inputs, args.out, options, chunks=chunks, spark_conf=spark_conf)
+    record_job(args.out, description)  # Spark replaced the directory
+    rate = summary.requests / max(summary.seconds, 1e-9)
+    print(
+        f"Scored {summary.requests:,} requests on Spark in {summary.seconds:.1f} s "
+        f"({rate:,.0f} customers/s); "
+        f"wrote {args.out}.\nRejected {summary.rejected:,} rows"
+        + (f" (see {args.out / '_rejects'})." if summary.rejected else ".")
+    )
 
 
 def _spark_conf(pairs: list[str]) -> dict[str, str]:

@@ -104,28 +104,50 @@ class JourneyScorer:
         batch_size: int = DEFAULT_BATCH_SIZE,
         progress: bool = False,
     ) -> dict[str, np.ndarray]:
-        """Uncalibrated logits of every head for the requests `indices` of `journeys` (all when None).
+        """Uncalibrated logits of every head for the requests `indices` of `journeys` (all when None)."""
+        outputs = self._outputs(journeys, indices, HEAD_OUTPUTS, batch_size, progress)
+        num_actions = len(self.actions)
+        for head, values in outputs.items():  # an empty batch has no action axis to concatenate
+            if not len(values):
+                outputs[head] = np.zeros((0, num_actions) if head.startswith("action_") else 0)
+        return outputs
+
+    def embeddings(self, journeys: EncodedJourneys, *, batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
+        """[N, d_model] the network's representation of each request (what its heads read)."""
+        embedded = self._outputs(journeys, None, {"embedding": "embedding"}, batch_size, False)["embedding"]
+        return embedded if len(embedded) else np.zeros((0, self.network.config.d_model), np.float32)
+
+    def _outputs(
+        self,
+        journeys: EncodedJourneys,
+        indices: np.ndarray | None,
+        names: Mapping[str, str],
+        batch_size: int,
+        progress: bool,
+    ) -> dict[str, np.ndarray]:
+        """The network outputs `names` (key: output name) for the requests `indices`, in request order.
 
         Requests are batched by history length: a batch is padded to its longest history, so batching
-        similar lengths together skips most of the padding (the outputs come back in request order).
+        similar lengths together skips most of the padding.
         """
         rows = np.arange(len(journeys)) if indices is None else np.asarray(indices, dtype=np.int64)
         windows = journeys.windows
         by_length = np.argsort(windows.end[rows] - windows.start[rows], kind="stable")
-        parts: dict[str, list[np.ndarray]] = {head: [] for head in HEAD_OUTPUTS}
+        parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
         with torch.inference_mode():
             for batch in _batches(rows[by_length], batch_size, progress):
                 outputs = self.network(as_tensors(journeys.batch(batch)))
-                for head, output in HEAD_OUTPUTS.items():
-                    parts[head].append(outputs[output].numpy())
-        num_actions = len(self.actions)
-        empty = {head: np.zeros((0, num_actions) if head.startswith("action_") else 0) for head in parts}
-        logits = {}
-        for head, chunks in parts.items():
-            in_length_order = np.concatenate(chunks) if chunks else empty[head]
-            logits[head] = np.empty_like(in_length_order)
-            logits[head][by_length] = in_length_order
-        return logits
+                for name, output in names.items():
+                    parts[name].append(outputs[output].numpy())
+        results = {}
+        for name, chunks in parts.items():
+            if not chunks:
+                results[name] = np.zeros(0, np.float32)
+                continue
+            in_length_order = np.concatenate(chunks)
+            results[name] = np.empty_like(in_length_order)
+            results[name][by_length] = in_length_order
+        return results
 
     def probabilities(self, logits: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Calibrated probabilities (float64) from the output of `logits`."""
