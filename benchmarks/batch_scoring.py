@@ -67,6 +67,7 @@ def run_worker(args: list[str]) -> dict[str, Any]:
 
 def worker(engine: str, events: Path, out: Path) -> None:
     """One scoring job in this process; prints its figures and this process's peak memory."""
+    from nextbest.batch.buckets import DEFAULT_CHUNK_EVENTS, chunk_count
     from nextbest.batch.chunk import ScoringOptions
     from nextbest.batch.job import JobInputs, run_job
     from nextbest.scoring.pyfunc import load_scorer
@@ -80,13 +81,15 @@ def worker(engine: str, events: Path, out: Path) -> None:
     if engine == "spark":
         from nextbest.batch.spark import run_spark_job
 
-        run_spark_job("models:/nextbest@champion", inputs, out, options, conf={"spark.master": "local[2]"})
+        chunks = chunk_count(events, DEFAULT_CHUNK_EVENTS)
+        spark_conf = {"spark.master": "local[2]", "spark.ui.showConsoleProgress": "false"}
+        run_spark_job("models:/nextbest@champion", inputs, out, options, chunks=chunks, spark_conf=spark_conf)
     else:
         run_job(scorer, inputs, out, options, description={})
     seconds = time.perf_counter() - started
     rows = pq.ParquetDataset(out).read(columns=["customer_id"]).num_rows
     events_read = pq.ParquetFile(events).metadata.num_rows
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    peak = peak_memory_mib()
     print(
         json.dumps(
             {
@@ -101,6 +104,15 @@ def worker(engine: str, events: Path, out: Path) -> None:
             }
         )
     )
+
+
+def peak_memory_mib() -> float:
+    """This process's peak resident memory. VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss
+    over exec, so a worker would inherit the peak of the benchmark process that started it."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def naive(folder: Path, customers: int) -> dict[str, Any]:
@@ -119,6 +131,11 @@ def naive(folder: Path, customers: int) -> dict[str, Any]:
         model.predict([record.model_dump()])
     seconds = time.perf_counter() - started
     return {"engine": "naive_pyfunc_per_row", "customers": customers, "customers_per_s": customers / seconds}
+
+
+def report(figures: dict[str, Any]) -> dict[str, Any]:
+    print(json.dumps(figures), flush=True)
+    return figures
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,15 +162,13 @@ def main(argv: list[str] | None = None) -> int:
             events = folder / f"events-{scale}x.parquet"
             pq.write_table(synthetic_events(args.customers * scale), events)
             figures = run_worker(["local", str(events), str(folder / f"scores-{scale}x")])
-            results.append({**figures, "input_scale": scale})
+            results.append(report({**figures, "input_scale": scale}))
             events.unlink()
         if args.spark:
             events = folder / "events-spark.parquet"
             pq.write_table(synthetic_events(args.customers), events)
-            results.append(run_worker(["spark", str(events), str(folder / "scores-spark")]))
-        results.append(naive(folder, args.naive))
-    for figures in results:
-        print(json.dumps(figures))
+            results.append(report(run_worker(["spark", str(events), str(folder / "scores-spark")])))
+        results.append(report(naive(folder, args.naive)))
     local, grown = results[0], results[1]
     baseline = results[-1]["customers_per_s"]
     summary = {

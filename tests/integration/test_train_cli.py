@@ -123,7 +123,9 @@ def test_an_epoch_is_tracked_in_mlflow_and_registered(
     assert run.data.params["learning_rate"] == "0.002"
     assert int(run.data.params["dataset.test_examples"]) > 0
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"config.yaml", "data", "plots"} <= artifacts
+    assert {"config.yaml", "data", "plots", "journeys"} <= artifacts
+    journeys = {a.path for a in client.list_artifacts(run.info.run_id, "journeys")}
+    assert journeys == {"journeys/report.html", "journeys/summary.json"}
     data = {a.path for a in client.list_artifacts(run.info.run_id, "data")}
     assert data == {"data/dataset.json", "data/encoder.json", "data/validation.json"}
     plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}

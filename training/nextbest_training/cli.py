@@ -109,7 +109,13 @@ def train(args: Sequence[str]) -> int:
         print("nextbest train: no MLflow run (fast_dev_run or another logger): the model is not exported")
         return 0
     mlflow.set_tracking_uri(logger.experiment.tracking_uri)
-    result = export_run(cli.model.network, cli.datamodule.prepared, cli.config_init["export"], logger.run_id)
+    result = export_run(
+        cli.model.network,
+        cli.datamodule.prepared,
+        cli.config_init["export"],
+        logger.run_id,
+        cli.datamodule.rules,
+    )
     print(format_export(result, logger.run_id))
     return 0
 

@@ -9,8 +9,10 @@ has none yet).
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -18,8 +20,10 @@ import numpy as np
 from mlflow import MlflowClient
 
 from nextbest.decisioning.catalog import ActionCatalog
+from nextbest.discovery.summary import DiscoveryOptions, summarise, write_report
 from nextbest.evaluation import evaluate_binary
 from nextbest.journeys.examples import NO_DECISION
+from nextbest.journeys.labels import LabelRules
 from nextbest.model.calibration import CalibrationKind, Calibrator, NoCalibration, fit_calibrator
 from nextbest.model.network import JourneyNetwork
 from nextbest.scoring.pyfunc import log_model
@@ -46,6 +50,8 @@ class ExportSettings:
         register: register the model in the MLflow model registry (else it is only logged to the run).
         model_name: the registered model's name.
         catalog: action catalog (YAML) packaged with the model; None: every action, value 1, cost 0.
+        journey_report: log the journey discovery report of the training events (`nextbest journeys`,
+            with the trained model's moments of truth and segments) to the run, under `journeys/`.
     """
 
     def __init__(
@@ -55,8 +61,10 @@ class ExportSettings:
         register: bool = True,
         model_name: str = "nextbest",
         catalog: str | None = None,
+        journey_report: bool = True,
     ) -> None:
         self.calibration = calibration
+        self.journey_report = journey_report
         self.baselines = list(baselines or [])
         self.register = register
         self.model_name = model_name
@@ -75,10 +83,15 @@ class ExportResult:
 
 
 def export_run(
-    network: JourneyNetwork, prepared: PreparedData, settings: ExportSettings, run_id: str
+    network: JourneyNetwork,
+    prepared: PreparedData,
+    settings: ExportSettings,
+    run_id: str,
+    rules: LabelRules | None = None,
 ) -> ExportResult:
     """Calibrates `network`, evaluates it and the baselines on the test split, and logs and registers the
-    model, all into the MLflow run `run_id` (the tracking URI must already be set)."""
+    model, all into the MLflow run `run_id` (the tracking URI must already be set). `rules` name the
+    conversion event and churn window of the journey report."""
     scorer = JourneyScorer(
         network,
         prepared.encoder,
@@ -103,6 +116,8 @@ def export_run(
             _input_example(prepared),
             registered_model_name=settings.model_name if settings.register else None,
         )
+        if settings.journey_report:
+            _log_journey_report(prepared, scorer, rules or LabelRules())
     result.model_uri = info.model_uri
     if settings.register and info.registered_model_version is not None:
         result.version = str(info.registered_model_version)
@@ -263,6 +278,20 @@ def _log_dataset(prepared: PreparedData) -> None:
     mlflow.log_dict(summary, "data/dataset.json")
     mlflow.log_dict(prepared.report.to_dict(), "data/validation.json")
     mlflow.log_dict(prepared.encoder.to_dict(), "data/encoder.json")
+
+
+def _log_journey_report(prepared: PreparedData, scorer: JourneyScorer, rules: LabelRules) -> None:
+    """The journey discovery report of the training events, as run artifacts `journeys/report.html` and
+    `journeys/summary.json`."""
+    options = DiscoveryOptions(
+        conversion_event=rules.conversion_event,
+        churn_days=max(1, round(rules.churn_inactivity_days)),
+        model_sample=1000,
+    )
+    summary = summarise(prepared.log, options, scorer, prepared.profiles)
+    with tempfile.TemporaryDirectory() as folder:
+        write_report(summary, Path(folder))
+        mlflow.log_artifacts(folder, "journeys")
 
 
 def _input_example(prepared: PreparedData) -> list[ScoringRequest]:

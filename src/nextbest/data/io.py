@@ -86,7 +86,11 @@ def iter_raw_batches(
         raise DataContractError(f"{spec.name} table {path}: no such file or directory")
     try:
         if table_format(path) == "parquet":
-            yield from ds.dataset(path, format="parquet").to_batches(batch_size=batch_rows)
+            # Little read-ahead: the scanner's default (16 batches) would hold 16 batches in memory.
+            batches = ds.dataset(path, format="parquet").to_batches(
+                batch_size=batch_rows, batch_readahead=1, fragment_readahead=1
+            )
+            yield from batches
             return
         with _csv_reading(path, spec, report) as on_invalid_row:
             reader = pcsv.open_csv(

@@ -108,6 +108,36 @@ def event_weights(
     return EventWeights(event_rows, weights)
 
 
+def conversion_event_weights(
+    scorer: JourneyScorer,
+    log: EventLog,
+    customers: pa.Table | None,
+    journeys: EncodedJourneys,
+    p_conversion: np.ndarray,
+    rows: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every event in the model window of the requests `rows`, and how much P(conversion) with no action
+    falls when that event is taken out of the history (the journey report's moments of truth).
+
+    Args:
+        p_conversion: [N] the full-history P(conversion) of every request of `journeys`.
+
+    Returns:
+        The events' rows in `log` (sorted order) and their weights, both [M].
+    """
+    start, end = journeys.windows.start, journeys.windows.end
+    rows = rows[end[rows] > start[rows]]
+    first = log.offsets[np.maximum(log.index_of(journeys.customer_ids), 0)]
+    removed, weights = [np.zeros(0, np.int64)], [np.zeros(0)]
+    for chunk_start in range(0, len(rows), REQUESTS_PER_PASS):
+        part = rows[chunk_start : chunk_start + REQUESTS_PER_PASS]
+        variants = _histories_without_each_event(scorer, log, customers, journeys, part, first)
+        without = scorer.score_encoded(variants.journeys).p_conversion
+        removed.append(variants.removed)
+        weights.append(p_conversion[variants.request] - without)
+    return np.concatenate(removed), np.concatenate(weights)
+
+
 @dataclass(frozen=True)
 class _Variants:
     """Copies of requests' histories, each without one event, encoded as the scorer encodes requests.
@@ -138,12 +168,13 @@ def _histories_without_each_event(
     """
     start, end = journeys.windows.start, journeys.windows.end
     request = np.repeat(rows, end[rows] - start[rows])  # [M]
-    removed = np.concatenate([np.arange(start[i], end[i]) for i in rows])  # [M]
-    kept = [np.setdiff1d(np.arange(first[i], end[i]), [r]) for i, r in zip(request, removed, strict=True)]
+    removed = _ranges(start[rows], end[rows])  # [M]
+    history = _ranges(first[request], end[request])  # every copy's full history, copy after copy
+    owner = np.repeat(np.arange(len(request)), end[request] - first[request])
+    kept = history != removed[owner]
     keys = pa.array([str(k) for k in range(len(request))], pa.string())
-    events = log.source.take(pa.array(log.order[np.concatenate(kept)], pa.int64()))
-    owner = np.repeat(np.arange(len(request)), [len(k) for k in kept])
-    events = _with_ids(events, keys.take(pa.array(owner, pa.int64())))
+    events = log.source.take(pa.array(log.order[history[kept]], pa.int64()))
+    events = _with_ids(events, keys.take(pa.array(owner[kept], pa.int64())))
     requests = pa.table(
         {"customer_id": keys, "as_of": pa.array(journeys.as_of[request], pa.int64()).cast(UTC_US)}
     )
@@ -156,6 +187,13 @@ def _histories_without_each_event(
         profiles = _with_ids(customers.take(found), keys)
     encoded = scorer.encoder.encode(EventLog.from_normalised(events), requests, profiles)
     return _Variants(encoded, request, removed)
+
+
+def _ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """The integers of every range [starts[i], ends[i]), concatenated in order."""
+    lengths = ends - starts
+    offsets = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return np.repeat(starts, lengths) + np.arange(int(lengths.sum())) - offsets
 
 
 def _with_ids(table: pa.Table, ids: pa.Array) -> pa.Table:

@@ -1,0 +1,1 @@
+"""Journey discovery: which touchpoint paths customers take and which touchpoints their conversions owe."""
