@@ -2,18 +2,21 @@
 
 The Markov chain is fitted to the paths by counting: its transient states are START and the touchpoint
 states (the last `order` touches), its absorbing states CONVERSION and NULL, and each journey contributes
-START -> s1 -> ... -> sn -> CONVERSION or NULL. Everything is solved exactly on the sparse system
-(I - Q) x = r, where x[s] is the probability of being absorbed in CONVERSION from state s.
+START -> s1 -> ... -> sn -> CONVERSION or NULL. Absorption probabilities solve the sparse system
+(I - Q) x = r (x[s]: the probability of ending in CONVERSION from state s); nothing is simulated.
 
 A touchpoint's removal effect is the share of P(conversion) lost when every state containing it leads to
-NULL instead. A path first meets a touchpoint in a state that ends with it (its "entry" states), so the
-effect is also P(convert after touching c) / P(convert). Two exact ways to compute it, picked by order:
+NULL instead, i.e. P(convert after touching it) / P(convert). How the removals are solved depends on the
+order:
 
 - Order 1: each touchpoint is one state, so its removal is a rank-one change of the chain and needs no
   new solve: P(convert after touching c) = P(reach c) * x[c], with P(reach c) = N[START, c] / N[c, c]
-  (N = (I - Q)^-1, the expected visits). One factorisation answers every touchpoint.
-- Higher orders: a touchpoint spreads over many states, so each removal is solved on its own, but only
-  over the states upstream of the removed ones; every other state keeps its x.
+  (N = (I - Q)^-1, the expected visits). One sparse LU answers every touchpoint.
+- Higher orders: a touchpoint spreads over many states, so each removal is a solve of its own, over the
+  states upstream of the removed ones only (every other state keeps its x). These chains have a strongly
+  connected core that an LU fills in almost densely (8,000 states took 5 s to factorise, 100,000 did not
+  finish in minutes), so they are solved iteratively to round-off (BiCGSTAB, checked, with GMRES and a
+  direct solve behind it): absorption makes it converge in a few dozen matrix-vector products.
 """
 
 from __future__ import annotations
@@ -24,10 +27,16 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp  # type: ignore[import-untyped]
 from scipy.sparse.csgraph import breadth_first_order  # type: ignore[import-untyped]
-from scipy.sparse.linalg import splu, spsolve  # type: ignore[import-untyped]
+from scipy.sparse.linalg import bicgstab, gmres, splu, spsolve  # type: ignore[import-untyped]
 
 # Columns of the identity solved at once for the diagonal of N: bounds the dense right-hand side.
 _DIAGONAL_BLOCK = 256
+# The iterative solvers aim at this relative residual (round-off for these well-conditioned systems) within
+# this many iterations (absorbing journeys of tens of touches need a few dozen); an answer whose true
+# residual is above the second is not accepted.
+_TOLERANCE = 1e-13
+_MAX_ITERATIONS = 1_000
+_ACCEPTED_RESIDUAL = 1e-12
 
 
 @dataclass(frozen=True)
@@ -86,7 +95,8 @@ class MarkovAttribution:
 
 
 def markov_attribution(paths: Paths, order: int = 1) -> MarkovAttribution:
-    """Absorbing Markov chain attribution of `order` (states are the last `order` touches), in closed form.
+    """Absorbing Markov chain attribution of `order` (states are the last `order` touches), solved exactly
+    (to round-off; nothing is simulated).
 
     Raises:
         ValueError: `order` is below 1.
@@ -98,14 +108,12 @@ def markov_attribution(paths: Paths, order: int = 1) -> MarkovAttribution:
     probability = 0.0
     if np.any(paths.converted):  # without conversions nothing can be lost: all effects stay 0
         chain = _Chain.fit(paths, state, window)
-        lu = splu(chain.system())
-        absorbed = lu.solve(chain.to_conversion)
-        probability = float(absorbed[0])
         if order == 1:
-            lost = _lost_by_single_states(chain, lu, absorbed, window[:, 0])
+            absorbed, lost = _single_state_removals(chain, window[:, 0])
         else:
-            lost = _lost_by_removal(chain, absorbed, len(paths.names))
-        effects = np.clip(lost / probability, 0.0, 1.0)
+            absorbed, lost = _state_set_removals(chain)
+        probability = float(absorbed[0])
+        effects = np.clip(lost / probability, 0.0, 1.0)  # round-off aside, a removal only loses paths
     total = effects.sum()
     shares = effects / total if total > 0 else np.zeros_like(effects)
     return MarkovAttribution(
@@ -195,22 +203,23 @@ class _Chain:
         converting = np.bincount(ending[paths.converted], minlength=size)
         return cls(transitions, converting / leaving, members)
 
-    def system(self) -> sp.csc_array:
-        """I - Q, in the column format splu factorises."""
-        return sp.csc_array(sp.eye_array(self.transitions.shape[0]) - self.transitions)
+    def system(self) -> sp.csr_array:
+        """I - Q."""
+        return sp.csr_array(sp.eye_array(self.transitions.shape[0]) - self.transitions)
 
 
-def _lost_by_single_states(
-    chain: _Chain, lu: Any, absorbed: np.ndarray, touchpoint_of_state: np.ndarray
-) -> np.ndarray:
-    """Per touchpoint, P(convert after touching it) when each touchpoint is a single state (order 1).
+def _single_state_removals(chain: _Chain, touchpoint_of_state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Absorption probabilities, and per touchpoint P(convert after touching it), when each touchpoint is a
+    single state (order 1).
 
     P(reach s) = N[START, s] / N[s, s]: the expected visits from START over those from s itself.
     """
+    lu = splu(sp.csc_array(chain.system()))
+    absorbed = lu.solve(chain.to_conversion)
     visits = lu.solve(np.eye(len(absorbed), 1).ravel(), trans="T")  # N[START, :]
     returns = _inverse_diagonal(lu, len(absorbed))  # N[s, s]
     lost = visits[1:] / returns[1:] * absorbed[1:]
-    return np.bincount(touchpoint_of_state, weights=lost, minlength=chain.members.shape[1])
+    return absorbed, np.bincount(touchpoint_of_state, weights=lost, minlength=chain.members.shape[1])
 
 
 def _inverse_diagonal(lu: Any, size: int) -> np.ndarray:
@@ -224,17 +233,19 @@ def _inverse_diagonal(lu: Any, size: int) -> np.ndarray:
     return diagonal
 
 
-def _lost_by_removal(chain: _Chain, absorbed: np.ndarray, touchpoints: int) -> np.ndarray:
-    """Per touchpoint, P(conversion) - P(conversion with its states leading to NULL), one solve each."""
+def _state_set_removals(chain: _Chain) -> tuple[np.ndarray, np.ndarray]:
+    """Absorption probabilities, and per touchpoint P(conversion) - P(conversion with its states leading to
+    NULL), one solve per touchpoint."""
+    absorbed = _solve(chain.system(), chain.to_conversion)
     predecessors = sp.csr_array(chain.transitions.T)
-    lost = np.zeros(touchpoints)
-    for touchpoint in range(touchpoints):
+    lost = np.zeros(chain.members.shape[1])
+    for touchpoint in range(len(lost)):
         removed = np.zeros(len(absorbed), dtype=bool)
         removed[chain.members.indices[slice(*chain.members.indptr[touchpoint : touchpoint + 2])]] = True
         if removed.any():
             upstream = _upstream(predecessors, removed)
             lost[touchpoint] = absorbed[0] - _conversion_without(chain, absorbed, removed, upstream)
-    return lost
+    return absorbed, lost
 
 
 def _conversion_without(
@@ -247,11 +258,26 @@ def _conversion_without(
     """
     if not upstream[0]:
         return float(absorbed[0])
-    rows = chain.transitions[np.flatnonzero(upstream)]
+    changing = np.flatnonzero(upstream)
+    rows = chain.transitions[changing]
     known = np.where(upstream | removed, 0.0, absorbed)
-    system = sp.eye_array(rows.shape[0]) - rows[:, np.flatnonzero(upstream)]
-    solution = spsolve(sp.csc_array(system), chain.to_conversion[upstream] + rows @ known)
-    return float(np.atleast_1d(solution)[0])  # START is index 0, so it comes first among the upstream
+    system = sp.csr_array(sp.eye_array(len(changing)) - rows[:, changing])
+    solution = _solve(system, chain.to_conversion[upstream] + rows @ known, absorbed[upstream])
+    return float(solution[0])  # START is index 0, so it comes first among the upstream
+
+
+def _solve(system: sp.csr_array, rhs: np.ndarray, guess: np.ndarray | None = None) -> np.ndarray:
+    """x with `system @ x = rhs`, to round-off.
+
+    BiCGSTAB is the fastest here, but it can break down and still report convergence (of the residual it
+    updates, not the true one), so the true residual is checked and GMRES, which minimises it, takes over;
+    a direct solve is the last resort.
+    """
+    for solver in (bicgstab, gmres):
+        solution, info = solver(system, rhs, guess, rtol=_TOLERANCE, atol=0.0, maxiter=_MAX_ITERATIONS)
+        if info == 0 and np.linalg.norm(system @ solution - rhs) <= _ACCEPTED_RESIDUAL * np.linalg.norm(rhs):
+            return solution
+    return np.atleast_1d(spsolve(sp.csc_array(system), rhs))
 
 
 def _upstream(predecessors: sp.csr_array, removed: np.ndarray) -> np.ndarray:
