@@ -80,7 +80,9 @@ class BucketWriter:
         bounds = np.concatenate([[0], np.cumsum(np.bincount(buckets, minlength=self.buckets))])
         for bucket in np.flatnonzero(np.diff(bounds)):
             rows = grouped.slice(bounds[bucket], bounds[bucket + 1] - bounds[bucket])
-            self._writer(int(bucket), batch.schema).write_batch(rows)
+            # write_table ends a row group per call; write_batch would buffer every bucket's rows
+            # until a row group fills (a million rows), holding most of the input in memory.
+            self._writer(int(bucket), batch.schema).write_table(pa.Table.from_batches([rows]))
 
     def write_all(self, batches: Iterable[pa.RecordBatch]) -> None:
         for batch in batches:

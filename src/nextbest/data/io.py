@@ -86,11 +86,10 @@ def iter_raw_batches(
         raise DataContractError(f"{spec.name} table {path}: no such file or directory")
     try:
         if table_format(path) == "parquet":
-            # Little read-ahead: the scanner's default (16 batches) would hold 16 batches in memory.
-            batches = ds.dataset(path, format="parquet").to_batches(
-                batch_size=batch_rows, batch_readahead=1, fragment_readahead=1
-            )
-            yield from batches
+            # File by file, row group by row group: the dataset scanner reads ahead of a slow consumer
+            # without bound (a whole file's row groups), which would hold the input in memory.
+            for file in ds.dataset(path, format="parquet").files:
+                yield from pq.ParquetFile(file).iter_batches(batch_size=batch_rows)
             return
         with _csv_reading(path, spec, report) as on_invalid_row:
             reader = pcsv.open_csv(
