@@ -49,3 +49,42 @@ def test_open_bandit_estimate_of_bts_covers_its_achieved_click_rate(shared_data:
     for estimator in ("ips", "snips", "dr"):
         assert lines[estimator]["low"] <= achieved <= lines[estimator]["high"], estimator
     assert "estimated from the random log" in result.stderr
+
+
+@pytest.mark.slow
+def test_batch_scoring_benchmark_prints_engines_and_summary(tmp_path: Path) -> None:
+    script = REPO_ROOT / "benchmarks" / "batch_scoring.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--customers", "300", "--growth", "2", "--naive", "10"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    engines = [line.get("engine") for line in lines[:-1]]
+    assert engines == ["local", "local", "naive_pyfunc_per_row"]
+    assert [line["customers"] for line in lines[:2]] == [300, 600]
+    summary = lines[-1]["summary"]
+    assert summary["local_customers_per_s"] > 0
+    assert summary["peak_rss_growth"] > 0
+    assert {"customers_per_s", "customers_per_s_grown", "flat_memory"} == summary["meets_target"].keys()
+
+
+@pytest.mark.slow
+def test_journey_report_benchmark_prints_cases_and_summary(tmp_path: Path) -> None:
+    script = REPO_ROOT / "benchmarks" / "journey_report.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--customers", "300", "--criteo-dir", str(tmp_path / "none")],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    cases = [line.get("case") for line in lines[:-1]]
+    assert cases == ["simulated", "simulated_with_model", "pandas_top_paths", "nextbest_top_paths"]
+    summary = lines[-1]["summary"]
+    assert set(summary["seconds_per_million_events"]) == {"simulated", "simulated_with_model"}
+    assert summary["top_paths_speedup_vs_pandas"] > 0
