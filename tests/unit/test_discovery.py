@@ -105,11 +105,16 @@ def test_time_to_convert_runs_from_the_first_touch_to_the_conversion() -> None:
     assert sum(row["journeys"] for row in figures["histogram"]) == 2
 
 
-def test_stalls_are_the_last_touches_of_unconverted_journeys() -> None:
-    found = {row["touch"]: row for row in stalls(cut_journeys(toy_log(), "purchase"), "event_type")}
+def test_stalls_are_the_last_touches_of_unconverted_journeys_that_went_quiet() -> None:
+    journeys = cut_journeys(toy_log(), "purchase")
+    found = {row["touch"]: row for row in stalls(journeys, "event_type", quiet_days=0)}
     assert found["email_open"]["stalled_journeys"] == 1
     assert found["email_open"]["stall_rate"] == pytest.approx(1 / 2)  # a's second journey; not b's
     assert found["page_view"]["stall_rate"] == pytest.approx(1 / 3)  # c, of a1, b and c
+    # The log ends at hour 30: a day of quiet leaves a's last journey (hour 30) in progress, not c (hour 1).
+    quiet = {row["touch"]: row for row in stalls(journeys, "event_type", quiet_days=1)}
+    assert set(quiet) == {"page_view"}
+    assert quiet["page_view"]["stall_rate"] == pytest.approx(1 / 3)
 
 
 def test_transitions_count_consecutive_touches_within_journeys() -> None:

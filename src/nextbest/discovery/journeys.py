@@ -229,16 +229,20 @@ def time_to_convert(journeys: Journeys) -> dict[str, object]:
     return {"journeys": len(hours), "quantiles_hours": quantiles, "histogram": histogram}
 
 
-def stalls(journeys: Journeys, column: str, limit: int = 10) -> list[dict[str, object]]:
-    """Where journeys stall: the last touch of journeys that did not convert, by label, with how often a
-    journey that reaches that touch ends there unconverted (its stall rate)."""
+def stalls(journeys: Journeys, column: str, quiet_days: float, limit: int = 10) -> list[dict[str, object]]:
+    """Where journeys stall: the last touch of journeys that did not convert and then went quiet (no event
+    for `quiet_days` before the log ends: churn or abandonment), by label, with how often a journey that
+    reaches that touch stalls there (its stall rate). Journeys still in progress count in neither."""
     names, codes = journeys.labels(column)
     lengths = np.diff(journeys.offsets)
-    ended = ~journeys.converted & (lengths > 0)
-    last = codes[journeys.offsets[1:][ended] - 1]
+    quiet_since = journeys.log.timestamps.max(initial=0) - quiet_days * MICROS_PER_HOUR * 24
+    stalled_journey = ~journeys.converted & (lengths > 0) & (journeys.converted_at <= quiet_since)
+    last = codes[journeys.offsets[1:][stalled_journey] - 1]
     stalled = np.bincount(last, minlength=len(names))
     journey_of = np.repeat(np.arange(journeys.count), lengths)
-    passing = np.bincount(np.unique(journey_of * len(names) + codes) % len(names), minlength=len(names))
+    decided = (journeys.converted | stalled_journey)[journey_of]  # converted, or stalled for good
+    reached = np.unique(journey_of[decided] * len(names) + codes[decided]) % len(names)
+    passing = np.maximum(np.bincount(reached, minlength=len(names)), 1)
     order = np.lexsort((names_order(list(names)), -stalled))
     return [
         {

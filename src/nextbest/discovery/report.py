@@ -55,8 +55,8 @@ def render_report(summary: dict[str, Any]) -> str:
         ),
         _section(
             "Where journeys stall",
-            "The last touch of journeys that did not convert; the stall rate is "
-            "the share of journeys reaching that touch that end there.",
+            "The last touch of journeys that did not convert and then went quiet (churn or "
+            "abandonment); the stall rate is the share of the journeys reaching that touch that stall there.",
             _stalls_table(summary["stalls"], touch),
         ),
         _section(

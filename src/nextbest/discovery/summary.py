@@ -12,7 +12,7 @@ Keys of `summary.json` (all counts are journeys unless named otherwise):
   in the data (`funnel_stages`).
 - `time_to_convert`: `journeys`, `quantiles_hours` (p10 … p90), `histogram` (`from_hours`, `to_hours`,
   `journeys`).
-- `stalls`: `touch` and `event_type`: last touches of unconverted journeys (`touch`,
+- `stalls`: `touch` and `event_type`: last touches of unconverted journeys quiet for `churn_days` (`touch`,
   `stalled_journeys`, `share_of_stalls`, `stall_rate`).
 - `transitions`: between touch labels (e.g. channel to channel): `labels`, `counts` [from][to] and
   `switches` (`from`, `to`, `transitions`, `conversion_rate`); `device_transitions` likewise when the
@@ -100,8 +100,8 @@ def summarise(
         "funnel": funnel(journeys, stages),
         "time_to_convert": time_to_convert(journeys),
         "stalls": {
-            "touch": stalls(journeys, options.touch_column),
-            "event_type": stalls(journeys, "event_type"),
+            "touch": stalls(journeys, options.touch_column, options.churn_days),
+            "event_type": stalls(journeys, "event_type", options.churn_days),
         },
         "transitions": transitions(touch_paths),
     }
