@@ -46,6 +46,7 @@ class ScoringOptions:
     top_k: int | None = None
     explain: int = 0
     batch_size: int = DEFAULT_BATCH_SIZE
+    progress: bool = False  # a bar over the chunk's model batches
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ def score_chunk(
         profiles,
         catalog=options.catalog,
         batch_size=options.batch_size,
+        progress=options.progress,
         explain=options.explain,
     )
     rejects = pa.concat_tables(

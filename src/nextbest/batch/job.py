@@ -28,7 +28,7 @@ import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -141,12 +141,15 @@ def run_job(
     requests = events = rejected = 0
     with (
         _terminate_as_interrupt(),
-        tqdm(total=chunks, initial=len(done), unit="chunk", desc="scoring", disable=not progress) as bar,
+        # One chunk: a bar over its model batches instead of a bar that jumps from 0 to 1.
+        tqdm(
+            total=chunks, initial=len(done), unit="chunk", desc="scoring", disable=not progress or chunks == 1
+        ) as bar,
     ):
         for k in range(chunks):
             if k in done:
                 continue
-            scored = _score_sources(scorer, sources[k], options)
+            scored = _score_sources(scorer, sources[k], replace(options, progress=progress and chunks == 1))
             _write_atomically(scored.rejects, _part(out / REJECTS_DIR, k))
             _write_atomically(scored.decisions, _part(out, k))  # last: the part marks the chunk done
             requests += scored.decisions.num_rows
