@@ -5,6 +5,9 @@ Every engine (the local streaming job, Spark) scores through `score_chunk`, so t
 A customer with a rejected event or profile row is not scored: ranking on a history with holes would
 serve a confident answer to the wrong question. Its requests go to the rejects with the reason instead.
 Rows that merely repeat a kept row (duplicates) are rejected without costing the customer its score.
+
+The result depends on the order of a customer's rows in the input (which of two repeated rows is kept,
+how events at the same time are ordered), so an engine that shuffles rows must restore it first.
 """
 
 from __future__ import annotations
