@@ -95,8 +95,10 @@ class BucketWriter:
 
     def _writer(self, bucket: int, schema: pa.Schema) -> pq.ParquetWriter:
         if bucket not in self._writers:
-            self._writers[bucket] = pq.ParquetWriter(self.path(bucket), schema)
+            self._writers[bucket] = pq.ParquetWriter(bucket_path(self.directory, bucket), schema)
         return self._writers[bucket]
 
-    def path(self, bucket: int) -> Path:
-        return self.directory / f"bucket-{bucket:05d}.parquet"
+
+def bucket_path(directory: Path, bucket: int) -> Path:
+    """Where a `BucketWriter` on `directory` writes the rows of `bucket`."""
+    return directory / f"bucket-{bucket:05d}.parquet"

@@ -37,13 +37,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from nextbest.batch.buckets import DEFAULT_CHUNK_EVENTS, BucketWriter, chunk_count
+from nextbest.batch.buckets import DEFAULT_CHUNK_EVENTS, BucketWriter, bucket_path, chunk_count
 from nextbest.batch.chunk import REJECTS_SCHEMA, ScoredChunk, ScoringOptions, rejects_table, score_chunk
 from nextbest.data import CUSTOMERS, EVENTS, REQUESTS, Finding, TableSpec, ValidationReport
 from nextbest.data.io import iter_raw_batches
 from nextbest.errors import NextbestError
-from nextbest.scoring.explain import EVIDENCE_TYPE
-from nextbest.scoring.output import OUTPUT_SCHEMA
+from nextbest.scoring.output import output_schema
 from nextbest.scoring.scorer import JourneyScorer
 
 JOB_FILE = "_job.json"
@@ -181,10 +180,8 @@ def _whole(inputs: JobInputs) -> _Sources:
 
 def _score_sources(scorer: JourneyScorer, sources: _Sources, options: ScoringOptions) -> ScoredChunk:
     if sources.requests_given and sources.requests is None:  # no request falls in this chunk
-        schema = (
-            OUTPUT_SCHEMA.append(pa.field("evidence", EVIDENCE_TYPE)) if options.explain else OUTPUT_SCHEMA
-        )
-        return ScoredChunk(schema.empty_table(), REJECTS_SCHEMA.empty_table(), 0, ValidationReport())
+        empty = output_schema(explained=options.explain > 0).empty_table()
+        return ScoredChunk(empty, REJECTS_SCHEMA.empty_table(), 0, ValidationReport())
     return score_chunk(scorer, sources.events, sources.requests, sources.customers, options)
 
 
@@ -208,7 +205,7 @@ def _chunk_sources(inputs: JobInputs, out: Path, chunks: int, findings: list[Fin
         (work / PARTITIONED_FILE).touch()
 
     def bucket(name: str, k: int) -> Path | None:
-        path = BucketWriter(work / name, chunks).path(k)
+        path = bucket_path(work / name, k)
         return path if path.exists() else None
 
     return [

@@ -35,8 +35,7 @@ from nextbest.data import CUSTOMERS, EVENTS, REQUESTS, TableSpec, ValidationRepo
 from nextbest.data.io import table_format
 from nextbest.data.normalize import normalise_table
 from nextbest.errors import DataContractError, NextbestError
-from nextbest.scoring.explain import EVIDENCE_TYPE
-from nextbest.scoring.output import OUTPUT_SCHEMA
+from nextbest.scoring.output import output_schema
 from nextbest.scoring.pyfunc import ModelLoadError, load_scorer
 from nextbest.scoring.scorer import JourneyScorer
 from nextbest.tracking import tracking_uri
@@ -199,7 +198,7 @@ def _check_usable(frame: DataFrame, spec: TableSpec, path: Path) -> None:
 
 def _result_types(options: ScoringOptions) -> tuple[pa.StructType, pa.StructType]:
     """The Arrow types of a decision and of a reject row."""
-    output = OUTPUT_SCHEMA.append(pa.field("evidence", EVIDENCE_TYPE)) if options.explain else OUTPUT_SCHEMA
+    output = output_schema(explained=options.explain > 0)
     return pa.struct(list(output)), pa.struct(list(REJECTS_SCHEMA))
 
 

@@ -57,16 +57,12 @@ def read_raw_table(path: str | Path, spec: TableSpec, report: ValidationReport) 
         DataContractError: the file is missing or cannot be read as a table at all.
     """
     path = Path(path)
-    if not path.exists():
-        raise DataContractError(f"{spec.name} table {path}: no such file or directory")
-    try:
+    with _reading(path, spec):
         if table_format(path) == "parquet":
             present = set(pq.read_schema(path).names) if path.is_file() else set(CATEGORICAL_COLUMNS)
             dictionary_columns = [c for c in CATEGORICAL_COLUMNS if c in present]
             return pq.read_table(path, read_dictionary=dictionary_columns)
         return _read_csv(path, spec, report)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, UnicodeDecodeError) as exc:
-        raise DataContractError(f"{spec.name} table {path}: cannot be read: {exc}") from exc
 
 
 def iter_raw_batches(
@@ -82,9 +78,7 @@ def iter_raw_batches(
         DataContractError: the file is missing or cannot be read as a table at all.
     """
     path = Path(path)
-    if not path.exists():
-        raise DataContractError(f"{spec.name} table {path}: no such file or directory")
-    try:
+    with _reading(path, spec):
         if table_format(path) == "parquet":
             # File by file, row group by row group: the dataset scanner reads ahead of a slow consumer
             # without bound (a whole file's row groups), which would hold the input in memory.
@@ -99,6 +93,16 @@ def iter_raw_batches(
                 convert_options=_csv_convert_options(spec, dictionary=False),
             )
             yield from reader
+
+
+@contextmanager
+def _reading(path: Path, spec: TableSpec) -> Iterator[None]:
+    """Reading `path` as `spec`: a missing file, or one that cannot be read as a table, is a
+    DataContractError that names the table and the file."""
+    if not path.exists():
+        raise DataContractError(f"{spec.name} table {path}: no such file or directory")
+    try:
+        yield
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, UnicodeDecodeError) as exc:
         raise DataContractError(f"{spec.name} table {path}: cannot be read: {exc}") from exc
 

@@ -14,6 +14,7 @@ import pyarrow as pa
 from nextbest.discovery.attribution import Paths
 from nextbest.discovery.journeys import Journeys, names_order, top_paths
 from nextbest.journeys import requests_at_end
+from nextbest.journeys.windows import ranges
 from nextbest.scoring.decide import decide
 from nextbest.scoring.explain import conversion_event_weights
 from nextbest.scoring.scorer import JourneyScorer
@@ -132,10 +133,6 @@ def _sample(population: int, size: int, seed: int) -> np.ndarray:
 
 def _subset(paths: Paths, keep: np.ndarray) -> Paths:
     """The journeys `keep` (a mask) of `paths`."""
-    lengths = np.diff(paths.offsets)[keep]
-    starts = paths.offsets[:-1][keep]
-    rows = np.repeat(starts, lengths) + (
-        np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    )
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    rows = ranges(paths.offsets[:-1][keep], paths.offsets[1:][keep])
+    offsets = np.concatenate([[0], np.cumsum(np.diff(paths.offsets)[keep])]).astype(np.int64)
     return Paths(paths.codes[rows], offsets, paths.names, paths.converted[keep])

@@ -31,6 +31,13 @@ class Windows:
         return self.end - self.first
 
 
+def ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """The integers of every range [starts[i], ends[i]), concatenated in order (int64)."""
+    lengths = np.asarray(ends, dtype=np.int64) - starts
+    offsets = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return np.repeat(np.asarray(starts, dtype=np.int64), lengths) + np.arange(int(lengths.sum())) - offsets
+
+
 # Below this many targets, one np.searchsorted per segment beats the vectorised search's fixed cost.
 _FEW_TARGETS = 8
 

@@ -23,6 +23,7 @@ from nextbest.data.schema import UTC_US
 from nextbest.decisioning.catalog import ActionCatalog
 from nextbest.decisioning.policy import Ranking
 from nextbest.journeys.encoder import EncodedJourneys
+from nextbest.journeys.windows import ranges
 from nextbest.scoring.scorer import JourneyScorer
 
 # Requests explained per pass: each becomes as many re-encoded copies as it has events in its window.
@@ -168,8 +169,8 @@ def _histories_without_each_event(
     """
     start, end = journeys.windows.start, journeys.windows.end
     request = np.repeat(rows, end[rows] - start[rows])  # [M]
-    removed = _ranges(start[rows], end[rows])  # [M]
-    history = _ranges(first[request], end[request])  # every copy's full history, copy after copy
+    removed = ranges(start[rows], end[rows])  # [M]
+    history = ranges(first[request], end[request])  # every copy's full history, copy after copy
     owner = np.repeat(np.arange(len(request)), end[request] - first[request])
     kept = history != removed[owner]
     keys = pa.array([str(k) for k in range(len(request))], pa.string())
@@ -187,13 +188,6 @@ def _histories_without_each_event(
         profiles = _with_ids(customers.take(found), keys)
     encoded = scorer.encoder.encode(EventLog.from_normalised(events), requests, profiles)
     return _Variants(encoded, request, removed)
-
-
-def _ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """The integers of every range [starts[i], ends[i]), concatenated in order."""
-    lengths = ends - starts
-    offsets = np.repeat(np.cumsum(lengths) - lengths, lengths)
-    return np.repeat(starts, lengths) + np.arange(int(lengths.sum())) - offsets
 
 
 def _with_ids(table: pa.Table, ids: pa.Array) -> pa.Table:

@@ -36,6 +36,11 @@ OUTPUT_SCHEMA = pa.schema(
 )
 
 
+def output_schema(explained: bool) -> pa.Schema:
+    """The batch output's schema: `OUTPUT_SCHEMA`, plus the `evidence` column when decisions are explained."""
+    return OUTPUT_SCHEMA.append(pa.field("evidence", EVIDENCE_TYPE)) if explained else OUTPUT_SCHEMA
+
+
 def decisions_table(decisions: Decisions, model_version: str, top_k: int | None = None) -> pa.Table:
     """One row per request: no-action probabilities, the eligible actions best first (at most `top_k`),
     the served action with the probability it was chosen with (exploration; 1 for the top action when
@@ -89,7 +94,7 @@ def decisions_table(decisions: Decisions, model_version: str, top_k: int | None 
     )
     if decisions.evidence is None:
         return table
-    return table.append_column(pa.field("evidence", EVIDENCE_TYPE), decisions.evidence)
+    return table.append_column(output_schema(explained=True).field("evidence"), decisions.evidence)
 
 
 def _lists(values: pa.StructArray, counts: np.ndarray, list_type: pa.DataType) -> pa.ListArray:
