@@ -2,9 +2,12 @@
 
 A batch closes when it holds `max_batch_size` items or `max_latency_ms` after its first item arrived,
 whichever comes first; the model scores one batch at a time on its own thread, and whatever arrives
-meanwhile forms the next batch. One client waits at most `max_latency_ms` for company; under load the
-batches fill while the model is busy, and per-request overhead (tables, encoding, a forward pass) is
-paid once per batch.
+meanwhile forms the next batch. Under load the batches fill while the model is busy, and per-request
+overhead (tables, encoding, a forward pass) is paid once per batch.
+
+The window is adaptive: a batch waits for company only when the previous one found some (it held more
+than one item). A lone client, whose requests never overlap, would otherwise pay the whole window on
+every request for nothing.
 
 Why not BentoML's own `batchable` API: reaching it from `/rank` is an HTTP call back into the same
 server, through the API key and body size guards, counted against the concurrency limit; this keeps the
@@ -79,9 +82,10 @@ class MicroBatcher(Generic[In, Out]):
 
     async def _run(self, queue: asyncio.Queue[tuple[In, asyncio.Future[Out]]]) -> None:
         loop = asyncio.get_running_loop()
+        concurrent = False
         while True:
             batch = [await queue.get()]
-            closes = loop.time() + self.max_latency
+            closes = loop.time() + (self.max_latency if concurrent else 0.0)
             while len(batch) < self.max_batch_size:
                 if not queue.empty():
                     batch.append(queue.get_nowait())
@@ -93,6 +97,7 @@ class MicroBatcher(Generic[In, Out]):
                     batch.append(await asyncio.wait_for(queue.get(), remaining))
                 except TimeoutError:
                     break
+            concurrent = len(batch) > 1
             live = [(item, future) for item, future in batch if not future.done()]
             if not live:
                 continue
