@@ -1,13 +1,20 @@
 """Adaptive batching of concurrent requests into one model call.
 
 A batch closes when it holds `max_batch_size` items or `max_latency_ms` after its first item arrived,
-whichever comes first; the model scores one batch at a time on its own thread, and whatever arrives
-meanwhile forms the next batch. Under load the batches fill while the model is busy, and per-request
-overhead (tables, encoding, a forward pass) is paid once per batch.
+whichever comes first. Under load the batches fill while the model is busy, and per-request overhead
+(tables, encoding, a forward pass) is paid once per batch.
 
 The window is adaptive: a batch waits for company only when the previous one found some (it held more
 than one item). A lone client, whose requests never overlap, would otherwise pay the whole window on
 every request for nothing.
+
+The model runs on the event loop itself, one batch at a time, and the loop serves its other callbacks
+(parsing, answering, probes) between batches. A model thread looks more concurrent, but on CPython it
+fights the loop for the GIL: each time the loop waits on a socket, it queues behind the model thread's
+bytecode to get the GIL back. Measured at 8 clients of 100-event histories: 290 requests/s with a model
+thread, 474 on the loop (p99 38 -> 28 ms). The price: the loop does nothing else while a batch is scored,
+so a batch holds at most `max_batch_size` items (tens of milliseconds of work), and a request's deadline
+is noticed at the end of the batch being scored, not in the middle of it.
 
 Why not BentoML's own `batchable` API: reaching it from `/rank` is an HTTP call back into the same
 server, through the API key and body size guards, counted against the concurrency limit; this keeps the
@@ -18,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
 from typing import Generic, TypeVar
 
 In = TypeVar("In")
@@ -26,25 +32,22 @@ Out = TypeVar("Out")
 
 
 class MicroBatcher(Generic[In, Out]):
-    """Collects items from concurrent callers and runs `process` on them in batches on `executor`.
+    """Collects items from concurrent callers and runs `process` on them in batches, on the event loop.
 
     Args:
         process: scores a batch; returns one result per item, in order, or an exception in place of the
             result of an item that could not be scored (the others still get theirs).
-        executor: where `process` runs (one thread: the model is used by one batch at a time).
     """
 
     def __init__(
         self,
         process: Callable[[list[In]], Sequence[Out | Exception]],
-        executor: Executor,
         max_batch_size: int,
         max_latency_ms: float,
     ) -> None:
         if max_batch_size < 1 or max_latency_ms < 0:
             raise ValueError("max_batch_size must be at least 1 and max_latency_ms not negative")
         self.process = process
-        self.executor = executor
         self.max_batch_size = max_batch_size
         self.max_latency = max_latency_ms / 1000.0
         self._queue: asyncio.Queue[tuple[In, asyncio.Future[Out]]] | None = None
@@ -104,7 +107,7 @@ class MicroBatcher(Generic[In, Out]):
             self.batches_processed += 1
             self.items_processed += len(live)
             try:
-                results = await loop.run_in_executor(self.executor, self.process, [item for item, _ in live])
+                results = self.process([item for item, _ in live])
             except Exception as exc:  # the whole batch failed: every caller learns why
                 results = [exc] * len(live)
             for (_, future), result in zip(live, results, strict=True):
@@ -114,3 +117,4 @@ class MicroBatcher(Generic[In, Out]):
                     future.set_exception(result)
                 else:
                     future.set_result(result)
+            await asyncio.sleep(0)  # the loop's other callbacks (deadlines, parsing, probes) run now

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -31,7 +30,7 @@ class Recorder:
 
 
 def batcher(recorder: Recorder, max_batch_size: int = 64) -> MicroBatcher[int, int]:
-    return MicroBatcher(recorder, ThreadPoolExecutor(max_workers=1), max_batch_size, WINDOW_MS)
+    return MicroBatcher(recorder, max_batch_size, WINDOW_MS)
 
 
 def test_a_lone_caller_is_scored_at_once_without_waiting_for_the_window() -> None:
@@ -82,6 +81,22 @@ def test_a_batch_closes_at_its_size_limit() -> None:
     assert [len(b) for b in recorder.batches] == [4, 4, 2]
 
 
+def test_the_event_loop_serves_other_callers_between_batches() -> None:
+    recorder = Recorder(delay=0.02)
+    seen: list[int] = []
+
+    async def scenario() -> None:
+        micro = batcher(recorder, max_batch_size=2)
+        scoring = asyncio.ensure_future(micro.submit(list(range(6))))
+        while not scoring.done():  # another request's work on the same loop, e.g. a probe
+            seen.append(len(recorder.batches))
+            await asyncio.sleep(0)
+        await micro.close()
+
+    asyncio.run(scenario())
+    assert {1, 2} <= set(seen)  # it ran after the first batch and after the second, before the third
+
+
 def test_a_bad_item_fails_only_its_own_caller() -> None:
     recorder = Recorder(delay=0.05)
 
@@ -102,4 +117,4 @@ def test_a_bad_item_fails_only_its_own_caller() -> None:
 
 def test_bad_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="max_batch_size"):
-        MicroBatcher(Recorder(), ThreadPoolExecutor(max_workers=1), 0, 1.0)
+        MicroBatcher(Recorder(), 0, 1.0)
