@@ -24,6 +24,7 @@ batching inside the process, with the same two knobs.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -80,7 +81,11 @@ class MicroBatcher(Generic[In, Out]):
         if self._queue is None:
             self._queue = asyncio.Queue()
         if self._worker is None or self._worker.done():
-            self._worker = asyncio.get_running_loop().create_task(self._run(self._queue))
+            # In a context of its own: the first caller's context would keep that request alive (body
+            # included) for the life of the worker, and put every batch's work under its trace.
+            self._worker = asyncio.get_running_loop().create_task(
+                self._run(self._queue), context=contextvars.Context()
+            )
         return self._queue
 
     async def _run(self, queue: asyncio.Queue[tuple[In, asyncio.Future[Out]]]) -> None:

@@ -119,7 +119,12 @@ class BodySizeGuard:
             if delivered:
                 return await receive()
             delivered = True
-            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            body = b"".join(chunks)
+            # BentoML's request timeout keeps each request's context, and with it this function, alive
+            # for `traffic.timeout` seconds after the answer: holding the chunks would keep every body
+            # of the last minute in memory (measured: RSS +100 MB over 70 s of /rank_batch calls).
+            chunks.clear()
+            return {"type": "http.request", "body": body, "more_body": False}
 
         await self.app(scope, replay, send)
 

@@ -4,6 +4,7 @@ bad item fails only its own caller."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 
 import pytest
@@ -113,6 +114,24 @@ def test_a_bad_item_fails_only_its_own_caller() -> None:
     assert good == [6]
     assert isinstance(bad, ValueError)
     assert "negative: -1" in str(bad)
+
+
+def test_the_worker_does_not_keep_the_first_callers_context() -> None:
+    request: contextvars.ContextVar[str] = contextvars.ContextVar("request", default="none")
+    seen: list[str] = []
+
+    def process(items: list[int]) -> list[int]:
+        seen.append(request.get())
+        return items
+
+    async def scenario() -> None:
+        micro: MicroBatcher[int, int] = MicroBatcher(process, 64, WINDOW_MS)
+        request.set("the first request, with its body")  # what the server's context holds per request
+        await micro.submit([1])
+        await micro.close()
+
+    asyncio.run(scenario())
+    assert seen == ["none"]
 
 
 def test_bad_settings_are_refused() -> None:
