@@ -36,7 +36,7 @@ from nextbest.scoring.pyfunc import load_scorer, model_version
 from nextbest.scoring.records import (
     ScoredProbabilities,
     ScoredRequest,
-    ScoringRequest,
+    ServedScoringRequest,
     fallback_answer,
     probability_records,
     score_records,
@@ -101,7 +101,7 @@ class NextbestService:
             self.decision_log.close()
 
     @bentoml.api(route="/rank")
-    async def rank(self, request: ScoringRequest, /) -> ScoredRequest:
+    async def rank(self, request: ServedScoringRequest, /) -> ScoredRequest:
         """Ranks the next best actions for one customer's context."""
         refusal = self._refusal([request])
         if refusal is not None:
@@ -119,7 +119,7 @@ class NextbestService:
         return answer
 
     @bentoml.api(route="/rank_batch")
-    async def rank_batch(self, requests: list[ScoringRequest]) -> RankBatchResponse:
+    async def rank_batch(self, requests: list[ServedScoringRequest]) -> RankBatchResponse:
         """Ranks the next best actions for many customers in one call."""
         if len(requests) > self.settings.max_batch:
             return _error(  # type: ignore[return-value]
@@ -138,7 +138,7 @@ class NextbestService:
         return RankBatchResponse(results=answers)
 
     @bentoml.api(route="/score")
-    async def score(self, request: ScoringRequest, /) -> ScoredProbabilities:
+    async def score(self, request: ServedScoringRequest, /) -> ScoredProbabilities:
         """The model's probabilities for one customer's context, with no ranking."""
         refusal = self._refusal([request])
         if refusal is not None:
@@ -168,15 +168,15 @@ class NextbestService:
             "nextbest_version": __version__,
         }
 
-    def _rank(self, records: list[ScoringRequest]) -> list[ScoredRequest | Exception]:
+    def _rank(self, records: list[ServedScoringRequest]) -> list[ScoredRequest | Exception]:
         self.batch_sizes.labels("rank").observe(len(records))
         return _each_or_alone(lambda batch: score_records(self.scorer, batch, self.version), records)
 
-    def _probabilities(self, records: list[ScoringRequest]) -> list[ScoredProbabilities | Exception]:
+    def _probabilities(self, records: list[ServedScoringRequest]) -> list[ScoredProbabilities | Exception]:
         self.batch_sizes.labels("score").observe(len(records))
         return _each_or_alone(lambda batch: probability_records(self.scorer, batch, self.version), records)
 
-    def _refusal(self, requests: list[ScoringRequest]) -> JSONResponse | None:
+    def _refusal(self, requests: list[ServedScoringRequest]) -> JSONResponse | None:
         for request in requests:
             if len(request.events) > self.settings.max_events:
                 return _error(
@@ -186,7 +186,7 @@ class NextbestService:
                 )
         return None
 
-    def _log(self, requests: list[ScoringRequest], answers: list[ScoredRequest]) -> None:
+    def _log(self, requests: list[ServedScoringRequest], answers: list[ScoredRequest]) -> None:
         if self.decision_log is not None:
             self.decision_log.append(requests, answers)
 
@@ -200,7 +200,7 @@ def _tune_garbage_collector() -> None:
     gc.set_threshold(100_000, 10, 10)  # young collections per 100,000 new objects, not per 700
 
 
-def _each_or_alone(score: Any, records: list[ScoringRequest]) -> list[Any]:
+def _each_or_alone(score: Any, records: list[ServedScoringRequest]) -> list[Any]:
     """`score(records)`; when the batch holds an unusable record, each record alone, so only the bad
     ones fail (with their own message)."""
     try:

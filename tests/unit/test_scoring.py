@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import json
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -28,7 +30,7 @@ from nextbest.scoring import (
     decisions_table,
     score_records,
 )
-from nextbest.scoring.records import records_from_tables
+from nextbest.scoring.records import ServedScoringRequest, records_from_tables
 from nextbest.simulate import SimulatedWorld, SimulationConfig, simulate
 
 
@@ -108,6 +110,31 @@ def test_records_score_exactly_as_the_tables(
         assert answer.p_churn == pytest.approx(row["p_churn"], rel=1e-5)
         assert [a.action for a in answer.actions] == [a["action"] for a in row["actions"]]
         assert answer.top_action == row["top_action"]
+
+
+def test_the_service_request_type_has_the_same_schema_and_scores_the_same(
+    scorer: JourneyScorer, log: EventLog, world: SimulatedWorld
+) -> None:
+    """`ServedScoringRequest` (events as plain dicts, for the service) is `ScoringRequest` in other clothes:
+    the same JSON schema (but for the name of its event definition, and for defaults, which a TypedDict
+    has none of) and the same answers."""
+
+    def comparable(schema: Any) -> Any:
+        if isinstance(schema, dict):
+            return {k: comparable(v) for k, v in schema.items() if k != "default"}
+        return schema
+
+    served = json.loads(
+        json.dumps(ServedScoringRequest.model_json_schema()).replace("ServedRequestEvent", "RequestEvent")
+    )
+    assert comparable(served) == comparable(ScoringRequest.model_json_schema())
+    requests = requests_at_end(log).slice(0, 30)
+    records = records_from_tables(log, requests, world.customers)
+    as_served = [
+        ServedScoringRequest.model_validate_json(r.model_dump_json(exclude_none=True)) for r in records
+    ]
+    assert isinstance(as_served[0].events[0], dict)
+    assert score_records(scorer, as_served, "1") == score_records(scorer, records, "1")
 
 
 def test_only_events_before_as_of_count(scorer: JourneyScorer, log: EventLog, world: SimulatedWorld) -> None:

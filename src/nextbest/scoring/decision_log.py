@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +26,7 @@ from nextbest.data.events import EventLog
 from nextbest.data.schema import UTC_US
 from nextbest.errors import DataContractError
 from nextbest.journeys.labels import LabelRules, labels_from_rules
-from nextbest.scoring.records import ScoredRequest, ScoringRequest
+from nextbest.scoring.records import AnyScoringRequest, ScoredRequest
 
 FILE_PATTERN = "decisions-*.jsonl"
 
@@ -49,7 +50,7 @@ class DecisionLogWriter:
         self._sequence = 0
         self._started = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
 
-    def append(self, requests: list[ScoringRequest], answers: list[ScoredRequest]) -> None:
+    def append(self, requests: Sequence[AnyScoringRequest], answers: Sequence[ScoredRequest]) -> None:
         """Logs each request with its answer (same order)."""
         logged_at = datetime.now(UTC).isoformat()
         lines = [
