@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from unittest.mock import patch
 
 import numpy as np
 import pyarrow as pa
@@ -142,6 +143,10 @@ def test_history_values_equal_a_brute_force_count(
     ]
     index = log.index_of(pa.array([c for c, _ in requests]))
     values = history_values(log, index, micros, queries)
+    with patch("nextbest.decisioning.history.LOOKUP_LIMIT", 0):  # Arrow's lookup, as for large dictionaries
+        assert history_values(log, index, micros, queries).keys() == values.keys()
+        for query, found in history_values(log, index, micros, queries).items():
+            np.testing.assert_array_equal(found, values[query])
     for i, ((customer, _), cutoff) in enumerate(zip(requests, as_of, strict=True)):
         mine = [(t, r) for t, r in zip(instants, rows, strict=True) if r[0] == customer and t < cutoff]
         window = [r for t, r in mine if t >= cutoff - timedelta(days=days)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from unittest.mock import patch
 
 import numpy as np
 import pandas as pd
@@ -208,6 +209,8 @@ def test_unseen_tokens_map_to_unknown_and_nulls_to_missing() -> None:
     assert vocab.tokens == ("web", "app")
     codes = vocab.encode(pa.array(["app", "fax", None, "web"]))
     assert list(codes) == [4, UNKNOWN, MISSING, 3]
+    with patch("nextbest.journeys.vocab.LOOKUP_LIMIT", 0):  # Arrow's lookup, as for large dictionaries
+        assert list(vocab.encode(pa.array(["app", "fax", None, "web"]))) == list(codes)
     assert vocab.decode(codes) == ["app", "<unk>", "<none>", "web"]
 
 
