@@ -11,7 +11,7 @@ every BentoML worker process), set by `nextbest serve` from its options or a YAM
 | NEXTBEST_DEADLINE_MS         | per-request deadline before the fallback ranking (1000)       |
 | NEXTBEST_DECISION_LOG        | directory of the decision log (unset: no log)                 |
 | NEXTBEST_DECISION_LOG_ROWS   | decisions per log file before it rotates (100000)             |
-| NEXTBEST_TORCH_THREADS       | torch threads per worker for the model (1)                    |
+| NEXTBEST_TORCH_THREADS       | torch threads for a batch of 32+ requests; fewer use 1 (2)    |
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class ServingSettings:
     deadline_ms: float = 1_000.0
     decision_log: Path | None = None
     decision_log_rows: int = 100_000
-    torch_threads: int = 1
+    torch_threads: int = 2
 
     def __post_init__(self) -> None:
         for name in ("max_events", "max_batch", "max_body_bytes", "decision_log_rows", "torch_threads"):

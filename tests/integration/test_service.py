@@ -16,6 +16,7 @@ from typing import Any
 
 import mlflow
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
@@ -269,6 +270,17 @@ def test_the_api_key_guards_every_endpoint_but_the_probes(served: Served) -> Non
     assert batcher.items_processed == before  # refused before any model work
     for probe in ("/livez", "/readyz", "/healthz"):
         assert served.client.get(probe).status_code == 200
+
+
+def test_only_large_batches_spread_over_torch_threads(served: Served) -> None:
+    service = service_instance()
+    records = served.records(1)
+    seen = []
+    for size in (1, 31, 32, 64):
+        with service._threads_for(records * size):
+            seen.append(torch.get_num_threads())
+    assert seen == [1, 1, service.settings.torch_threads, service.settings.torch_threads]
+    assert torch.get_num_threads() == 1  # back to one thread for whatever the loop does next
 
 
 def test_a_missed_deadline_serves_the_catalog_order_flagged(served: Served) -> None:
