@@ -463,22 +463,26 @@ def _as_of(records: Sequence[BaseScoringRequest], log: EventLog, keys: list[str]
 def _answer(record: BaseScoringRequest, row: dict[str, Any]) -> ScoredRequest:
     """The record's answer: its row cut to its top_k, without the actions it did not ask about."""
     ranked = row["actions"][: record.top_k] if record.top_k is not None else row["actions"]
-    suppressed = [s for s in row["suppressed"] if s["reason"] != NOT_A_CANDIDATE]
-    actions_out = [RankedAction(**a) for a in ranked]
-    return ScoredRequest(
-        customer_id=record.customer_id,
-        as_of=row["as_of"].isoformat(),
-        model_version=row["model_version"],
-        p_conversion=row["p_conversion"],
-        p_churn=row["p_churn"],
-        top_action=actions_out[0].action if actions_out else None,
-        chosen_action=row["chosen_action"],
-        chosen_probability=row["chosen_probability"],
-        actions=actions_out,
-        suppressed=[SuppressedAction(**s) for s in suppressed],
-        evidence=None if not record.explain else [_evidence(e) for e in row["evidence"][: record.explain]],
+    # Validated from plain data in one call: pydantic builds the nested models in Rust, where a Python
+    # constructor call per action cost a /rank_batch call of 500 customers 7 ms instead of 5.
+    return ScoredRequest.model_validate(
+        {
+            "customer_id": record.customer_id,
+            "as_of": row["as_of"].isoformat(),
+            "model_version": row["model_version"],
+            "p_conversion": row["p_conversion"],
+            "p_churn": row["p_churn"],
+            "top_action": ranked[0]["action"] if ranked else None,
+            "chosen_action": row["chosen_action"],
+            "chosen_probability": row["chosen_probability"],
+            "actions": ranked,
+            "suppressed": [s for s in row["suppressed"] if s["reason"] != NOT_A_CANDIDATE],
+            "evidence": None
+            if not record.explain
+            else [_evidence(e) for e in row["evidence"][: record.explain]],
+        }
     )
 
 
-def _evidence(event: dict[str, Any]) -> EventEvidence:
-    return EventEvidence(**{**event, "timestamp": event["timestamp"].isoformat()})
+def _evidence(event: dict[str, Any]) -> dict[str, Any]:
+    return {**event, "timestamp": event["timestamp"].isoformat()}
