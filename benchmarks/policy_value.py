@@ -1,7 +1,8 @@
 """True value of the learned policy on customers not used in training, against random, the oracle and a
 gradient-boosted-trees policy trained on the same decisions.
 
-    python benchmarks/policy_value.py [--customers 20000] [--holdout-customers 5000] [--epochs 5] [--out DIR]
+    python benchmarks/policy_value.py [--customers 20000] [--holdout-customers 5000] [--epochs 5] [--seed 0]
+                                      [--out DIR]
 
 Simulates a training world and a held-out world (another seed: other customers), trains the demo
 configuration (`configs/demo.yaml`, catalog `configs/catalogs/demo.yaml`) on the first, and ranks the
@@ -12,7 +13,8 @@ The baseline is an S-learner: gradient-boosted trees on the history aggregates, 
 action taken, one classifier per outcome, its expected values ranked the same way.
 
 Prints one JSON object per policy (true value, share of the random-to-oracle gap closed) and the
-figures' summary; `--customers 100000 --epochs 8` is the larger run reported in the README.
+figures' summary; `--customers 200000 --holdout-customers 10000 --epochs 8` is the run reported in
+the README (about 8 minutes on 2 cores).
 """
 
 from __future__ import annotations
