@@ -54,6 +54,11 @@ class Vocabulary:
 
     def encode(self, values: pa.Array | pa.ChunkedArray) -> np.ndarray:
         """Codes (int32) for `values`; unseen tokens map to UNKNOWN, nulls to MISSING."""
+        if len(values) <= LOOKUP_LIMIT and pa.types.is_string(values.type):  # e.g. one request's profile
+            return np.array(
+                [MISSING if v is None else self._codes.get(v, UNKNOWN) for v in values.to_pylist()],
+                dtype=np.int32,
+            )
         return self.encode_codes(*dictionary_codes(values))
 
     def encode_codes(self, dictionary: pa.StringArray, indices: np.ndarray) -> np.ndarray:
