@@ -10,13 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from nextbest.data.events import EventLog
 from nextbest.data.schema import MICROS_PER_DAY
+from nextbest.data.text import codes_mask
 from nextbest.decisioning.expressions import HistoryQuery
-from nextbest.journeys.vocab import LOOKUP_LIMIT
 from nextbest.journeys.windows import customer_segments, segmented_searchsorted
 
 
@@ -56,13 +54,7 @@ def _match_mask(log: EventLog, match: tuple[tuple[str, tuple[str, ...]], ...]) -
     for column, accepted in match:
         if column not in log.source.column_names:
             return np.zeros(log.num_events, dtype=bool)
-        dictionary, indices = log.token_codes(column)
-        if len(dictionary) <= LOOKUP_LIMIT:
-            wanted = set(accepted)
-            found = [token in wanted for token in dictionary.to_pylist()]
-        else:
-            found = pc.is_in(dictionary, value_set=pa.array(accepted, pa.string())).to_pylist()
-        mask &= np.array([*found, False], dtype=bool)[indices]  # the extra slot answers for nulls (index -1)
+        mask &= codes_mask(*log.token_codes(column), accepted)
     return mask
 
 

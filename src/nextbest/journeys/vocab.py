@@ -10,13 +10,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from nextbest.data.text import dictionary_codes
+from nextbest.data.text import LOOKUP_LIMIT, dictionary_codes
 
 PAD, UNKNOWN, MISSING = 0, 1, 2
 RESERVED = ("<pad>", "<unk>", "<none>")
-# Up to this many distinct strings, a dict lookup per string beats setting up Arrow's hash join (an online
-# request's dozen strings: 2 µs against 29).
-LOOKUP_LIMIT = 1_000
 
 
 @dataclass(frozen=True)

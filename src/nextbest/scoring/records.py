@@ -427,16 +427,16 @@ def _json_value(value: Any) -> ProfileValue:
 
 def _event_log(records: Sequence[AnyScoringRequest], keys: list[str]) -> EventLog:
     counts = [len(record.events) for record in records]
+    if not sum(counts):  # profile-only requests: an empty log, which the table validation would call unusable
+        return EventLog.empty()
     rows = [
         event if isinstance(event, dict) else vars(event) for record in records for event in record.events
     ]
     # Arrow reads the fields out of the event dicts itself (a missing one is null): a /rank_batch call
     # brings 50,000 events, and a Python pass per column cost more than the rest of building the log.
-    events = pa.array(rows, type=_EVENT_STRUCT) if rows else pa.array([], type=_EVENT_STRUCT)
+    events = pa.array(rows, type=_EVENT_STRUCT).flatten()
     customer_ids = pa.array(np.repeat(np.array(keys, dtype=object), counts), pa.string())
-    table = pa.table({"customer_id": customer_ids, **dict(zip(EVENT_FIELDS, events.flatten(), strict=True))})
-    if not sum(counts):  # profile-only requests: an empty log, which the table validation would call unusable
-        return EventLog.empty()
+    table = pa.table({"customer_id": customer_ids, **dict(zip(EVENT_FIELDS, events, strict=True))})
     report = ValidationReport()
     log = load_events(table, report)
     if report.rows_rejected.get("events"):
