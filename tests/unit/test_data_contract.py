@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from unittest.mock import patch
 
 import numpy as np
 import pandas as pd
@@ -729,6 +730,12 @@ def test_event_log_groups_orders_and_deduplicates(drawn: tuple[pd.DataFrame, int
     for i, customer in enumerate(ids):
         assert set(sorted_ids[log.offsets[i] : log.offsets[i + 1]]) == {customer}
     assert log.timestamps.tolist() == [int(frame["timestamp"][i]) * 1_000_000 for i in expected]
+
+    asked = pa.array([*CUSTOMER_IDS, "nobody", None], pa.string())
+    positions = [ids.index(c) if c in ids else -1 for c in asked.to_pylist()]
+    assert log.index_of(asked).tolist() == positions
+    with patch("nextbest.data.events.LOOKUP_LIMIT", 0):  # Arrow's lookup, as for large logs
+        assert log.index_of(asked).tolist() == positions
 
 
 # --- across tables -----------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 
 from nextbest.data.report import MAX_EXAMPLES, Finding, Severity, ValidationReport
 from nextbest.data.schema import EVENTS, UTC_US
-from nextbest.data.text import dictionary_codes
+from nextbest.data.text import LOOKUP_LIMIT, dictionary_codes
 
 
 @dataclass(frozen=True)
@@ -91,8 +91,16 @@ class EventLog:
 
     def index_of(self, customer_ids: pa.Array) -> np.ndarray:
         """Positions of `customer_ids` in this log (int64), -1 for customers without events."""
-        found = pc.index_in(customer_ids.cast(pa.string()), value_set=self.customer_ids)
+        customer_ids = customer_ids.cast(pa.string())
+        if max(len(customer_ids), self.num_customers) <= LOOKUP_LIMIT:  # e.g. an online request's log
+            positions = self._positions
+            return np.array([positions.get(i, -1) for i in customer_ids.to_pylist()], dtype=np.int64)
+        found = pc.index_in(customer_ids, value_set=self.customer_ids)
         return np.asarray(found.fill_null(-1), dtype=np.int64)
+
+    @cached_property
+    def _positions(self) -> dict[str, int]:
+        return {customer: i for i, customer in enumerate(self.customer_ids.to_pylist())}
 
     @classmethod
     def empty(cls) -> EventLog:
@@ -142,12 +150,17 @@ def _customer_codes(
     and their dictionaries unified.
     """
     ids = ids.combine_chunks()
-    half = len(ids) // 2
-    parts = [ids.slice(0, half), ids.slice(half)]
-    halves = pool.map(pc.dictionary_encode, parts) if pool else [pc.dictionary_encode(p) for p in parts]
-    unified = pa.chunked_array(list(halves), type=pa.dictionary(pa.int32(), ids.type)).unify_dictionaries()
-    dictionary = unified.chunk(0).dictionary
-    indices = np.concatenate([np.asarray(chunk.indices) for chunk in unified.chunks])
+    if pool is None:
+        encoded = pc.dictionary_encode(ids)
+        dictionary, indices = encoded.dictionary, np.asarray(encoded.indices)
+    else:
+        half = len(ids) // 2
+        halves = pool.map(pc.dictionary_encode, [ids.slice(0, half), ids.slice(half)])
+        unified = pa.chunked_array(
+            list(halves), type=pa.dictionary(pa.int32(), ids.type)
+        ).unify_dictionaries()
+        dictionary = unified.chunk(0).dictionary
+        indices = np.concatenate([np.asarray(chunk.indices) for chunk in unified.chunks])
     by_id = np.asarray(pc.sort_indices(dictionary), dtype=np.int32)
     rank = np.empty_like(by_id)
     rank[by_id] = np.arange(len(by_id), dtype=np.int32)

@@ -99,7 +99,7 @@ def normalise_column(values: pa.Array, column: ColumnSpec) -> Normalised:
     """Convert one column to its logical type; see the module docstring."""
     normaliser = _NORMALISERS[column.type]
     result = normaliser(values)
-    if column.required:
+    if column.required and result.values.null_count:
         return result.reject("required value is missing", np.asarray(result.values.is_null(), dtype=bool))
     return result
 
@@ -176,6 +176,8 @@ def _parse_iso8601_cells(chunk: pa.Array) -> pa.Array:
 
 def _float(values: pa.Array) -> Normalised:
     kind = values.type
+    if pa.types.is_float64(kind):
+        return _non_finite(Normalised(values))
     if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind):
         return _non_finite(Normalised(pc.cast(values, pa.float64())))
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
@@ -209,6 +211,8 @@ def _probability(values: pa.Array) -> Normalised:
 
 
 def _parse_in_chunks(values: pa.Array, parse: Callable[[pa.Array], pa.Array]) -> pa.Array:
+    if len(values) <= PARSE_CHUNK_ROWS:
+        return parse(values)
     chunks = [
         parse(values.slice(start, PARSE_CHUNK_ROWS)) for start in range(0, len(values), PARSE_CHUNK_ROWS)
     ]
@@ -216,6 +220,8 @@ def _parse_in_chunks(values: pa.Array, parse: Callable[[pa.Array], pa.Array]) ->
 
 
 def _unparsable(original: pa.Array, parsed: pa.Array, problem: str) -> Normalised:
+    if parsed.null_count == original.null_count:  # parsing nulls only the unparsable and the null cells
+        return Normalised(parsed)
     unparsable = pc.and_(pc.is_valid(original), pc.is_null(parsed))
     return Normalised(parsed).reject(problem, np.asarray(unparsable, dtype=bool))
 
@@ -223,6 +229,8 @@ def _unparsable(original: pa.Array, parsed: pa.Array, problem: str) -> Normalise
 def _non_finite(result: Normalised) -> Normalised:
     """NaN is how pandas writes a missing number, so it becomes null; infinities are rejected."""
     values = result.values
+    if pc.all(pc.is_finite(values)).as_py():  # the usual case, in one pass (nulls are skipped)
+        return result
     if pc.any(pc.is_nan(values)).as_py():
         values = pc.if_else(pc.is_nan(values), pa.scalar(None, pa.float64()), values)
     infinite = np.asarray(pc.is_inf(values).fill_null(False), dtype=bool)
