@@ -52,9 +52,11 @@ logger = logging.getLogger("nextbest_serving")
 # Adaptive batching of the model calls: a batch closes at this size, or this long after its first request
 # (when requests overlap; a lone client does not wait). The window buys batch size under load, measured at
 # 8 clients: 0 ms 255 requests/s, 1 ms 413, 2 ms 480, 4 ms 414. The size bounds how long the event loop
-# is busy with one batch: about 25 ms for 128 requests of 100 events (15 ms for 64, which left /rank_batch
-# 7% slower: 2,692 against 2,890 customers/s).
-MAX_BATCH_SIZE = 128
+# is busy with one batch: about 40 ms for 256 requests of 100 events. Scoring 500 such requests took, in
+# batches of 128: 90 ms; 192: 87; 256: 80; 384: 96 (larger batches outgrow the CPU caches). Requests
+# queue in arrival order whatever the size, so a /rank behind a /rank_batch call waits for the call's
+# requests either way; a smaller size only answers probes and notices deadlines sooner.
+MAX_BATCH_SIZE = 256
 MAX_LATENCY_MS = 2.0
 # From this many requests a model batch uses the `torch_threads` setting's intra-op threads (see
 # `_threads_for`); concurrent /rank callers make batches of a few.
