@@ -34,11 +34,12 @@ OUTPUT_SCHEMA = pa.schema(
         ("suppressed", pa.list_(SUPPRESSED_STRUCT)),
     ]
 )
+EVIDENCE_FIELD = pa.field("evidence", EVIDENCE_TYPE)
 
 
 def output_schema(explained: bool) -> pa.Schema:
     """The batch output's schema: `OUTPUT_SCHEMA`, plus the `evidence` column when decisions are explained."""
-    return OUTPUT_SCHEMA.append(pa.field("evidence", EVIDENCE_TYPE)) if explained else OUTPUT_SCHEMA
+    return OUTPUT_SCHEMA.append(EVIDENCE_FIELD) if explained else OUTPUT_SCHEMA
 
 
 def decisions_table(decisions: Decisions, model_version: str, top_k: int | None = None) -> pa.Table:
@@ -94,7 +95,7 @@ def decisions_table(decisions: Decisions, model_version: str, top_k: int | None 
     )
     if decisions.evidence is None:
         return table
-    return table.append_column(output_schema(explained=True).field("evidence"), decisions.evidence)
+    return table.append_column(EVIDENCE_FIELD, decisions.evidence)
 
 
 def _lists(values: pa.StructArray, counts: np.ndarray, list_type: pa.DataType) -> pa.ListArray:
