@@ -251,6 +251,10 @@ def test_profile_features_cover_categories_numbers_tenure_and_missing_customers(
     assert batch["length"].tolist() == [1, 1, 0]
     assert batch["history"].shape == (3, encoder.history_dim)
     assert batch["history"][2, : len(HISTORY_FEATURES)].tolist() == [0.0, 0.0, 0.0, 0.0]
+    # A profile table without a column the encoder knows reads as that attribute missing for everyone.
+    without = encoder.encode(log, requests, customers.drop_columns(["signup", "age"])).batch()
+    assert without["profile_numeric"][:, 1::2].tolist() == [[1.0, 1.0]] * 3
+    assert without["profile_numeric"][:, 0::2].tolist() == [[0.0, 0.0]] * 3
 
 
 def test_history_aggregates_are_standardised_and_optional() -> None:

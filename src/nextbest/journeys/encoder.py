@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 from nextbest.data.events import EventLog
 from nextbest.data.schema import MICROS_PER_DAY, MICROS_PER_HOUR, MICROS_PER_SECOND
 from nextbest.journeys.aggregates import ScaledAggregates
-from nextbest.journeys.profile import ProfileEncoder
+from nextbest.journeys.profile import ProfileEncoder, profile_rows
 from nextbest.journeys.vocab import PAD, Vocabulary
 from nextbest.journeys.windows import Windows, history_windows
 
@@ -261,8 +261,7 @@ def _value_features(log: EventLog) -> tuple[np.ndarray, np.ndarray]:
 def _profile_rows(customers: pa.Table | None, customer_ids: pa.Array) -> np.ndarray:
     if customers is None:
         return np.full(len(customer_ids), -1, dtype=np.int64)
-    found = pc.index_in(customer_ids, value_set=customers.column("customer_id").combine_chunks())
-    return np.asarray(found.fill_null(-1), dtype=np.int64)
+    return profile_rows(customers, customer_ids)
 
 
 def _history_features(windows: Windows, timestamps: np.ndarray, as_of: np.ndarray) -> np.ndarray:

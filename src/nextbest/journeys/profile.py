@@ -79,29 +79,32 @@ class ProfileEncoder:
         """
         size = len(rows)
         categorical = np.full((size, self.num_categorical), MISSING, dtype=np.int32)
-        numeric = np.zeros((size, self.num_numeric), dtype=np.float32)
         has_row = rows >= 0
-        if customers is not None and has_row.any():
-            picked = customers.take(pa.array(np.where(has_row, rows, 0)))
-            for j, (name, vocab) in enumerate(self.categorical.items()):
-                if name in picked.column_names:
-                    codes = vocab.encode(_as_text(picked.column(name).combine_chunks()))
-                    categorical[:, j] = np.where(has_row, codes, MISSING)
-            column_values = [
-                *((name, stats, _numbers(picked, name)) for name, stats in self.numeric.items()),
-                *(
-                    (name, stats, _days_before(picked.column(name).combine_chunks(), as_of))
-                    for name, stats in self.temporal.items()
-                    if name in picked.column_names
-                ),
-            ]
-            for j, (_, stats, values) in enumerate(column_values):
-                values = np.where(has_row, values, np.nan)
-                missing = np.isnan(values)
-                numeric[:, 2 * j] = np.where(missing, 0.0, (values - stats.mean) / stats.std)
-                numeric[:, 2 * j + 1] = missing
-        else:
+        if customers is None or not has_row.any():
+            numeric = np.zeros((size, self.num_numeric), dtype=np.float32)
             numeric[:, 1::2] = 1.0
+            return {"profile_categorical": categorical, "profile_numeric": numeric}
+        picked = take_rows(customers, rows)
+        present = set(picked.column_names)
+        for j, (name, vocab) in enumerate(self.categorical.items()):
+            if name in present:
+                codes = vocab.encode(_as_text(picked.column(name).combine_chunks()))
+                categorical[:, j] = np.where(has_row, codes, MISSING)
+        stats = [*self.numeric.values(), *self.temporal.values()]
+        values = np.full((size, len(stats)), np.nan)  # [B, numeric + temporal]; NaN: missing
+        for j, name in enumerate(self.numeric):
+            if name in present:
+                values[:, j] = _numbers(picked.column(name))
+        for j, name in enumerate(self.temporal, start=len(self.numeric)):
+            if name in present:
+                values[:, j] = _days_before(picked.column(name).combine_chunks(), as_of)
+        values[~has_row] = np.nan
+        mean = np.array([s.mean for s in stats])
+        std = np.array([s.std for s in stats])
+        missing = np.isnan(values)
+        numeric = np.empty((size, self.num_numeric), dtype=np.float32)
+        numeric[:, 0::2] = np.where(missing, 0.0, (values - mean) / std)
+        numeric[:, 1::2] = missing
         return {"profile_categorical": categorical, "profile_numeric": numeric}
 
     def records_table(
@@ -139,21 +142,37 @@ class ProfileEncoder:
         )
 
 
+def profile_rows(customers: pa.Table, customer_ids: pa.Array) -> np.ndarray:
+    """Each request's row in `customers` (int64; -1: the customer has no profile row)."""
+    known = customers.column("customer_id").combine_chunks()
+    if known.equals(customer_ids):  # already in request order, as the online service builds its table
+        return np.arange(len(customer_ids), dtype=np.int64)
+    return np.asarray(pc.index_in(customer_ids, value_set=known).fill_null(-1), dtype=np.int64)
+
+
+def take_rows(table: pa.Table, rows: np.ndarray) -> pa.Table:
+    """Rows `rows` of `table` (from `profile_rows`), an all-null row for -1."""
+    if len(rows) == table.num_rows and np.array_equal(rows, np.arange(len(rows))):
+        return table  # a take of every row in order would only copy it
+    return table.take(pa.array(rows, mask=rows < 0))
+
+
 def _as_text(column: pa.Array) -> pa.Array:
     if pa.types.is_dictionary(column.type):
         column = column.dictionary_decode()
     return column if pa.types.is_string(column.type) else pc.cast(column, pa.string())
 
 
-def _numbers(table: pa.Table, name: str) -> np.ndarray:
-    if name not in table.column_names:
-        return np.full(table.num_rows, np.nan)
-    values = pc.cast(table.column(name), pa.float64()).to_numpy(zero_copy_only=False)
+def _numbers(column: pa.ChunkedArray) -> np.ndarray:
+    values = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
     return np.asarray(values, dtype=np.float64)
 
 
 def _days_before(column: pa.Array, as_of: np.ndarray) -> np.ndarray:
-    micros = pc.cast(pc.cast(column, pa.timestamp("us")), pa.int64()).to_numpy(zero_copy_only=False)
+    # Zoned or naive, microsecond timestamps are microseconds since the epoch already (UTC for zoned ones).
+    if not (pa.types.is_timestamp(column.type) and column.type.unit == "us"):
+        column = pc.cast(column, pa.timestamp("us"))
+    micros = pc.cast(column, pa.int64()).to_numpy(zero_copy_only=False)
     micros = np.asarray(micros, dtype=np.float64)  # nulls arrive as NaN
     return (as_of - micros) / MICROS_PER_DAY
 

@@ -21,6 +21,7 @@ from nextbest.decisioning.policy import (
     rule_names,
     serving_probabilities,
 )
+from nextbest.journeys.profile import profile_rows, take_rows
 from nextbest.scoring.explain import event_weights
 from nextbest.scoring.scorer import DEFAULT_BATCH_SIZE, JourneyScorer, Scores
 
@@ -121,8 +122,7 @@ def rule_columns(
         c for c in (customers.column_names if customers is not None else []) if c in wanted["profile"]
     ]
     if customers is not None and read_profile:
-        found = pc.index_in(customer_ids, value_set=customers.column("customer_id").combine_chunks())
-        rows = customers.select(read_profile).take(found)  # null index → null row: no profile
+        rows = take_rows(customers.select(read_profile), profile_rows(customers, customer_ids))
         profile = {name: _values(rows.column(name)) for name in read_profile}
     context = {
         name: _values(requests.column(name))
