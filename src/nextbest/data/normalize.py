@@ -62,15 +62,16 @@ def normalise_table(raw: pa.Table, spec: TableSpec, report: ValidationReport) ->
     if raw.num_rows == 0:
         report.unusable(spec.name, None, "table is empty")
         return None
-    missing = [c for c in spec.required if c not in raw.column_names]
+    names = raw.column_names
+    missing = [c for c in spec.required if c not in names]
     if missing:
-        has = ", ".join(raw.column_names)
+        has = ", ".join(names)
         report.unusable(spec.name, ", ".join(missing), f"missing required column(s); the table has: {has}")
         return None
     columns: dict[str, pa.Array] = {}
     rejected = np.zeros(raw.num_rows, dtype=bool)
     for column in spec.columns:
-        if column.name not in raw.column_names:
+        if column.name not in names:
             continue
         original = raw.column(column.name).combine_chunks()
         try:
@@ -89,9 +90,10 @@ def normalise_table(raw: pa.Table, spec: TableSpec, report: ValidationReport) ->
         columns[column.name] = result.values
     # A row with several bad cells gets a finding per cell but is one rejected row.
     report.count_rejected(spec.name, int(rejected.sum()))
-    table = raw
-    for name, values in columns.items():
-        table = table.set_column(table.column_names.index(name), name, values)
+    # One new table, not a copy per replaced column (a repeated name's first column is the contract's).
+    replaced = {names.index(name): values for name, values in columns.items()}
+    arrays = [replaced.get(i, raw.column(i)) for i in range(len(names))]
+    table = pa.Table.from_arrays(arrays, names=names, metadata=raw.schema.metadata)
     return table.filter(pa.array(~rejected)) if rejected.any() else table
 
 
