@@ -31,30 +31,40 @@ def history_values(
     as_of = np.asarray(as_of, dtype=np.int64)
     end = segmented_searchsorted(log.timestamps, first, last, as_of, side="left")
     values: dict[HistoryQuery, np.ndarray] = {}
-    masks: dict[tuple[tuple[str, tuple[str, ...]], ...], np.ndarray] = {}
+    # Queries share parts: a catalog's limits all match its contact events, its counts mostly share a
+    # window. Each part is computed once (the demo catalog's 7 queries: 5 column masks, not 12).
+    column_masks: dict[tuple[str, tuple[str, ...]], np.ndarray] = {}
+    window_starts: dict[float, np.ndarray] = {}
     for query in set(queries):
-        if query.match not in masks:
-            masks[query.match] = _match_mask(log, query.match)
-        matches = masks[query.match]
+        matches = _match_mask(log, query.match, column_masks)
         if query.function == "count":
             assert query.days is not None
-            window_start = as_of - np.int64(round(query.days * MICROS_PER_DAY))
-            start = segmented_searchsorted(log.timestamps, first, end, window_start, side="left")
+            if query.days not in window_starts:
+                window_start = as_of - np.int64(round(query.days * MICROS_PER_DAY))
+                window_starts[query.days] = segmented_searchsorted(
+                    log.timestamps, first, end, window_start, side="left"
+                )
             running = np.concatenate([[0], np.cumsum(matches, dtype=np.int64)])
-            values[query] = (running[end] - running[start]).astype(np.float64)
+            values[query] = (running[end] - running[window_starts[query.days]]).astype(np.float64)
         else:
             values[query] = _days_since_last_match(log.timestamps, matches, first, end, as_of)
     return values
 
 
-def _match_mask(log: EventLog, match: tuple[tuple[str, tuple[str, ...]], ...]) -> np.ndarray:
+def _match_mask(
+    log: EventLog,
+    match: tuple[tuple[str, tuple[str, ...]], ...],
+    column_masks: dict[tuple[str, tuple[str, ...]], np.ndarray],
+) -> np.ndarray:
     """Per sorted event: is its value in the accepted ones of every matched column? A missing column
-    matches nothing."""
+    matches nothing. `column_masks` caches each (column, accepted) mask."""
     mask = np.ones(log.num_events, dtype=bool)
     for column, accepted in match:
         if column not in log.source.column_names:
             return np.zeros(log.num_events, dtype=bool)
-        mask &= codes_mask(*log.token_codes(column), accepted)
+        if (column, accepted) not in column_masks:
+            column_masks[column, accepted] = codes_mask(*log.token_codes(column), accepted)
+        mask &= column_masks[column, accepted]
     return mask
 
 
