@@ -8,7 +8,7 @@ model carries as an artifact.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -219,6 +219,8 @@ class JourneyScorer:
 
 
 def _batches(rows: np.ndarray, batch_size: int, progress: bool) -> Iterator[np.ndarray]:
-    starts: Sequence[int] = range(0, len(rows), batch_size)
-    for start in tqdm(starts, desc="scoring", unit="batch", disable=not progress):
+    starts: Iterable[int] = range(0, len(rows), batch_size)
+    if progress:  # a disabled bar still costs 10 µs, a tenth of scoring one online request's batch
+        starts = tqdm(starts, desc="scoring", unit="batch")
+    for start in starts:
         yield rows[start : start + batch_size]
