@@ -18,10 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field, with_config
 from typing_extensions import TypedDict  # pydantic needs this one, not typing's, before Python 3.12
 
 from nextbest.data.events import EventLog
+from nextbest.data.io import TEXT_DICTIONARY
 from nextbest.data.normalize import normalise_column
 from nextbest.data.report import ValidationReport
 from nextbest.data.schema import UTC_US, ColumnSpec, ColumnType
 from nextbest.data.tables import load_events
+from nextbest.data.text import CATEGORICAL_COLUMNS
 from nextbest.decisioning.catalog import ActionCatalog
 from nextbest.decisioning.policy import NOT_A_CANDIDATE
 from nextbest.errors import DataContractError
@@ -39,7 +41,21 @@ MAX_EXPLAINED_EVENTS = 20
 # The events table columns a request event carries (its customer is the request's).
 EVENT_FIELDS = ("timestamp", "event_type", "channel", "action", "value")
 EVENTS_DESCRIPTION = "the history; only events before as_of count"
-_EVENT_STRUCT = pa.struct([(name, pa.float64() if name == "value" else pa.string()) for name in EVENT_FIELDS])
+# The low-cardinality text fields are read as dictionaries, as files are (`nextbest.data.io`): the
+# conversion builds each field's distinct strings as it goes, where the log would hash every row later.
+_EVENT_STRUCT = pa.struct(
+    [
+        (
+            name,
+            pa.float64()
+            if name == "value"
+            else TEXT_DICTIONARY
+            if name in CATEGORICAL_COLUMNS
+            else pa.string(),
+        )
+        for name in EVENT_FIELDS
+    ]
+)
 
 
 class RequestEvent(BaseModel):
@@ -447,14 +463,16 @@ def _event_log(records: Sequence[AnyScoringRequest], keys: list[str]) -> EventLo
 def _as_of(records: Sequence[BaseScoringRequest], log: EventLog, keys: list[str]) -> pa.Array:
     """Each record's as_of; by default just after its last event (as_of is exclusive, so every event
     given counts), or now for a record without events."""
-    index = log.index_of(pa.array(keys, pa.string()))
-    after_last = np.append(log.timestamps[log.offsets[1:] - 1] + 1, epoch_micros(datetime.now(UTC)))
-    default = after_last[np.where(index >= 0, index, -1)]
     given = pa.array([r.as_of for r in records], pa.string())
     parsed = normalise_column(given, ColumnSpec("as_of", ColumnType.TIMESTAMP, required=False))
     if parsed.rejections:
         bad = [records[i].as_of for i in np.flatnonzero(parsed.rejections[0][1])[:3]]
         raise DataContractError(f"as_of must be an ISO-8601 time, got {', '.join(map(repr, bad))}")
+    if not parsed.values.null_count:  # every record says when
+        return parsed.values
+    index = log.index_of(pa.array(keys, pa.string()))
+    after_last = np.append(log.timestamps[log.offsets[1:] - 1] + 1, epoch_micros(datetime.now(UTC)))
+    default = after_last[np.where(index >= 0, index, -1)]
     micros = np.asarray(parsed.values.cast(pa.int64()).fill_null(0), dtype=np.int64)
     chosen = np.where(np.asarray(parsed.values.is_valid(), dtype=bool), micros, default)
     return pa.array(chosen, pa.int64()).cast(UTC_US)
