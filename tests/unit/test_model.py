@@ -233,6 +233,21 @@ def test_eval_mode_is_deterministic_and_train_mode_uses_dropout(encoder: str) ->
     assert not torch.equal(network(batch)["embedding"], network(batch)["embedding"])
 
 
+@pytest.mark.parametrize("batch_size", [1, 3])
+@pytest.mark.parametrize("training", [False, True])
+def test_the_summary_attends_as_every_position_does(batch_size: int, training: bool) -> None:
+    """The last block attends from the summary token alone, without keys and values for every position:
+    the summary's output is the one a full block gives it (also in training, where dropout is off here)."""
+    block = JourneyNetwork(make_config(dropout=0.0)).history_encoder.blocks[-1].train(training)
+    generator = torch.Generator().manual_seed(batch_size)
+    x = torch.randn(batch_size, 7, 16, generator=generator)
+    keep = torch.rand(batch_size, 1, 1, 7, generator=generator) > 0.4
+    keep[..., 0] = True  # the summary token is always kept
+    keep[0, ..., 1:] = False  # a history with no events
+    full = block(x, keep, queries=7)[:, :1]
+    assert torch.allclose(block(x, keep, queries=1), full, atol=1e-5)
+
+
 def test_network_without_profile_blocks() -> None:
     config = make_config(profile_categorical_sizes=(), profile_numeric_dim=0, history_dim=0)
     batch = random_batch(config, batch_size=3, max_length=4)

@@ -111,9 +111,16 @@ class TransformerBlock(nn.Module):
         Returns:
             [B, queries, D].
         """
-        batch_size, length, d = x.shape
-        head_dim = d // self.n_heads
         normed = self.attention_norm(x)  # [B, S, D]
+        attend = self._attend_through_keys if queries == x.shape[1] else self._attend_from_queries
+        y = attend(normed, keep, queries)  # [B, Q, D]
+        x = x[:, :queries] + self.residual_dropout(self.projection(y))  # [B, Q, D]
+        return x + self.mlp(self.mlp_norm(x))  # [B, Q, D]
+
+    def _attend_through_keys(self, normed: Tensor, keep: Tensor, queries: int) -> Tensor:
+        """Multi-head attention of the first `queries` positions of `normed` [B, S, D] over its kept ones."""
+        batch_size, length, d = normed.shape
+        head_dim = d // self.n_heads
         weight, bias = self.qkv.weight, self.qkv.bias
         q = nn.functional.linear(normed[:, :queries], weight[:d], bias[:d])  # [B, Q, D]
         k, v = nn.functional.linear(normed, weight[d:], bias[d:]).chunk(2, dim=2)  # [B, S, D] each
@@ -124,9 +131,35 @@ class TransformerBlock(nn.Module):
         y = nn.functional.scaled_dot_product_attention(
             q, k, v, attn_mask=keep, dropout_p=dropout
         )  # [B, h, Q, D/h]
-        y = y.transpose(1, 2).reshape(batch_size, queries, d)  # [B, Q, D]
-        x = x[:, :queries] + self.residual_dropout(self.projection(y))  # [B, Q, D]
-        return x + self.mlp(self.mlp_norm(x))  # [B, Q, D]
+        return y.transpose(1, 2).reshape(batch_size, queries, d)  # [B, Q, D]
+
+    def _attend_from_queries(self, normed: Tensor, keep: Tensor, queries: int) -> Tensor:
+        """The same attention as `_attend_through_keys` for a few queries (the summary token alone in
+        the last block), without projecting every position to a key and a value.
+
+        A query q scores position j as q·(W_k x_j + b_k) = (q W_k)·x_j + q·b_k, where q·b_k is the same for
+        every j and cancels in the softmax; its output is Σ_j a_j (W_v x_j + b_v) = W_v (Σ_j a_j x_j) +
+        b_v Σ_j a_j. So only the queries meet the weights, and the S positions are read as they are:
+        O(S·D) per history instead of O(S·D²) (256 histories of 100 events: 8.1 -> 3.1 ms, one: the same).
+        """
+        batch_size, _, d = normed.shape
+        head_dim = d // self.n_heads
+        weight, bias = self.qkv.weight, self.qkv.bias
+        q = nn.functional.linear(normed[:, :queries], weight[:d], bias[:d]) * head_dim**-0.5  # [B, Q, D]
+        q = q.view(batch_size, queries, self.n_heads, head_dim).transpose(1, 2)  # [B, h, Q, D/h]
+        w_k, w_v = weight[d:].view(2, self.n_heads, head_dim, d)  # [h, D/h, D] each
+        # Heads and queries share one axis, so each product is a plain batched matmul over the B histories
+        # (broadcasting the heads would copy every history once per head).
+        u = (q @ w_k).reshape(batch_size, self.n_heads * queries, d)  # [B, h·Q, D]
+        scores = torch.bmm(u, normed.transpose(1, 2))  # [B, h·Q, S]
+        weights = torch.where(keep[:, 0], scores, float("-inf")).softmax(dim=-1)  # [B, h·Q, S]
+        b_v = bias[2 * d :].view(self.n_heads, 1, head_dim)  # [h, 1, D/h]
+        if self.training and self.dropout > 0:  # dropped weights no longer sum to 1: so neither does b_v's
+            weights = nn.functional.dropout(weights, self.dropout)
+            b_v = b_v * weights.sum(dim=-1).view(batch_size, self.n_heads, queries, 1)  # [B, h, Q, 1]
+        context = torch.bmm(weights, normed).view(batch_size, self.n_heads, queries, d)  # Σ_j a_j x_j
+        y = context @ w_v.transpose(1, 2) + b_v  # [B, h, Q, D/h]
+        return y.transpose(1, 2).reshape(batch_size, queries, d)  # [B, Q, D]
 
 
 class TransformerHistory(nn.Module):
