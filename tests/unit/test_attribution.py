@@ -194,8 +194,9 @@ def test_touchpoints_after_which_nothing_converts_get_nothing(
     # merely absent from converting journeys can still get credit: see the pooling test above.)
     paths = make_paths([(head + tail, converted and not tail) for head, tail, converted in journeys], "ABCXY")
     result = markov_attribution(paths, order)
-    assert result.removal_effects["X"] == 0.0
-    assert result.removal_effects["Y"] == 0.0
+    # Round-off aside: higher orders solve the chain iteratively (one example left 1.2e-13).
+    assert result.removal_effects["X"] == pytest.approx(0.0, abs=1e-12)
+    assert result.removal_effects["Y"] == pytest.approx(0.0, abs=1e-12)
 
 
 @settings(max_examples=100, deadline=None)
