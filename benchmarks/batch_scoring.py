@@ -70,6 +70,7 @@ def worker(engine: str, events: Path, out: Path) -> None:
     from nextbest.batch.buckets import DEFAULT_CHUNK_EVENTS, chunk_count
     from nextbest.batch.chunk import ScoringOptions
     from nextbest.batch.job import JobInputs, run_job
+    from nextbest.scoring.memory import keep_freed_memory
     from nextbest.scoring.pyfunc import load_scorer
 
     began = time.perf_counter()
@@ -85,6 +86,7 @@ def worker(engine: str, events: Path, out: Path) -> None:
         spark_conf = {"spark.master": "local[2]", "spark.ui.showConsoleProgress": "false"}
         run_spark_job("models:/nextbest@champion", inputs, out, options, chunks=chunks, spark_conf=spark_conf)
     else:
+        keep_freed_memory()  # as `nextbest score` does
         run_job(scorer, inputs, out, options, description={})
     seconds = time.perf_counter() - started
     rows = pq.ParquetDataset(out).read(columns=["customer_id"]).num_rows

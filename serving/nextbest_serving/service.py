@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import functools
 import gc
 import logging
@@ -35,6 +34,7 @@ from starlette.routing import Route
 from nextbest import __version__
 from nextbest.errors import DataContractError
 from nextbest.scoring.decision_log import DecisionLogWriter
+from nextbest.scoring.memory import keep_freed_memory
 from nextbest.scoring.pyfunc import load_scorer, model_version
 from nextbest.scoring.records import (
     ScoredProbabilities,
@@ -94,7 +94,7 @@ class NextbestService:
             else DecisionLogWriter(self.settings.decision_log, self.settings.decision_log_rows)
         )
         _tune_garbage_collector()
-        _keep_freed_memory()
+        keep_freed_memory()  # large batches reuse memory instead of page-faulting it in again
         logger.info("serving %s (version %s)", self.settings.model_uri, self.version)
 
     def __is_ready__(self) -> bool:
@@ -224,30 +224,6 @@ def _tune_garbage_collector() -> None:
     946 customers/s, 2,352 with this; one client's p50 7.7 -> 7.1 ms)."""
     gc.freeze()  # what start-up made (model, libraries) lives as long as the worker: never scan it
     gc.set_threshold(100_000, 10, 10)  # young collections per 100,000 new objects, not per 700
-
-
-# glibc's mallopt parameters (malloc.h), and the largest mmap threshold it accepts on 64-bit systems.
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-_MMAP_THRESHOLD = 32 * 1024 * 1024
-_TRIM_THRESHOLD = 256 * 1024 * 1024
-
-
-def _keep_freed_memory() -> None:
-    """Keeps the memory a model batch frees for the next batch, instead of giving it back to the kernel.
-
-    With glibc's defaults, the arrays of a large batch (tens of MB for 256 requests of 100 events) were
-    mapped fresh and unmapped after, so every batch page-faulted all of its memory in again: 10,000 faults
-    and 16 of 57 ms in the kernel. Served from the heap (allocations up to 32 MB), and the heap trimmed only
-    when 256 MB lie free at its top, the same batch took 41 ms without a fault; one request's time did not
-    change. The price: the worker keeps the memory of its largest batch. Only glibc has `mallopt`;
-    elsewhere this does nothing.
-    """
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return
-    mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
-    mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
 
 
 def _each_or_alone(score: Any, records: list[ServedScoringRequest]) -> list[Any]:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import platform
+import subprocess
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -298,3 +301,32 @@ def test_batch_output_carries_evidence_when_asked(scorer: JourneyScorer, log: Ev
     for customer, events in zip(table.column("customer_id").to_pylist(), evidence, strict=True):
         assert len(events) == min(2, counts[customer])
         assert all(e["timestamp"] is not None and np.isfinite(e["weight"]) for e in events)
+
+
+# A scoring batch's memory pattern: several large temporaries, all freed at the end; the third batch's page
+# faults are printed.
+_BATCHES_SCRIPT = """
+import resource, sys
+import numpy as np
+from nextbest.scoring.memory import keep_freed_memory
+if sys.argv[1] == "keep":
+    assert keep_freed_memory()
+def batch():
+    arrays = [np.ones(2_000_000) * i for i in range(6)]  # 6 x 16 MB
+    del arrays
+batch(); batch()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+batch()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_kept_memory_is_reused_without_page_faults() -> None:
+    def faults(mode: str) -> int:
+        run = subprocess.run([sys.executable, "-c", _BATCHES_SCRIPT, mode], capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        return int(run.stdout)
+
+    assert faults("default") > 1_000  # glibc gave the freed batch back and faults it in again
+    assert faults("keep") < 100

@@ -120,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
     from nextbest.batch.chunk import ScoringOptions
     from nextbest.batch.job import JobInputs, file_digest, run_job
     from nextbest.decisioning.catalog import ActionCatalog
+    from nextbest.scoring.memory import keep_freed_memory
     from nextbest.scoring.pyfunc import load_scorer, model_version
 
     scorer = load_scorer(args.model)
@@ -135,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
     if args.engine == "spark":
         _run_on_spark(args, inputs, options, description, spark_conf)
         return 0
+    keep_freed_memory()
     try:
         summary = run_job(
             scorer,
