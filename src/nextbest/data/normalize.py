@@ -114,10 +114,9 @@ def _string(values: pa.Array) -> Normalised:
     if not pa.types.is_string(values.type):
         raise UnusableColumnError(f"expected text (or integer ids), got {values.type}")
     # An empty string carries no more information than a missing value.
-    empty = pc.equal(values, "")
-    if not pc.any(empty).as_py():
+    if pc.index(values, "").as_py() < 0:  # the usual case: one search, stopping at the first empty string
         return Normalised(values)
-    return Normalised(pc.if_else(empty, pa.scalar(None, pa.string()), values))
+    return Normalised(pc.if_else(pc.equal(values, ""), pa.scalar(None, pa.string()), values))
 
 
 def _dictionary_string(values: pa.DictionaryArray) -> Normalised:
@@ -231,7 +230,8 @@ def _unparsable(original: pa.Array, parsed: pa.Array, problem: str) -> Normalise
 def _non_finite(result: Normalised) -> Normalised:
     """NaN is how pandas writes a missing number, so it becomes null; infinities are rejected."""
     values = result.values
-    if pc.all(pc.is_finite(values)).as_py():  # the usual case, in one pass (nulls are skipped)
+    # The usual case, in one pass: nulls are skipped, and a column of nulls alone (min_count=0) passes too.
+    if pc.all(pc.is_finite(values), min_count=0).as_py():
         return result
     if pc.any(pc.is_nan(values)).as_py():
         values = pc.if_else(pc.is_nan(values), pa.scalar(None, pa.float64()), values)
