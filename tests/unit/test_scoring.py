@@ -30,6 +30,7 @@ from nextbest.scoring import (
     JourneyScorer,
     ScoringRequest,
     decide,
+    decision_rows,
     decisions_table,
     score_records,
 )
@@ -168,6 +169,47 @@ def test_output_table_ranks_actions_best_first(scorer: JourneyScorer, log: Event
     np.testing.assert_allclose([r[0]["score"] for r in full.column("actions").to_pylist()], best)
 
 
+@pytest.mark.parametrize(
+    ("policy", "top_k", "explain"), [("off", None, 0), ("epsilon", 2, 0), ("softmax", 3, 2)]
+)
+def test_decision_rows_are_the_output_tables_rows(
+    scorer: JourneyScorer, log: EventLog, world: SimulatedWorld, policy: str, top_k: int | None, explain: int
+) -> None:
+    """The online service's rows, built without the table, are the batch output's rows: rules suppress
+    actions, some requests may be served nothing, exploration draws."""
+    catalog = ActionCatalog.from_dict(
+        {
+            "actions": [
+                {"id": "email_offer", "channel": "email", "value": 40.0, "limits": [{"max": 1, "days": 7}]},
+                {
+                    "id": "discount_10",
+                    "channel": "email",
+                    "value": 36.0,
+                    "eligible_if": "profile.email_opt_in == 1",
+                },
+                {
+                    "id": "call_back",
+                    "channel": "call_center",
+                    "value": 40.0,
+                    "cost": 4.0,
+                    "cooldown_days": 30,
+                },
+                {"id": "no_action", "value": 40.0, "eligible_if": 'profile.segment == "gold"'},
+            ],
+            "exploration": {"policy": policy, "epsilon": 0.3, "temperature": 0.5},
+        }
+    )
+    requests = requests_at_end(log).slice(0, 40)
+    candidates = np.ones((40, 4), dtype=bool)
+    candidates[::5, :3] = False  # only no_action asked for: served only to gold customers
+    decisions = decide(
+        scorer, log, requests, world.customers, catalog=catalog, candidates=candidates, explain=explain
+    )
+    table = decisions_table(decisions, "2", top_k)
+    assert table.column("chosen_action").null_count > 0  # some requests are served nothing
+    assert decision_rows(decisions, "2", top_k) == table.to_pylist()
+
+
 @given(
     arrays(np.float64, st.tuples(st.integers(1, 5), st.just(4)), elements=st.sampled_from([0.1, 0.2, 0.5]))
 )
@@ -254,6 +296,7 @@ def test_a_model_without_actions_scores_and_serves_nothing(log: EventLog) -> Non
     assert table.num_rows == log.num_customers
     assert table.column("top_action").null_count == table.num_rows
     assert table.column("chosen_probability").null_count == table.num_rows
+    assert decision_rows(decide(scorer, log, requests_at_end(log)), "1") == table.to_pylist()
     (answer,) = score_records(scorer, records_from_tables(log, requests_at_end(log).slice(0, 1)), "1")
     assert answer.actions == []
     assert 0.0 < answer.p_conversion < 1.0

@@ -2,7 +2,7 @@
 scoring records (the online request shape) and the ranked output."""
 
 from nextbest.scoring.decide import Decisions, decide
-from nextbest.scoring.output import OUTPUT_SCHEMA, decisions_table
+from nextbest.scoring.output import OUTPUT_SCHEMA, decision_rows, decisions_table
 from nextbest.scoring.records import (
     RankedAction,
     RequestEvent,
@@ -25,6 +25,7 @@ __all__ = [
     "ScoringRequest",
     "SuppressedAction",
     "decide",
+    "decision_rows",
     "decisions_table",
     "score_records",
 ]

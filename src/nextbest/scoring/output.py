@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
 import numpy as np
 import pyarrow as pa
 
 from nextbest.data.schema import UTC_US
+from nextbest.decisioning.policy import Ranking
 from nextbest.scoring.decide import Decisions
 from nextbest.scoring.explain import EVIDENCE_TYPE
 
@@ -51,30 +56,20 @@ def decisions_table(decisions: Decisions, model_version: str, top_k: int | None 
     `score` is the action's expected value, `uplift` its expected value over taking no action.
     """
     scores, ranking = decisions.scores, decisions.ranking
-    n, k = ranking.expected_value.shape
+    layout = _Layout.of(decisions, top_k)
     ids = np.asarray(ranking.actions, dtype=object)
-    eligible_in_order = np.take_along_axis(ranking.eligible, ranking.order, axis=1)
-    kept = eligible_in_order.sum(axis=1)
-    if top_k is not None:
-        kept = np.minimum(kept, top_k)
-    rows, position = np.nonzero(np.arange(k)[None, :] < kept[:, None])  # eligible actions come first
-    picked = ranking.order[rows, position]
     ranked = pa.StructArray.from_arrays(
         [
-            pa.array(ids[picked], pa.string()),
-            pa.array(position + 1, pa.int32()),
-            *(
-                pa.array(getattr(ranking, name)[rows, picked], pa.float64())
-                for name in ("expected_value", "uplift", "p_conversion", "p_churn")
-            ),
+            pa.array(ids[layout.picked], pa.string()),
+            pa.array(layout.position + 1, pa.int32()),
+            *(pa.array(values, pa.float64()) for values in layout.figures(ranking)),
         ],
         fields=list(ACTION_STRUCT),
     )
-    suppressed_rows, suppressed_actions = np.nonzero(~ranking.eligible)
     suppressed = pa.StructArray.from_arrays(
         [
-            pa.array(ids[suppressed_actions], pa.string()),
-            pa.array(ranking.reasons[suppressed_rows, suppressed_actions], pa.string()),
+            pa.array(ids[layout.suppressed_actions], pa.string()),
+            pa.array(layout.reasons(ranking), pa.string()),
         ],
         fields=list(SUPPRESSED_STRUCT),
     )
@@ -82,20 +77,118 @@ def decisions_table(decisions: Decisions, model_version: str, top_k: int | None 
         [
             scores.customer_ids.cast(pa.string()),
             pa.array(scores.as_of, pa.int64()).cast(UTC_US),
-            pa.repeat(pa.scalar(model_version, pa.string()), n),
+            pa.repeat(pa.scalar(model_version, pa.string()), len(scores)),
             pa.array(scores.p_conversion, pa.float64()),
             pa.array(scores.p_churn, pa.float64()),
             _action_names(ids, ranking.top),
             _action_names(ids, decisions.chosen),
             pa.array(decisions.chosen_probability, pa.float64(), from_pandas=True),
-            _lists(ranked, kept, OUTPUT_SCHEMA.field("actions").type),
-            _lists(suppressed, (~ranking.eligible).sum(axis=1), OUTPUT_SCHEMA.field("suppressed").type),
+            _lists(ranked, layout.kept, OUTPUT_SCHEMA.field("actions").type),
+            _lists(suppressed, layout.suppressed_counts, OUTPUT_SCHEMA.field("suppressed").type),
         ],
         schema=OUTPUT_SCHEMA,
     )
     if decisions.evidence is None:
         return table
     return table.append_column(EVIDENCE_FIELD, decisions.evidence)
+
+
+def decision_rows(decisions: Decisions, model_version: str, top_k: int | None = None) -> list[dict[str, Any]]:
+    """`decisions_table(...).to_pylist()` built straight from the arrays: the same rows, as Python objects.
+
+    For callers that want objects, not a table: the online service answers a request or a few at a time,
+    and the table's two dozen Arrow arrays cost it more than the rest of its output work.
+    """
+    scores, ranking = decisions.scores, decisions.ranking
+    layout = _Layout.of(decisions, top_k)
+    ids = ranking.actions
+    figures = (values.tolist() for values in layout.figures(ranking))
+    listed = zip(layout.picked.tolist(), layout.position.tolist(), *figures, strict=True)
+    ranked = _split(
+        [
+            {"action": ids[a], "rank": r + 1, "score": e, "uplift": u, "p_conversion": c, "p_churn": h}
+            for a, r, e, u, c, h in listed
+        ],
+        layout.kept,
+    )
+    reasons = zip(layout.suppressed_actions.tolist(), layout.reasons(ranking).tolist(), strict=True)
+    suppressed = _split([{"action": ids[a], "reason": why} for a, why in reasons], layout.suppressed_counts)
+    columns = (  # in the order of OUTPUT_SCHEMA's fields
+        scores.customer_ids.cast(pa.string()).to_pylist(),
+        [_EPOCH + timedelta(microseconds=us) for us in scores.as_of.tolist()],
+        [model_version] * len(scores),
+        scores.p_conversion.tolist(),
+        scores.p_churn.tolist(),
+        [ids[i] if i >= 0 else None for i in ranking.top.tolist()],
+        [ids[i] if i >= 0 else None for i in decisions.chosen.tolist()],
+        [None if np.isnan(p) else p for p in decisions.chosen_probability.tolist()],
+        ranked,
+        suppressed,
+    )
+    rows = [dict(zip(OUTPUT_SCHEMA.names, values, strict=True)) for values in zip(*columns, strict=True)]
+    if decisions.evidence is not None:
+        for row, evidence in zip(rows, decisions.evidence.to_pylist(), strict=True):
+            row["evidence"] = evidence
+    return rows
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where each request's listed actions come from, shared by the table and the rows.
+
+    Attributes:
+        kept: [N] ranked actions listed per request (eligible ones, at most top_k).
+        rows, position, picked: per listed action, its request, its place in the request's ranking and its
+            catalog index; requests in order, best first.
+        suppressed_rows, suppressed_actions: per suppressed action, its request and catalog index.
+        suppressed_counts: [N] suppressed actions per request.
+    """
+
+    kept: np.ndarray
+    rows: np.ndarray
+    position: np.ndarray
+    picked: np.ndarray
+    suppressed_rows: np.ndarray
+    suppressed_actions: np.ndarray
+    suppressed_counts: np.ndarray
+
+    @classmethod
+    def of(cls, decisions: Decisions, top_k: int | None) -> _Layout:
+        ranking = decisions.ranking
+        k = ranking.expected_value.shape[1]
+        kept = np.take_along_axis(ranking.eligible, ranking.order, axis=1).sum(axis=1)
+        if top_k is not None:
+            kept = np.minimum(kept, top_k)
+        rows, position = np.nonzero(np.arange(k)[None, :] < kept[:, None])  # eligible actions come first
+        suppressed_rows, suppressed_actions = np.nonzero(~ranking.eligible)
+        return cls(
+            kept,
+            rows,
+            position,
+            ranking.order[rows, position],
+            suppressed_rows,
+            suppressed_actions,
+            (~ranking.eligible).sum(axis=1),
+        )
+
+    def figures(self, ranking: Ranking) -> list[np.ndarray]:
+        """The listed actions' expected value, uplift, P(conversion) and P(churn)."""
+        names = ("expected_value", "uplift", "p_conversion", "p_churn")
+        return [getattr(ranking, name)[self.rows, self.picked] for name in names]
+
+    def reasons(self, ranking: Ranking) -> np.ndarray:
+        """Why each suppressed action was suppressed."""
+        reasons: np.ndarray = ranking.reasons[self.suppressed_rows, self.suppressed_actions]
+        return reasons
+
+
+def _split(items: list[Any], counts: np.ndarray) -> list[list[Any]]:
+    """`items` cut into consecutive lists of `counts[i]` items."""
+    ends = np.cumsum(counts).tolist()
+    return [items[end - count : end] for end, count in zip(ends, counts.tolist(), strict=True)]
 
 
 def _lists(values: pa.StructArray, counts: np.ndarray, list_type: pa.DataType) -> pa.ListArray:

@@ -30,7 +30,7 @@ from nextbest.errors import DataContractError
 from nextbest.journeys.requests import epoch_micros
 from nextbest.journeys.windows import history_windows
 from nextbest.scoring.decide import decide
-from nextbest.scoring.output import decisions_table
+from nextbest.scoring.output import decision_rows
 from nextbest.scoring.scorer import JourneyScorer
 
 ProfileValue = str | float | None
@@ -300,7 +300,7 @@ def score_records(
         candidates=_candidates(records, catalog.ids),
         explain=max((r.explain for r in records), default=0),
     )
-    rows = decisions_table(decisions, model_version).to_pylist()
+    rows = decision_rows(decisions, model_version)
     return [_answer(record, row) for record, row in zip(records, rows, strict=True)]
 
 
