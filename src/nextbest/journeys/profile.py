@@ -84,12 +84,11 @@ class ProfileEncoder:
             numeric = np.zeros((size, self.num_numeric), dtype=np.float32)
             numeric[:, 1::2] = 1.0
             return {"profile_categorical": categorical, "profile_numeric": numeric}
-        picked = take_rows(customers, rows)
+        picked = take_rows(customers, rows)  # a request without a profile row reads a row of nulls
         present = set(picked.column_names)
         for j, (name, vocab) in enumerate(self.categorical.items()):
             if name in present:
-                codes = vocab.encode(_as_text(picked.column(name).combine_chunks()))
-                categorical[:, j] = np.where(has_row, codes, MISSING)
+                categorical[:, j] = vocab.encode(_as_text(picked.column(name).combine_chunks()))
         stats = [*self.numeric.values(), *self.temporal.values()]
         values = np.full((size, len(stats)), np.nan)  # [B, numeric + temporal]; NaN: missing
         for j, name in enumerate(self.numeric):
@@ -98,7 +97,6 @@ class ProfileEncoder:
         for j, name in enumerate(self.temporal, start=len(self.numeric)):
             if name in present:
                 values[:, j] = _days_before(picked.column(name).combine_chunks(), as_of)
-        values[~has_row] = np.nan
         mean = np.array([s.mean for s in stats])
         std = np.array([s.std for s in stats])
         missing = np.isnan(values)

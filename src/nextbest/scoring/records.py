@@ -45,15 +45,9 @@ EVENTS_DESCRIPTION = "the history; only events before as_of count"
 # conversion builds each field's distinct strings as it goes, where the log would hash every row later.
 _EVENT_STRUCT = pa.struct(
     [
-        (
-            name,
-            pa.float64()
-            if name == "value"
-            else TEXT_DICTIONARY
-            if name in CATEGORICAL_COLUMNS
-            else pa.string(),
-        )
-        for name in EVENT_FIELDS
+        ("timestamp", pa.string()),
+        *((name, TEXT_DICTIONARY) for name in CATEGORICAL_COLUMNS),
+        ("value", pa.float64()),
     ]
 )
 
@@ -452,7 +446,7 @@ def _event_log(records: Sequence[AnyScoringRequest], keys: list[str]) -> EventLo
     # brings 50,000 events, and a Python pass per column cost more than the rest of building the log.
     events = pa.array(rows, type=_EVENT_STRUCT).flatten()
     customer_ids = pa.array(np.repeat(np.array(keys, dtype=object), counts), pa.string())
-    table = pa.table({"customer_id": customer_ids, **dict(zip(EVENT_FIELDS, events, strict=True))})
+    table = pa.table({"customer_id": customer_ids, **dict(zip(_EVENT_STRUCT.names, events, strict=True))})
     report = ValidationReport()
     log = load_events(table, report)
     if report.rows_rejected.get("events"):
