@@ -10,7 +10,6 @@ import numpy as np
 import pyarrow as pa
 
 from nextbest.data.schema import UTC_US
-from nextbest.decisioning.policy import Ranking
 from nextbest.scoring.decide import Decisions
 from nextbest.scoring.explain import EVIDENCE_TYPE
 
@@ -62,14 +61,14 @@ def decisions_table(decisions: Decisions, model_version: str, top_k: int | None 
         [
             pa.array(ids[layout.picked], pa.string()),
             pa.array(layout.position + 1, pa.int32()),
-            *(pa.array(values, pa.float64()) for values in layout.figures(ranking)),
+            *(pa.array(values, pa.float64()) for values in layout.figures),
         ],
         fields=list(ACTION_STRUCT),
     )
     suppressed = pa.StructArray.from_arrays(
         [
             pa.array(ids[layout.suppressed_actions], pa.string()),
-            pa.array(layout.reasons(ranking), pa.string()),
+            pa.array(layout.reasons, pa.string()),
         ],
         fields=list(SUPPRESSED_STRUCT),
     )
@@ -102,7 +101,7 @@ def decision_rows(decisions: Decisions, model_version: str, top_k: int | None = 
     scores, ranking = decisions.scores, decisions.ranking
     layout = _Layout.of(decisions, top_k)
     ids = ranking.actions
-    figures = (values.tolist() for values in layout.figures(ranking))
+    figures = (values.tolist() for values in layout.figures)
     listed = zip(layout.picked.tolist(), layout.position.tolist(), *figures, strict=True)
     ranked = _split(
         [
@@ -111,7 +110,7 @@ def decision_rows(decisions: Decisions, model_version: str, top_k: int | None = 
         ],
         layout.kept,
     )
-    reasons = zip(layout.suppressed_actions.tolist(), layout.reasons(ranking).tolist(), strict=True)
+    reasons = zip(layout.suppressed_actions.tolist(), layout.reasons.tolist(), strict=True)
     suppressed = _split([{"action": ids[a], "reason": why} for a, why in reasons], layout.suppressed_counts)
     columns = (  # in the order of OUTPUT_SCHEMA's fields
         scores.customer_ids.cast(pa.string()).to_pylist(),
@@ -143,16 +142,18 @@ class _Layout:
         kept: [N] ranked actions listed per request (eligible ones, at most top_k).
         rows, position, picked: per listed action, its request, its place in the request's ranking and its
             catalog index; requests in order, best first.
-        suppressed_rows, suppressed_actions: per suppressed action, its request and catalog index.
+        figures: the listed actions' expected value, uplift, P(conversion) and P(churn).
+        suppressed_actions: per suppressed action, its catalog index (requests in order).
+        reasons: why each suppressed action was suppressed.
         suppressed_counts: [N] suppressed actions per request.
     """
 
     kept: np.ndarray
-    rows: np.ndarray
     position: np.ndarray
     picked: np.ndarray
-    suppressed_rows: np.ndarray
+    figures: list[np.ndarray]
     suppressed_actions: np.ndarray
+    reasons: np.ndarray
     suppressed_counts: np.ndarray
 
     @classmethod
@@ -163,26 +164,18 @@ class _Layout:
         if top_k is not None:
             kept = np.minimum(kept, top_k)
         rows, position = np.nonzero(np.arange(k)[None, :] < kept[:, None])  # eligible actions come first
+        picked = ranking.order[rows, position]
         suppressed_rows, suppressed_actions = np.nonzero(~ranking.eligible)
+        names = ("expected_value", "uplift", "p_conversion", "p_churn")
         return cls(
             kept,
-            rows,
             position,
-            ranking.order[rows, position],
-            suppressed_rows,
+            picked,
+            [getattr(ranking, name)[rows, picked] for name in names],
             suppressed_actions,
+            ranking.reasons[suppressed_rows, suppressed_actions],
             (~ranking.eligible).sum(axis=1),
         )
-
-    def figures(self, ranking: Ranking) -> list[np.ndarray]:
-        """The listed actions' expected value, uplift, P(conversion) and P(churn)."""
-        names = ("expected_value", "uplift", "p_conversion", "p_churn")
-        return [getattr(ranking, name)[self.rows, self.picked] for name in names]
-
-    def reasons(self, ranking: Ranking) -> np.ndarray:
-        """Why each suppressed action was suppressed."""
-        reasons: np.ndarray = ranking.reasons[self.suppressed_rows, self.suppressed_actions]
-        return reasons
 
 
 def _split(items: list[Any], counts: np.ndarray) -> list[list[Any]]:
