@@ -16,13 +16,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from nextbest.data.events import EventLog
 from nextbest.data.schema import UTC_US
 from nextbest.decisioning.catalog import ActionCatalog
 from nextbest.decisioning.policy import Ranking
 from nextbest.journeys.encoder import EncodedJourneys
+from nextbest.journeys.profile import profile_rows, take_rows
 from nextbest.journeys.windows import ranges
 from nextbest.scoring.scorer import JourneyScorer
 
@@ -181,11 +181,8 @@ def _histories_without_each_event(
     )
     profiles = None
     if customers is not None:
-        found = pc.index_in(
-            journeys.customer_ids.take(pa.array(request, pa.int64())),
-            value_set=customers.column("customer_id").combine_chunks(),
-        )
-        profiles = _with_ids(customers.take(found), keys)
+        found = profile_rows(customers, journeys.customer_ids.take(pa.array(request, pa.int64())))
+        profiles = _with_ids(take_rows(customers, found), keys)
     encoded = scorer.encoder.encode(EventLog.from_normalised(events), requests, profiles)
     return _Variants(encoded, request, removed)
 

@@ -27,6 +27,7 @@ from nextbest.data.text import CATEGORICAL_COLUMNS
 from nextbest.decisioning.catalog import ActionCatalog
 from nextbest.decisioning.policy import NOT_A_CANDIDATE
 from nextbest.errors import DataContractError
+from nextbest.journeys.profile import profile_rows
 from nextbest.journeys.requests import epoch_micros
 from nextbest.journeys.windows import history_windows
 from nextbest.scoring.decide import decide
@@ -418,9 +419,9 @@ def records_from_tables(
 def _profiles(customers: pa.Table | None, customer_ids: pa.Array) -> list[dict[str, Any] | None]:
     if customers is None:
         return [None] * len(customer_ids)
-    found = pc.index_in(customer_ids, value_set=customers.column("customer_id").combine_chunks())
     rows = customers.drop_columns(["customer_id"]).to_pylist()
-    return [None if i is None else {k: _json_value(v) for k, v in rows[i].items()} for i in found.to_pylist()]
+    found = profile_rows(customers, customer_ids).tolist()
+    return [None if i < 0 else {k: _json_value(v) for k, v in rows[i].items()} for i in found]
 
 
 def _json_value(value: Any) -> ProfileValue:
