@@ -88,3 +88,24 @@ def test_journey_report_benchmark_prints_cases_and_summary(tmp_path: Path) -> No
     summary = lines[-1]["summary"]
     assert set(summary["seconds_per_million_events"]) == {"simulated", "simulated_with_model"}
     assert summary["top_paths_speedup_vs_pandas"] > 0
+
+
+@pytest.mark.slow
+def test_rejects_benchmark_prints_both_inputs_and_summary(tmp_path: Path) -> None:
+    script = REPO_ROOT / "benchmarks" / "rejects_scoring.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--customers", "300", "--rounds", "1"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [(line["input"], line["customers"]) for line in lines[:-1]] == [("clean", 300), ("dirty", 300)]
+    summary = lines[-1]["summary"]
+    assert summary["duplicate_rows"] == 45_000  # 1.5 repeats per clean row, every one rejected
+    assert summary["duplicate_share"] == pytest.approx(0.6)
+    assert summary["median_ratio"] > 0
+    assert summary["median_cpu_ratio"] > 0
+    assert isinstance(summary["meets_target"], bool)
