@@ -44,6 +44,7 @@ from nextbest.scoring.records import (
     probability_records,
     score_records,
 )
+from nextbest_serving import refusals
 from nextbest_serving.batching import MicroBatcher
 from nextbest_serving.guards import ApiKeyGuard, BodySizeGuard
 from nextbest_serving.settings import ServingSettings
@@ -79,6 +80,7 @@ class NextbestService:
 
     def __init__(self) -> None:
         logger.setLevel(logging.INFO)  # BentoML leaves the root logger at WARNING
+        refusals.install()  # refused requests: one line without their values, and a metric
         self.settings = ServingSettings.from_env()
         torch.set_num_threads(1)
         self.scorer = load_scorer(self.settings.model_uri)
