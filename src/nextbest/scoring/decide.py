@@ -74,6 +74,7 @@ def decide(
     action's value come with the decision (one extra forward pass per event: opt-in).
     """
     catalog = catalog if catalog is not None else scorer.action_catalog
+    catalog.check_context(requests.schema)
     journeys = scorer.encoder.encode(log, requests, customers)
     scores = scorer.score_encoded(journeys, batch_size=batch_size, progress=progress)
     columns = rule_columns(
