@@ -20,10 +20,10 @@ and the probes /livez, /readyz, /healthz and Prometheus /metrics. The model is l
 from --model (default models:/nextbest@champion in MLFLOW_TRACKING_URI's registry); a model that
 cannot be loaded stops the command with a message and exit status 1.
 
-Settings come from --config (YAML, see configs/serving.yaml), then NEXTBEST_* environment variables,
-then these options. With an API key (NEXTBEST_API_KEY, or api_key in the config), every endpoint but the
-probes requires `Authorization: Bearer <key>`. Binding to an address other than loopback without a key
-is refused unless --insecure-no-api-key says that is intended.
+Settings come from --config (YAML, e.g. configs/serving/default.yaml), then NEXTBEST_* environment
+variables, then these options. With an API key (NEXTBEST_API_KEY, or api_key in the config), every
+endpoint but the probes requires `Authorization: Bearer <key>`. Binding to an address other than
+loopback without a key is refused unless --insecure-no-api-key says that is intended.
 """
 
 
