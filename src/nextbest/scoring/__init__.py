@@ -11,10 +11,9 @@ from nextbest.scoring.records import (
     SuppressedAction,
     score_records,
 )
-from nextbest.scoring.scorer import HEAD_OUTPUTS, JourneyScorer, Scores
+from nextbest.scoring.scorer import JourneyScorer, Scores
 
 __all__ = [
-    "HEAD_OUTPUTS",
     "OUTPUT_SCHEMA",
     "Decisions",
     "JourneyScorer",
