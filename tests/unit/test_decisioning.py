@@ -247,7 +247,9 @@ def test_expected_value_uplift_and_reasons() -> None:
         # No contacts ever: counts are 0 and the days since the last one infinite.
         {q: np.array([np.inf if q.function == "days_since" else 0.0]) for q in history_queries(catalog)},
     )
-    ranking = rank(catalog, MODEL_ACTIONS, p_conv, p_churn, np.array([0.5]), np.array([0.5]), context)
+    no_action = MODEL_ACTIONS.index("no_action")
+    baseline = p_conv[:, no_action], p_churn[:, no_action]
+    ranking = rank(catalog, MODEL_ACTIONS, p_conv, p_churn, *baseline, context)
     expected = [
         40 * 0.10 - 10 * 0.30 - 0.5,
         40 * 0.08 - 10 * 0.20,
@@ -255,7 +257,7 @@ def test_expected_value_uplift_and_reasons() -> None:
         40 * 0.05 - 10 * 0.40,
     ]
     np.testing.assert_allclose(ranking.expected_value[0], expected)
-    # Uplift is over the model's no_action column (0.05, 0.40), at each action's own value.
+    # Uplift is over the no-action figures (the model's no_action column, 0.05, 0.40), at each action's value.
     np.testing.assert_allclose(ranking.uplift[0, 0], expected[0] - (40 * 0.05 - 10 * 0.40))
     assert ranking.reasons[0].tolist() == [None, None, 'not eligible: profile.segment == "gold"', None]
     assert [ranking.actions[k] for k in ranking.order[0]][:3] == ["sms_reminder", "email_offer", "no_action"]

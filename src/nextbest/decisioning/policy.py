@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nextbest.decisioning.catalog import NO_ACTION, ActionCatalog, Exploration
+from nextbest.decisioning.catalog import ActionCatalog, Exploration
 from nextbest.decisioning.expressions import HistoryQuery, RuleColumns
 
 NOT_A_CANDIDATE = "not among the request's candidates"
@@ -90,7 +90,8 @@ def rank(
     Args:
         model_actions: the model's actions, the columns of the [N, A] probabilities.
         action_p_conversion, action_p_churn: [N, A] probabilities if action a is taken.
-        p_conversion, p_churn: [N] no-action probabilities (used when the model has no `no_action`).
+        p_conversion, p_churn: [N] no-action probabilities, which uplift is measured from
+            (`nextbest.scoring.scorer.Scores`: the model's `no_action` action's when it has one).
         columns: what the rules read (see `nextbest.decisioning.expressions`), with every query of
             `history_queries(catalog)` answered.
         candidates: [N, K] which catalog actions each request asks to rank (default: all).
@@ -98,9 +99,6 @@ def rank(
     catalog.check_actions(model_actions)
     columns_of = [model_actions.index(a) for a in catalog.ids]
     conversion, churn = action_p_conversion[:, columns_of], action_p_churn[:, columns_of]
-    if NO_ACTION in model_actions:
-        p_conversion = action_p_conversion[:, model_actions.index(NO_ACTION)]
-        p_churn = action_p_churn[:, model_actions.index(NO_ACTION)]
     expected = catalog.expected_values(conversion, churn)  # [N, K]
     without_action = catalog.weights * (
         catalog.values * p_conversion[:, None] - catalog.churn_cost * p_churn[:, None]

@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from nextbest.data.events import EventLog
-from nextbest.decisioning.catalog import ActionCatalog
+from nextbest.decisioning.catalog import NO_ACTION, ActionCatalog
 from nextbest.journeys.encoder import EncodedJourneys, JourneyEncoder
 from nextbest.journeys.tensors import as_tensors
 from nextbest.model.calibration import Calibrator, NoCalibration, calibrator_from_dict
@@ -45,7 +45,9 @@ class Scores:
     Attributes:
         customer_ids: the requests' customers.
         as_of: the requests' cutoffs (int64 µs since the Unix epoch).
-        p_conversion, p_churn: [N] outcome probabilities with no action.
+        p_conversion, p_churn: [N] outcome probabilities with no action: the model's `no_action` action's
+            when it has one (what uplift is measured from, and what every answer reports), else its
+            no-action heads'.
         action_p_conversion, action_p_churn: [N, A] outcome probabilities if action a is taken.
     """
 
@@ -174,6 +176,9 @@ class JourneyScorer:
     ) -> Scores:
         """Scores requests already encoded with this scorer's encoder."""
         p = self.probabilities(self.logits(journeys, batch_size=batch_size, progress=progress))
+        if NO_ACTION in self.actions:  # "no action" has one figure: the action's, not a second estimate
+            taken = self.actions.index(NO_ACTION)
+            p["conversion"], p["churn"] = p["action_conversion"][:, taken], p["action_churn"][:, taken]
         return Scores(
             customer_ids=journeys.customer_ids,
             as_of=journeys.as_of,
