@@ -122,7 +122,7 @@ def naive(folder: Path, customers: int) -> dict[str, Any]:
     import mlflow
 
     from nextbest.journeys import requests_at_end
-    from nextbest.scoring.records import records_from_tables
+    from nextbest.scoring.tables import records_from_tables
 
     log = load_events(synthetic_events(customers, seed=1))
     records = records_from_tables(log, requests_at_end(log))

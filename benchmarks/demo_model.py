@@ -17,8 +17,8 @@ from nextbest.decisioning.catalog import ActionCatalog
 from nextbest.journeys import JourneyEncoder, requests_at_end
 from nextbest.model import JourneyNetwork, ModelConfig
 from nextbest.scoring.pyfunc import log_model
-from nextbest.scoring.records import records_from_tables
 from nextbest.scoring.scorer import JourneyScorer
+from nextbest.scoring.tables import records_from_tables
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CATALOG = REPO_ROOT / "configs" / "catalogs" / "demo.yaml"

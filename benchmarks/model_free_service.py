@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import bentoml
 
-from nextbest.scoring.records import ServedScoringRequest
+from nextbest.scoring.schemas import ServedScoringRequest
 
 
 @bentoml.service(name="model_free", traffic={"timeout": 60}, logging={"access": {"enabled": False}})

@@ -18,16 +18,17 @@ from nextbest.scoring.decision_log import (
     read_decision_log,
     with_outcomes,
 )
-from nextbest.scoring.records import RankedAction, ScoredRequest, ScoringRequest, fallback_answer
+from nextbest.scoring.records import fallback_answer
+from nextbest.scoring.schemas import RankedAction, RankResponse, ScoringRequest
 
 
-def answer(customer: str, action: str | None, probability: float | None) -> ScoredRequest:
+def answer(customer: str, action: str | None, probability: float | None) -> RankResponse:
     ranked = (
         []
         if action is None
         else [RankedAction(action=action, rank=1, score=1.0, uplift=0.5, p_conversion=0.2, p_churn=0.1)]
     )
-    return ScoredRequest(
+    return RankResponse(
         customer_id=customer,
         as_of="2026-03-01T10:00:00+00:00",
         model_version="4",

@@ -9,7 +9,8 @@ import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from types import NoneType, UnionType
+from typing import Any, get_args, get_origin
 
 import numpy as np
 import pyarrow as pa
@@ -18,9 +19,11 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from pydantic import BaseModel
 
 from nextbest.data import load_events
 from nextbest.data.events import EventLog
+from nextbest.data.schema import UTC_US
 from nextbest.decisioning import ActionCatalog, RuleColumns, rank
 from nextbest.errors import DataContractError
 from nextbest.journeys import JourneyConfig, JourneyEncoder, requests_at_end
@@ -34,7 +37,10 @@ from nextbest.scoring import (
     decisions_table,
     score_records,
 )
-from nextbest.scoring.records import ServedScoringRequest, records_from_tables
+from nextbest.scoring.output import output_schema
+from nextbest.scoring.records import probability_records
+from nextbest.scoring.schemas import RankResponse, ServedScoringRequest
+from nextbest.scoring.tables import records_from_tables
 from nextbest.simulate import SimulatedWorld, SimulationConfig, simulate
 
 
@@ -128,9 +134,7 @@ def test_the_service_request_type_has_the_same_schema_and_scores_the_same(
             return {k: comparable(v) for k, v in schema.items() if k != "default"}
         return schema
 
-    served = json.loads(
-        json.dumps(ServedScoringRequest.model_json_schema()).replace("ServedRequestEvent", "RequestEvent")
-    )
+    served = json.loads(json.dumps(ServedScoringRequest.model_json_schema()))
     assert comparable(served) == comparable(ScoringRequest.model_json_schema())
     requests = requests_at_end(log).slice(0, 30)
     records = records_from_tables(log, requests, world.customers)
@@ -167,6 +171,30 @@ def test_output_table_ranks_actions_best_first(scorer: JourneyScorer, log: Event
     full = decisions_table(decisions, "3")
     best = scores.action_p_conversion.max(axis=1)  # the default catalog: value 1, cost 0
     np.testing.assert_allclose([r[0]["score"] for r in full.column("actions").to_pylist()], best)
+
+
+def assert_arrow_shape(fields: list[pa.Field], model: type[BaseModel], leave_out: str = "") -> None:
+    """`fields` are `model`'s (but `leave_out`), in its order, each of the Arrow type of its Python type
+    (times, which answers write as ISO text, are timestamps)."""
+    assert [f.name for f in fields] == [name for name in model.model_fields if name != leave_out]
+    arrow_types = {str: pa.string(), float: pa.float64(), int: pa.int32()}
+    for field in fields:
+        annotation = model.model_fields[field.name].annotation
+        nullable = get_origin(annotation) is UnionType
+        (python,) = [a for a in get_args(annotation) if a is not NoneType] if nullable else [annotation]
+        if get_origin(python) is list:
+            assert pa.types.is_list(field.type), field
+            assert_arrow_shape(list(field.type.value_type), get_args(python)[0])
+        elif field.name in ("as_of", "timestamp"):
+            assert field.type == UTC_US, field
+        else:
+            assert field.type == arrow_types[python], field
+
+
+def test_the_batch_output_has_the_shape_of_the_online_answer() -> None:
+    """A batch row is a `RankResponse` but for `fallback` (the online deadline's; batch rows are never
+    fallbacks): the same fields in the same order, of the same types."""
+    assert_arrow_shape(list(output_schema(explained=True)), RankResponse, leave_out="fallback")
 
 
 @pytest.mark.parametrize(
@@ -233,6 +261,39 @@ def test_candidates_and_top_k_narrow_the_ranking(scorer: JourneyScorer, log: Eve
     expected = [a.action for a in everything.actions if a.action in narrowed.candidates][:2]
     assert [a.action for a in answer.actions] == expected
     assert [a.rank for a in answer.actions] == [1, 2]
+
+
+def test_no_action_has_one_figure_online_in_batch_and_in_uplift(
+    scorer: JourneyScorer, log: EventLog, world: SimulatedWorld
+) -> None:
+    """A model with a `no_action` action reports its figures as the answer's "with no action" ones, which
+    are what uplift is measured from, not the no-action heads' second estimate."""
+    requests = requests_at_end(log).slice(0, 30)
+    batch = decisions_table(decide(scorer, log, requests, world.customers), "1").to_pylist()
+    records = records_from_tables(log, requests, world.customers)
+    online = score_records(scorer, records, "1")
+    scored = probability_records(scorer, records, "1")
+    for row, answer, probabilities in zip(batch, online, scored, strict=True):
+        (no_action,) = [a for a in answer.actions if a.action == "no_action"]
+        assert no_action.uplift == 0.0
+        assert (answer.p_conversion, answer.p_churn) == (no_action.p_conversion, no_action.p_churn)
+        assert (row["p_conversion"], row["p_churn"]) == pytest.approx(
+            (no_action.p_conversion, no_action.p_churn)
+        )
+        (scored_no_action,) = [a for a in probabilities.actions if a.action == "no_action"]
+        assert probabilities.p_conversion == scored_no_action.p_conversion
+        assert probabilities.p_churn == scored_no_action.p_churn
+
+
+def test_scoring_names_or_refuses_candidates_as_ranking_does(scorer: JourneyScorer, log: EventLog) -> None:
+    (record,) = records_from_tables(log, requests_at_end(log).slice(0, 1))
+    narrowed = record.model_copy(update={"candidates": ["no_action", "call_back"]})
+    (answer,) = probability_records(scorer, [narrowed], "1")
+    assert [a.action for a in answer.actions] == ["call_back", "no_action"]  # the model's order
+    unknown = record.model_copy(update={"candidates": ["teleport"]})
+    for score in (score_records, probability_records):
+        with pytest.raises(DataContractError, match=r"candidates: unknown action\(s\) \['teleport'\]"):
+            score(scorer, [unknown], "1")
 
 
 def test_a_customer_without_events_is_scored_from_the_profile(scorer: JourneyScorer) -> None:

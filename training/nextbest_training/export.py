@@ -27,8 +27,9 @@ from nextbest.journeys.labels import LabelRules
 from nextbest.model.calibration import CalibrationKind, Calibrator, NoCalibration, fit_calibrator
 from nextbest.model.network import JourneyNetwork
 from nextbest.scoring.pyfunc import log_model
-from nextbest.scoring.records import ScoringRequest, records_from_tables
+from nextbest.scoring.schemas import ScoringRequest
 from nextbest.scoring.scorer import JourneyScorer
+from nextbest.scoring.tables import records_from_tables
 from nextbest_training.baselines import BaselineKind, BaselineModel
 from nextbest_training.data import PreparedData
 from nextbest_training.module import HEADS

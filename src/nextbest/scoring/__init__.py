@@ -1,15 +1,16 @@
 """Scoring: the deployable model (network, encoder, actions, calibrators, catalog), its MLflow pyfunc,
-scoring records (the online request shape) and the ranked output."""
+scoring records (the online request and answer shapes) and the ranked output."""
 
 from nextbest.scoring.decide import Decisions, decide
 from nextbest.scoring.output import OUTPUT_SCHEMA, decision_rows, decisions_table
-from nextbest.scoring.records import (
+from nextbest.scoring.records import score_records
+from nextbest.scoring.schemas import (
     RankedAction,
+    RankResponse,
     RequestEvent,
-    ScoredRequest,
+    ScoreResponse,
     ScoringRequest,
     SuppressedAction,
-    score_records,
 )
 from nextbest.scoring.scorer import HEAD_OUTPUTS, JourneyScorer, Scores
 
@@ -18,9 +19,10 @@ __all__ = [
     "OUTPUT_SCHEMA",
     "Decisions",
     "JourneyScorer",
+    "RankResponse",
     "RankedAction",
     "RequestEvent",
-    "ScoredRequest",
+    "ScoreResponse",
     "Scores",
     "ScoringRequest",
     "SuppressedAction",

@@ -26,7 +26,7 @@ from nextbest.data.events import EventLog
 from nextbest.data.schema import UTC_US
 from nextbest.errors import DataContractError
 from nextbest.journeys.labels import LabelRules, labels_from_rules
-from nextbest.scoring.records import AnyScoringRequest, ScoredRequest
+from nextbest.scoring.schemas import AnyScoringRequest, RankResponse
 
 FILE_PATTERN = "decisions-*.jsonl"
 
@@ -50,7 +50,7 @@ class DecisionLogWriter:
         self._sequence = 0
         self._started = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
 
-    def append(self, requests: Sequence[AnyScoringRequest], answers: Sequence[ScoredRequest]) -> None:
+    def append(self, requests: Sequence[AnyScoringRequest], answers: Sequence[RankResponse]) -> None:
         """Logs each request with its answer (same order)."""
         logged_at = datetime.now(UTC).isoformat()
         lines = [

@@ -22,7 +22,8 @@ from mlflow.pyfunc.model import PythonModel, PythonModelContext
 
 from nextbest import __version__
 from nextbest.errors import NextbestError
-from nextbest.scoring.records import ScoredRequest, ScoringRequest, score_records
+from nextbest.scoring.records import score_records
+from nextbest.scoring.schemas import RankResponse, ScoringRequest
 from nextbest.scoring.scorer import JourneyScorer
 from nextbest.tracking import tracking_uri
 
@@ -51,7 +52,7 @@ class NextbestModel(PythonModel):
     # MLflow 3 calls a `predict` without `context` as such; the base class still declares the old form.
     def predict(  # type: ignore[override]
         self, model_input: list[ScoringRequest], params: dict[str, Any] | None = None
-    ) -> list[ScoredRequest]:
+    ) -> list[RankResponse]:
         """Ranked actions per record.
 
         Args:
