@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 from collections.abc import Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -57,14 +57,24 @@ class MicroBatcher(Generic[In, Out]):
         self.items_processed = 0
 
     async def submit(self, items: Sequence[In]) -> list[Out]:
-        """The results of `items` (which may be split across batches); raises the first item's exception."""
+        """The results of `items` (which may be split across batches); raises the first failed item's
+        exception."""
+        results = await self.outcomes(items)
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        return cast(list[Out], results)
+
+    async def outcomes(self, items: Sequence[In]) -> list[Out | Exception]:
+        """The result of each of `items`, or the exception it failed with, in the order of `items`."""
         queue = self._started()
         loop = asyncio.get_running_loop()
-        futures = [loop.create_future() for _ in items]
+        futures: list[asyncio.Future[Out]] = [loop.create_future() for _ in items]
         for item, future in zip(items, futures, strict=True):
             queue.put_nowait((item, future))
         try:
-            return list(await asyncio.gather(*futures))
+            # The worker fails items with an `Exception` only (see `_run`).
+            return cast(list[Out | Exception], await asyncio.gather(*futures, return_exceptions=True))
         finally:
             for future in futures:  # a caller that gave up (deadline) frees its place in a batch
                 future.cancel()

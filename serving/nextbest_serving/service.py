@@ -1,10 +1,13 @@
 """The online service: ranked next best actions over HTTP (DESIGN §4), a BentoML 1.4 class service.
 
-    POST /rank        one request (ScoringRequest) → its ranked actions (ScoredRequest)
-    POST /rank_batch  {"requests": [...]} → {"results": [...]}, many customers per call
-    POST /score       one request → the model's probabilities, unranked
-    GET  /metadata    model name, version, run id, catalog and limits
+    POST /rank        one request (ScoringRequest) → its ranked actions (RankResponse)
+    POST /rank_batch  {"requests": [...]} (RankBatchRequest) → {"results": [...]}, many customers per call
+    POST /score       one request → the model's probabilities, unranked (ScoreResponse)
+    GET  /metadata    model name, version, run id, catalog and limits (MetadataResponse)
+    GET  /docs.json   the OpenAPI document (`nextbest_serving.openapi`)
     GET  /livez /readyz /healthz /metrics   BentoML's probes and Prometheus metrics
+
+Every refusal is a 4xx with an `ErrorResponse` body that names the field.
 
 Start it with `nextbest serve` (settings: `nextbest_serving.settings`). The model is loaded once per
 worker at start-up, only from the configured URI. Requests go through the same `score_records` as the
@@ -21,11 +24,10 @@ import gc
 import logging
 import re
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import bentoml
 import torch
-from pydantic import BaseModel, Field
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -36,16 +38,18 @@ from nextbest.errors import DataContractError
 from nextbest.scoring.decision_log import DecisionLogWriter
 from nextbest.scoring.memory import keep_freed_memory
 from nextbest.scoring.pyfunc import load_scorer, model_version
-from nextbest.scoring.records import (
-    ScoredProbabilities,
-    ScoredRequest,
-    ServedScoringRequest,
-    fallback_answer,
-    probability_records,
-    score_records,
-)
+from nextbest.scoring.records import fallback_answer, probability_records, score_records
+from nextbest.scoring.schemas import RankResponse, ScoreResponse, ServedScoringRequest
+from nextbest_serving import openapi
 from nextbest_serving.batching import MicroBatcher
 from nextbest_serving.guards import ApiKeyGuard, BodySizeGuard
+from nextbest_serving.schemas import (
+    ErrorResponse,
+    Limits,
+    MetadataResponse,
+    RankBatchRequest,
+    RankBatchResponse,
+)
 from nextbest_serving.settings import ServingSettings
 
 logger = logging.getLogger("nextbest_serving")
@@ -63,10 +67,6 @@ MAX_LATENCY_MS = 2.0
 # `_threads_for`); concurrent /rank callers make batches of a few.
 LARGE_BATCH = 32
 _MODEL_NAME = re.compile(r"models:/([^/@]+)")
-
-
-class RankBatchResponse(BaseModel):
-    results: list[ScoredRequest] = Field(description="the answers, in the order of the requests")
 
 
 @bentoml.service(
@@ -108,7 +108,7 @@ class NextbestService:
             self.decision_log.close()
 
     @bentoml.api(route="/rank")
-    async def rank(self, request: ServedScoringRequest, /) -> ScoredRequest:
+    async def rank(self, request: ServedScoringRequest, /) -> RankResponse:
         """Ranks the next best actions for one customer's context."""
         refusal = self._refusal([request])
         if refusal is not None:
@@ -126,8 +126,9 @@ class NextbestService:
         return answer
 
     @bentoml.api(route="/rank_batch")
-    async def rank_batch(self, requests: list[ServedScoringRequest]) -> RankBatchResponse:
+    async def rank_batch(self, batch: RankBatchRequest, /) -> RankBatchResponse:
         """Ranks the next best actions for many customers in one call."""
+        requests = batch.requests
         if len(requests) > self.settings.max_batch:
             return _error(  # type: ignore[return-value]
                 413,
@@ -137,15 +138,16 @@ class NextbestService:
         refusal = self._refusal(requests)
         if refusal is not None:
             return refusal  # type: ignore[return-value]
-        try:
-            answers = await self.ranker.submit(requests)
-        except DataContractError as exc:
-            return _error(422, str(exc))  # type: ignore[return-value]
-        self._log(requests, answers)
-        return RankBatchResponse(results=answers)
+        answers = await self.ranker.outcomes(requests)
+        for i, answer in enumerate(answers):
+            if isinstance(answer, DataContractError):
+                return _error(422, f"requests[{i}]: {answer}")  # type: ignore[return-value]
+        ranked = cast(list[RankResponse], answers)
+        self._log(requests, ranked)
+        return RankBatchResponse(results=ranked)
 
     @bentoml.api(route="/score")
-    async def score(self, request: ServedScoringRequest, /) -> ScoredProbabilities:
+    async def score(self, request: ServedScoringRequest, /) -> ScoreResponse:
         """The model's probabilities for one customer's context, with no ranking."""
         refusal = self._refusal([request])
         if refusal is not None:
@@ -156,31 +158,32 @@ class NextbestService:
             return _error(422, str(exc))  # type: ignore[return-value]
         return answer
 
-    def metadata(self) -> dict[str, Any]:
+    def metadata(self) -> MetadataResponse:
         """What `GET /metadata` answers."""
         name = _MODEL_NAME.match(self.settings.model_uri)
-        return {
-            "model_name": name.group(1) if name else None,
-            "model_uri": self.settings.model_uri,
-            "model_version": self.version,
-            "run_id": self.scorer.metadata.get("run_id"),
-            "actions": list(self.scorer.actions),
-            "catalog": self.catalog.to_dict(),
-            "limits": {
-                "max_events": self.settings.max_events,
-                "max_batch": self.settings.max_batch,
-                "max_body_bytes": self.settings.max_body_bytes,
-                "deadline_ms": self.settings.deadline_ms,
-            },
-            "nextbest_version": __version__,
-        }
+        settings = self.settings
+        return MetadataResponse(
+            model_name=name.group(1) if name else None,
+            model_uri=settings.model_uri,
+            model_version=self.version,
+            run_id=self.scorer.metadata.get("run_id"),
+            actions=list(self.scorer.actions),
+            catalog=self.catalog.to_dict(),
+            limits=Limits(
+                max_events=settings.max_events,
+                max_batch=settings.max_batch,
+                max_body_bytes=settings.max_body_bytes,
+                deadline_ms=settings.deadline_ms,
+            ),
+            nextbest_version=__version__,
+        )
 
-    def _rank(self, records: list[ServedScoringRequest]) -> list[ScoredRequest | Exception]:
+    def _rank(self, records: list[ServedScoringRequest]) -> list[RankResponse | Exception]:
         self.batch_sizes.labels("rank").observe(len(records))
         with self._threads_for(records):
             return _each_or_alone(lambda batch: score_records(self.scorer, batch, self.version), records)
 
-    def _probabilities(self, records: list[ServedScoringRequest]) -> list[ScoredProbabilities | Exception]:
+    def _probabilities(self, records: list[ServedScoringRequest]) -> list[ScoreResponse | Exception]:
         self.batch_sizes.labels("score").observe(len(records))
         with self._threads_for(records):
             return _each_or_alone(
@@ -212,7 +215,7 @@ class NextbestService:
                 )
         return None
 
-    def _log(self, requests: list[ServedScoringRequest], answers: list[ScoredRequest]) -> None:
+    def _log(self, requests: list[ServedScoringRequest], answers: list[RankResponse]) -> None:
         if self.decision_log is not None:
             self.decision_log.append(requests, answers)
 
@@ -258,16 +261,35 @@ def _batch_size_histogram() -> Any:
 
 
 def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+    return JSONResponse(ErrorResponse(error=message).model_dump(exclude_none=True), status_code=status)
 
 
 async def _metadata(request: Request) -> JSONResponse:
     service = bentoml.get_current_service()
-    return JSONResponse(service.metadata())
+    return JSONResponse(service.metadata().model_dump(mode="json"))
 
 
-# BentoML's own routes are POST only; the GET route comes from a mounted app (BentoML's routes match first).
-NextbestService.mount_asgi_app(Starlette(routes=[Route("/metadata", _metadata, methods=["GET"])]), path="/")
+async def _docs(request: Request) -> JSONResponse:
+    return JSONResponse(_openapi_document())
+
+
+@functools.cache
+def _openapi_document() -> dict[str, Any]:
+    return openapi.document(
+        NextbestService.openapi_spec.asdict(),
+        {api.route: api.func for api in NextbestService.apis.values()},
+        {"/metadata": MetadataResponse},
+    )
+
+
+# BentoML's own routes are POST only; the GET routes come from a mounted app. BentoML's API routes match
+# first, but the mount comes before its /docs.json, which this document replaces.
+NextbestService.mount_asgi_app(
+    Starlette(
+        routes=[Route("/metadata", _metadata, methods=["GET"]), Route("/docs.json", _docs, methods=["GET"])]
+    ),
+    path="/",
+)
 _settings = ServingSettings.from_env()
 NextbestService.add_asgi_middleware(BodySizeGuard, max_bytes=_settings.max_body_bytes)
 NextbestService.add_asgi_middleware(ApiKeyGuard, api_key=_settings.api_key)

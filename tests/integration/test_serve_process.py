@@ -16,13 +16,22 @@ from pathlib import Path
 import httpx
 import pyarrow.parquet as pq
 import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.generation.modes import GenerationMode
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from nextbest.cli import main
 from nextbest.data import load_events, load_table
 from nextbest.data.schema import CUSTOMERS
 from nextbest.journeys import requests_at_end
 from nextbest.scoring.decision_log import read_decision_log
-from nextbest.scoring.records import records_from_tables
+from nextbest.scoring.tables import records_from_tables
 from nextbest.simulate import SimulationConfig, simulate, write_world
 
 pytestmark = pytest.mark.integration
@@ -153,6 +162,37 @@ def test_the_server_ranks_as_the_batch_job(trained: Path, server: str, tmp_path:
     assert 'nextbest_model_batch_size_count{endpoint="rank"}' in metrics.text
     served = read_decision_log(trained / "decisions").decisions
     assert set(served.column("customer_id").to_pylist()) >= {r.customer_id for r in records}
+
+
+@pytest.mark.slow  # about a minute of requests, after the module's training
+def test_every_answer_is_the_documented_one(server: str) -> None:
+    """schemathesis sends valid and invalid requests to every operation of /docs.json: no answer is a 5xx,
+    and each has a documented status, content type and schema."""
+    document = schemathesis.openapi.from_url(f"{server}/docs.json")
+    checks = [
+        not_a_server_error,
+        status_code_conformance,
+        content_type_conformance,
+        response_schema_conformance,
+    ]
+    operations = [result.ok() for result in document.get_all_operations()]
+    assert {f"{o.method.upper()} {o.path}" for o in operations} >= {
+        "POST /rank",
+        "POST /rank_batch",
+        "POST /score",
+        "GET /metadata",
+    }
+    for operation in operations:
+        # Invalid requests need something to break: a GET here takes no parameters.
+        modes = list(GenerationMode) if operation.method == "post" else [GenerationMode.POSITIVE]
+        for mode in modes:
+
+            @given(case=operation.as_strategy(generation_mode=mode))
+            @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+            def answers_as_documented(case: schemathesis.Case) -> None:
+                case.call_and_validate(checks=checks, timeout=30)
+
+            answers_as_documented()
 
 
 def test_an_unloadable_model_stops_the_command_with_the_reason(trained: Path) -> None:

@@ -27,9 +27,11 @@ from nextbest.journeys import requests_at_end
 from nextbest.scoring import decide, decisions_table
 from nextbest.scoring.decision_log import read_decision_log
 from nextbest.scoring.pyfunc import log_model
-from nextbest.scoring.records import records_from_tables
+from nextbest.scoring.schemas import RankResponse
 from nextbest.scoring.scorer import JourneyScorer
+from nextbest.scoring.tables import records_from_tables
 from nextbest.simulate import SimulatedWorld, SimulationConfig, simulate
+from nextbest_serving.schemas import ErrorResponse, MetadataResponse
 from nextbest_training.export import assign_aliases
 from tests.unit.test_scoring import make_scorer
 
@@ -129,6 +131,7 @@ def test_rank_batch_and_score(served: Served) -> None:
 def test_metadata_names_the_model(served: Served) -> None:
     answer = served.client.get("/metadata", headers=AUTH)
     assert answer.status_code == 200
+    MetadataResponse.model_validate_json(answer.text)
     body = answer.json()
     assert body["model_name"] == "nextbest"
     assert body["model_version"] == "1"
@@ -137,15 +140,50 @@ def test_metadata_names_the_model(served: Served) -> None:
     assert body["limits"]["max_events"] == MAX_EVENTS
 
 
-def test_the_openapi_schema_documents_the_request_with_an_example(served: Served) -> None:
-    schema = served.client.get("/docs.json", headers=AUTH).json()
-    body = schema["paths"]["/rank"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    assert body["example"]["customer_id"] == "c42"
-    answer = schema["paths"]["/rank"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
-    assert answer["example"]["actions"][0]["action"] == "call_back"
+def _documented(document: dict[str, Any], content: dict[str, Any]) -> dict[str, Any]:
+    """The component schema that a documented request or answer refers to."""
+    name = content["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+    schema: dict[str, Any] = document["components"]["schemas"][name]
+    return schema
+
+
+def test_the_openapi_examples_are_valid_and_answered_as_documented(served: Served) -> None:
+    document = served.client.get("/docs.json", headers=AUTH).json()
+    rank = document["paths"]["/rank"]["post"]
+    body = _documented(document, rank["requestBody"]["content"])
     assert {"customer_id", "events"} <= set(body["required"])
-    example = served.post("/rank", {**body["example"], "profile": None})
+    RankResponse.model_validate(_documented(document, rank["responses"]["200"]["content"])["example"])
+    example = served.post("/rank", body["example"])
     assert example.status_code == 200, example.text
+    answer = RankResponse.model_validate_json(example.text)
+    (no_action,) = [a for a in answer.actions if a.action == "no_action"]
+    assert (answer.p_conversion, answer.p_churn) == (no_action.p_conversion, no_action.p_churn)
+
+
+def test_the_openapi_document_states_every_answer(served: Served) -> None:
+    """Each operation's answers, refusals included, are the models it answers with, and a field that may
+    be null is documented so (BentoML's own document drops the null)."""
+    document = served.client.get("/docs.json", headers=AUTH).json()
+    paths = document["paths"]
+    for route, answer in [
+        ("/rank", "RankResponse"),
+        ("/rank_batch", "RankBatchResponse"),
+        ("/score", "ScoreResponse"),
+    ]:
+        responses = paths[route]["post"]["responses"]
+        assert responses["200"]["content"]["application/json"]["schema"]["$ref"].endswith(f"/{answer}")
+        for status in ("400", "401", "413", "422"):
+            assert responses[status]["content"]["application/json"]["schema"]["$ref"].endswith(
+                "/ErrorResponse"
+            )
+    metadata = paths["/metadata"]["get"]["responses"]
+    assert metadata["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/MetadataResponse")
+    schemas = document["components"]["schemas"]
+    answer = schemas["RankResponse"]["properties"]
+    assert answer["evidence"]["type"] == "array"
+    assert all(answer[name]["nullable"] for name in ("evidence", "fallback", "p_conversion"))
+    assert schemas["ErrorResponse"]["properties"]["detail"]["type"] == "array"
+    assert not any(name.endswith("IODescriptor") for name in schemas)  # BentoML's versions, unused
 
 
 def _valid(served: Served) -> dict[str, Any]:
@@ -190,6 +228,18 @@ MALFORMED: list[tuple[str, str, Any, int, str]] = [
     ("batch: not wrapped", "/rank_batch", lambda r: [r], 400, "should be an object"),
     ("batch: bad member", "/rank_batch", lambda r: {"requests": [r, {"customer_id": "x"}]}, 400, "events"),
     ("batch: too many", "/rank_batch", lambda r: {"requests": [r] * (MAX_BATCH + 1)}, 413, "limit"),
+    ("batch: unknown top-level field", "/rank_batch", lambda r: {"requests": [r], "top_k": 1}, 400, "top_k"),
+    (
+        "batch: unusable member names its index",
+        "/rank_batch",
+        lambda r: {"requests": [r, {**r, "as_of": "soon"}]},
+        422,
+        "requests[1]: as_of",
+    ),
+    ("candidates empty", "/rank", _with(candidates=[]), 400, "candidates"),
+    ("score: candidates empty", "/score", _with(candidates=[]), 400, "candidates"),
+    ("score: unknown candidate action", "/score", _with(candidates=["teleport"]), 422, "candidates"),
+    ("customer_id empty", "/rank", _with(customer_id=""), 400, "customer_id"),
 ]
 
 
@@ -202,6 +252,7 @@ def test_malformed_requests_are_a_4xx_naming_the_field(
     answer = served.post(path, breaks(_valid(served)))
     assert answer.status_code == status, answer.text
     assert named in answer.text
+    ErrorResponse.model_validate_json(answer.text)  # the one body of every refusal, as documented
     assert served.client.get("/readyz").status_code == 200
     assert served.post("/rank", _valid(served)).status_code == 200
 
