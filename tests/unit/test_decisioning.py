@@ -12,6 +12,7 @@ import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 from nextbest.data import load_events
 from nextbest.decisioning import (
@@ -418,3 +419,65 @@ def test_softmax_follows_expected_value_and_draws_follow_probabilities() -> None
 def test_bad_exploration_settings_are_named(exploration: dict[str, Any], message: str) -> None:
     with pytest.raises(CatalogError, match=f"exploration: {message}"):
         ActionCatalog.from_dict({"actions": [{"id": "a"}], "exploration": exploration})
+
+
+ANY_SCORE = st.one_of(
+    st.floats(0.0, 1.0),
+    st.sampled_from([np.nan, np.inf, -np.inf, 1e300, -1e300, 3.5e38, 0.0]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(1, 6).flatmap(
+        lambda n: st.tuples(
+            arrays(np.float64, (n, 4), elements=ANY_SCORE),
+            arrays(np.float64, (n, 4), elements=ANY_SCORE),
+            arrays(np.bool_, (n, 4)),
+            arrays(np.float64, n, elements=st.floats(0.0, 1.0, exclude_max=True)),
+        )
+    ),
+    st.sampled_from(
+        [
+            {"policy": "off"},
+            {"policy": "epsilon", "epsilon": 0.3},
+            {"policy": "softmax", "temperature": 0.01},
+            {"policy": "softmax", "temperature": 5.0},
+        ]
+    ),
+)
+def test_no_suppressed_action_is_ever_ranked_or_served(
+    drawn: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], exploration: dict[str, Any]
+) -> None:
+    """Whatever the model's scores (NaN, ±Infinity, huge), suppressed actions are listed after every
+    eligible one, never top, never served, and have probability exactly 0; rows sum to 1 (or 0)."""
+    conversion, churn, eligible, uniforms = drawn
+    catalog = ActionCatalog.from_dict(
+        {
+            "churn_cost": 2.0,
+            "actions": [{"id": a, "value": 3.0, "cost": 0.5} for a in ("a", "b", "c", "d")],
+            "exploration": exploration,
+        }
+    )
+    columns = RuleColumns(len(conversion), {}, {}, {})
+    with np.errstate(invalid="ignore", over="ignore"):  # the scores themselves are NaN and inf
+        ranking = rank(
+            catalog, catalog.ids, conversion, churn, conversion[:, 0], churn[:, 0], columns, eligible
+        )
+    probabilities = serving_probabilities(ranking, catalog.exploration)
+    chosen = draw(probabilities, uniforms)
+    rows = np.arange(len(eligible))
+    has_any = eligible.any(axis=1)
+    in_order = np.take_along_axis(eligible, ranking.order, axis=1)
+    assert (np.diff(in_order.astype(int), axis=1) <= 0).all()  # eligible ones first
+    listed_nan = np.take_along_axis(np.isnan(ranking.expected_value), ranking.order, axis=1) & in_order
+    assert (np.diff(listed_nan.astype(int), axis=1)[in_order[:, 1:]] >= 0).all()  # NaN last of those
+    assert np.array_equal(ranking.top >= 0, has_any)
+    assert eligible[rows, ranking.top][has_any].all()
+    assert (probabilities[~eligible] == 0.0).all()
+    assert np.isfinite(probabilities).all()
+    assert (probabilities >= 0).all()
+    np.testing.assert_allclose(probabilities.sum(axis=1), has_any.astype(float))
+    assert np.array_equal(chosen >= 0, has_any)
+    assert (probabilities[rows, chosen][has_any] > 0).all()
+    assert eligible[rows, chosen][has_any].all()

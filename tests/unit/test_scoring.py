@@ -253,6 +253,38 @@ def test_ranking_is_best_first_with_ties_in_catalog_order(values: np.ndarray) ->
                 assert a < b
 
 
+@pytest.mark.parametrize("policy", ["off", "epsilon", "softmax"])
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # the NaN scores, on purpose
+def test_a_model_scoring_nan_never_serves_or_lists_a_suppressed_action(
+    log: EventLog, world: SimulatedWorld, tmp_path: Path, policy: str
+) -> None:
+    """Scores of NaN (a broken model, inputs it cannot read) leave the rules in force: the suppressed
+    action, first in the catalog, is neither served nor ranked."""
+    broken = make_scorer(log, world.customers)
+    with torch.no_grad():
+        for parameter in broken.network.parameters():
+            parameter.fill_(float("nan"))
+    scorer = JourneyScorer.load(broken.save(tmp_path / "model"))
+    catalog = ActionCatalog.from_dict(
+        {
+            "actions": [
+                {"id": "discount_10", "eligible_if": 'profile.segment == "nobody"'},
+                {"id": "email_offer"},
+                {"id": "call_back"},
+                {"id": "no_action"},
+            ],
+            "exploration": {"policy": policy, "epsilon": 0.5},
+        }
+    )
+    records = records_from_tables(log, requests_at_end(log).slice(0, 20), world.customers)
+    for answer in score_records(scorer, records, "1", catalog):
+        assert answer.chosen_action in {"email_offer", "call_back", "no_action"}
+        assert answer.chosen_probability is not None
+        assert 0.0 < answer.chosen_probability <= 1.0
+        assert [a.action for a in answer.actions] == ["email_offer", "call_back", "no_action"]
+        assert [s.action for s in answer.suppressed] == ["discount_10"]
+
+
 def test_candidates_and_top_k_narrow_the_ranking(scorer: JourneyScorer, log: EventLog) -> None:
     (record,) = records_from_tables(log, requests_at_end(log).slice(0, 1))
     (everything,) = score_records(scorer, [record], "1")

@@ -7,6 +7,11 @@ value minus what the same conversion and churn would be worth with no action, so
 an action adds, not only what it is worth. Eligibility rules, per-action contact limits, cool-downs and
 contact caps suppress actions, each with its reason; among the rest, the higher expected value ranks
 first and ties go to the earlier catalog entry.
+
+Whatever the scores (NaN, ±Infinity), a suppressed action is never ranked among the eligible ones nor
+served: eligibility is the first sort key and the only way into the serving probabilities. An expected
+value that is NaN says nothing about the action, so it ranks last among the eligible ones and is served
+only where no eligible action has a number.
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ class Ranking:
         p_conversion, p_churn: [N, K] the model's probabilities for each catalog action.
         eligible: [N, K] whether the action may be taken.
         reasons: [N, K] object: the first rule that suppressed the action, None where eligible.
-        order: [N, K] catalog indices best first, eligible actions before suppressed ones.
+        order: [N, K] catalog indices: the eligible actions best first (NaN expected values last), then
+            the suppressed ones, ranked alike.
     """
 
     actions: tuple[str, ...]
@@ -50,7 +56,8 @@ class Ranking:
         """[N] the catalog index of each request's best eligible action; -1 where none is eligible."""
         if self.order.shape[1] == 0:  # a model without actions
             return np.full(len(self.order), -1)
-        return np.where(self.eligible.any(axis=1), self.order[:, 0], -1)  # eligible actions rank first
+        first = self.order[:, 0]
+        return np.where(self.eligible[np.arange(len(first)), first], first, -1)
 
 
 def rule_names(catalog: ActionCatalog) -> set[tuple[str, str]]:
@@ -107,12 +114,24 @@ def rank(
     if candidates is not None:
         reasons = np.where(candidates, reasons, NOT_A_CANDIDATE)
     eligible = reasons == None  # noqa: E711 (element-wise on an object array)
-    # Suppressed actions sort after every eligible one, still by expected value among themselves.
-    key = np.where(eligible, expected, expected - (np.abs(expected).max(initial=0.0) * 2 + 1))
-    order = np.argsort(-key, axis=1, kind="stable")
     return Ranking(
-        catalog.ids, expected, expected - without_action, conversion, churn, eligible, reasons, order
+        catalog.ids,
+        expected,
+        expected - without_action,
+        conversion,
+        churn,
+        eligible,
+        reasons,
+        _best_first(expected, eligible),
     )
+
+
+def _best_first(expected: np.ndarray, eligible: np.ndarray) -> np.ndarray:
+    """[N, K] catalog indices: eligible before suppressed, then numbers before NaN, then the higher
+    expected value; ties keep catalog order (the sort is stable)."""
+    unknown = np.isnan(expected)
+    # lexsort's last key sorts first.
+    return np.lexsort((np.where(unknown, 0.0, -expected), unknown, ~eligible), axis=1)
 
 
 def _suppressions(catalog: ActionCatalog, columns: RuleColumns) -> np.ndarray:
@@ -149,23 +168,39 @@ def _suppressions(catalog: ActionCatalog, columns: RuleColumns) -> np.ndarray:
 
 
 def serving_probabilities(ranking: Ranking, exploration: Exploration) -> np.ndarray:
-    """[N, K] the probability with which each catalog action is served (0 for suppressed actions; a row
-    without any eligible action is all 0)."""
+    """[N, K] the probability with which each catalog action is served: exactly 0 for suppressed actions,
+    and each row sums to 1, or is all 0 where no action is eligible."""
     n, k = ranking.eligible.shape
     eligible = ranking.eligible
-    count = eligible.sum(axis=1, keepdims=True)
     best = np.zeros((n, k))
-    has_any = count[:, 0] > 0
+    has_any = ranking.top >= 0
     best[np.flatnonzero(has_any), ranking.top[has_any]] = 1.0
     if exploration.policy == "off":
         return best
     if exploration.policy == "epsilon":
-        uniform = np.where(eligible, 1.0 / np.maximum(count, 1), 0.0)
-        return (1.0 - exploration.epsilon) * best + exploration.epsilon * uniform
-    scaled = np.where(eligible, ranking.expected_value / exploration.temperature, -np.inf)
-    scaled -= np.where(has_any, scaled.max(axis=1), 0.0)[:, None]
-    weights = np.exp(scaled)
-    return weights / np.maximum(weights.sum(axis=1, keepdims=True), 1e-300)
+        return (1.0 - exploration.epsilon) * best + exploration.epsilon * _normalised(eligible)
+    return _normalised(_softmax_weights(ranking.expected_value, eligible, exploration.temperature))
+
+
+def _softmax_weights(expected: np.ndarray, eligible: np.ndarray, temperature: float) -> np.ndarray:
+    """[N, K] exp(expected value / temperature) over the eligible actions, relative to the row's largest.
+
+    NaN weighs nothing; where the largest is infinite, the softmax's limit: the infinite actions share
+    the row if it is +Infinity, every eligible action does if it is -Infinity (nothing has a number).
+    """
+    # Overflow to +Infinity (a huge value over a small temperature) is handled as any +Infinity is.
+    with np.errstate(over="ignore"):
+        scaled = np.where(eligible & ~np.isnan(expected), expected / temperature, -np.inf)
+        largest = scaled.max(axis=1, keepdims=True, initial=-np.inf)
+        finite = np.isfinite(largest)
+        relative = np.exp(scaled - np.where(finite, largest, 0.0))
+    return np.where(finite, relative, eligible & (scaled == largest))
+
+
+def _normalised(weights: np.ndarray) -> np.ndarray:
+    """Each row of non-negative `weights` scaled to sum to 1; a row of zeros stays zeros."""
+    total = weights.sum(axis=1, keepdims=True)
+    return np.divide(weights, total, out=np.zeros(weights.shape), where=total > 0)
 
 
 def draw(probabilities: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
