@@ -213,6 +213,68 @@ BROKEN = [
         ),
         id="events-value-text-parquet",
     ),
+    *(
+        pytest.param(
+            Broken(
+                events_csv(EVENTS_HEADER + f"c1,2024-01-01,purchase,{cell}\nc2,2024-01-01,purchase,2\n"),
+                "events",
+                "value",
+                Severity.ERROR,
+                1,
+                problem,
+            ),
+            id=f"events-value-{cell}-csv",
+        )
+        for cell, problem in [
+            # (A CSV's "NaN" is one of the CSV reader's spellings of an empty cell, as pandas writes it.)
+            ("inf", "not a finite number"),
+            ("-Infinity", "not a finite number"),
+            ("1e300", "out of range (magnitude above 1e+15)"),
+            ("3.5e38", "out of range"),
+        ]
+    ),
+    *(
+        pytest.param(
+            Broken(
+                events_parquet(
+                    {
+                        "customer_id": ["c1", "c2"],
+                        "timestamp": _ts("2024-01-01", "2024-01-02"),
+                        "event_type": ["a", "b"],
+                        "value": pa.array([number, 1.0], pa.float64()),
+                    }
+                ),
+                "events",
+                "value",
+                Severity.ERROR,
+                1,
+                problem,
+            ),
+            id=f"events-value-{number}-parquet",
+        )
+        for number, problem in [
+            (float("nan"), "not a finite number"),
+            (float("inf"), "not a finite number"),
+            (-1e300, "out of range"),
+        ]
+    ),
+    *(
+        pytest.param(
+            Broken(
+                with_good_events("customers", f"customer_id,segment,tenure\nc1,gold,{cell}\nc2,gold,3\n"),
+                "customers",
+                "tenure",
+                Severity.ERROR,
+                1,
+                problem,
+            ),
+            id=f"customers-numeric-attribute-{cell}",
+        )
+        for cell, problem in [
+            ("1e300", "out of range"),
+            ("inf", "not a finite number"),
+        ]
+    ),
     pytest.param(
         Broken(
             events_parquet(

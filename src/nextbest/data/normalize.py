@@ -23,9 +23,10 @@ from nextbest.data.report import (
     ValidationReport,
     row_examples,
 )
-from nextbest.data.schema import UTC_US, ColumnSpec, ColumnType, TableSpec
+from nextbest.data.schema import MAX_MAGNITUDE, UTC_US, ColumnSpec, ColumnType, TableSpec
 
 _ZONE_SUFFIX = r"(Z|[+-]\d{2}(:?\d{2})?)$"
+NOT_FINITE = "not a finite number (NaN or Infinity)"
 # Parsing is tried on chunks so that a single bad cell only sends its own chunk down the slow path.
 PARSE_CHUNK_ROWS = 65_536
 
@@ -70,7 +71,7 @@ def normalise_table(raw: pa.Table, spec: TableSpec, report: ValidationReport) ->
         return None
     columns: dict[str, pa.Array] = {}
     rejected = np.zeros(raw.num_rows, dtype=bool)
-    for column in spec.columns:
+    for column in (*spec.columns, *_attribute_columns(raw, spec)):
         if column.name not in names:
             continue
         original = raw.column(column.name).combine_chunks()
@@ -95,6 +96,22 @@ def normalise_table(raw: pa.Table, spec: TableSpec, report: ValidationReport) ->
     arrays = [replaced.get(i, raw.column(i)) for i in range(len(names))]
     table = pa.Table.from_arrays(arrays, names=names, metadata=raw.schema.metadata)
     return table.filter(pa.array(~rejected)) if rejected.any() else table
+
+
+def _attribute_columns(raw: pa.Table, spec: TableSpec) -> list[ColumnSpec]:
+    """The table's numeric attributes beyond the contract's columns, as FLOAT columns (see `TableSpec`)."""
+    if not spec.numeric_attributes:
+        return []
+    contract = {c.name for c in spec.columns}
+    return [
+        ColumnSpec(field.name, ColumnType.FLOAT, required=False)
+        for field in raw.schema
+        if field.name not in contract and _is_number(field.type)
+    ]
+
+
+def _is_number(kind: pa.DataType) -> bool:
+    return pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind)
 
 
 def normalise_column(values: pa.Array, column: ColumnSpec) -> Normalised:
@@ -178,12 +195,12 @@ def _parse_iso8601_cells(chunk: pa.Array) -> pa.Array:
 def _float(values: pa.Array) -> Normalised:
     kind = values.type
     if pa.types.is_float64(kind):
-        return _non_finite(Normalised(values))
-    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind):
-        return _non_finite(Normalised(pc.cast(values, pa.float64())))
+        return _in_range(Normalised(values))
+    if _is_number(kind):
+        return _in_range(Normalised(pc.cast(values, pa.float64())))
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
         parsed = _parse_in_chunks(values.cast(pa.string()), _parse_float_chunk)
-        return _non_finite(_unparsable(values, parsed, "not a number"))
+        return _in_range(_unparsable(values, parsed, "not a number"))
     raise UnusableColumnError(f"expected a number, got {kind}")
 
 
@@ -227,16 +244,19 @@ def _unparsable(original: pa.Array, parsed: pa.Array, problem: str) -> Normalise
     return Normalised(parsed).reject(problem, np.asarray(unparsable, dtype=bool))
 
 
-def _non_finite(result: Normalised) -> Normalised:
-    """NaN is how pandas writes a missing number, so it becomes null; infinities are rejected."""
+def _in_range(result: Normalised) -> Normalised:
+    """Rejects what `ColumnType.FLOAT` does not hold: NaN and ±Infinity alike (a missing number is null,
+    not NaN), and magnitudes beyond `MAX_MAGNITUDE`."""
     values = result.values
-    # The usual case, in one pass: nulls are skipped, and a column of nulls alone (min_count=0) passes too.
-    if pc.all(pc.is_finite(values), min_count=0).as_py():
+    # The usual case, in one pass: NaN fails the comparison, nulls are skipped, and a column of nulls
+    # alone (min_count=0) passes too.
+    if pc.all(pc.less_equal(pc.abs(values), MAX_MAGNITUDE), min_count=0).as_py():
         return result
-    if pc.any(pc.is_nan(values)).as_py():
-        values = pc.if_else(pc.is_nan(values), pa.scalar(None, pa.float64()), values)
-    infinite = np.asarray(pc.is_inf(values).fill_null(False), dtype=bool)
-    return Normalised(values, result.rejections).reject("not a finite number", infinite)
+    finite = pc.is_finite(values).fill_null(True)
+    too_large = pc.and_(finite, pc.greater(pc.abs(values), MAX_MAGNITUDE)).fill_null(False)
+    return result.reject(NOT_FINITE, np.asarray(pc.invert(finite), dtype=bool)).reject(
+        f"out of range (magnitude above {MAX_MAGNITUDE:g})", np.asarray(too_large, dtype=bool)
+    )
 
 
 _NORMALISERS: dict[ColumnType, Callable[[pa.Array], Normalised]] = {

@@ -15,6 +15,11 @@ UTC_US = pa.timestamp("us", tz="UTC")
 MICROS_PER_SECOND = 1_000_000
 MICROS_PER_HOUR = 3_600 * MICROS_PER_SECOND
 MICROS_PER_DAY = 24 * MICROS_PER_HOUR
+# The largest magnitude a number of the contract may have: far beyond any amount, count or measure that
+# a touchpoint or a profile carries, small enough that the features built from such numbers (a lifetime's
+# sum of values, a standardised attribute) stay finite in the model's float32, and below 2**53, so that
+# every integer up to it is exact as a float64.
+MAX_MAGNITUDE = 1e15
 
 
 class ColumnType(Enum):
@@ -22,7 +27,7 @@ class ColumnType(Enum):
 
     STRING = "string"
     TIMESTAMP = "timestamp"  # stored as timestamp[us, tz=UTC]
-    FLOAT = "float"
+    FLOAT = "float"  # a finite number of magnitude at most MAX_MAGNITUDE; NaN and Infinity are not numbers
     BINARY_FLAG = "0/1"
     PROBABILITY = "probability in (0, 1]"
 
@@ -36,11 +41,16 @@ class ColumnSpec:
 
 @dataclass(frozen=True)
 class TableSpec:
-    """One contract table. `time_column` is the column that orders a customer's rows."""
+    """One contract table. `time_column` is the column that orders a customer's rows.
+
+    With `numeric_attributes`, every other column that holds numbers is an attribute of the row (the
+    customers' profile), held to the rule of `ColumnType.FLOAT` as the contract's own number columns are.
+    """
 
     name: str
     columns: tuple[ColumnSpec, ...]
     time_column: str | None
+    numeric_attributes: bool = False
 
     @property
     def required(self) -> tuple[str, ...]:
@@ -71,6 +81,7 @@ CUSTOMERS = TableSpec(
     "customers",
     (_col("customer_id", ColumnType.STRING, required=True),),
     time_column=None,
+    numeric_attributes=True,
 )
 
 DECISIONS = TableSpec(
