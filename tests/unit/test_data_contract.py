@@ -28,6 +28,8 @@ from nextbest.data import (
     load_table,
     validate_tables,
 )
+from nextbest.data.normalize import normalise_column
+from nextbest.data.schema import ColumnSpec, ColumnType
 from nextbest.errors import DataContractError
 
 UTC_US = pa.timestamp("us", tz="UTC")
@@ -572,6 +574,46 @@ def test_iso_strings_become_utc_instants(text: str, expected: datetime, tmp_path
     assert column.type == UTC_US
     assert column.to_pylist() == [expected]
     assert report.findings == []
+
+
+TIME_CELLS = st.one_of(
+    st.sampled_from(
+        [
+            "9999-12-31T00:00:00Z",
+            "0001-01-01T00:00:00Z",
+            "2262-04-12T00:00:00Z",
+            "2024-03-01T10:00:00.123456789Z",
+            "2024-03-01t10:00:00z",
+            " 2024-03-01T10:00:00+02:00",
+            "2024-03-01T10:00:00+0200",
+            "2024-03-01",
+            "2024-03-01 10:00",
+            "2024-02-30T00:00:00Z",
+            "2024-03-01T24:00:00Z",
+            "20240301T100000Z",
+            "yesterday",
+            "",
+        ]
+    ),
+    st.datetimes(timezones=st.just(UTC)).map(lambda t: t.isoformat()),
+    st.datetimes().map(lambda t: t.isoformat(sep=" ")),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(TIME_CELLS, min_size=1, max_size=8))
+def test_a_time_reads_the_same_whatever_its_neighbours(cells: list[str]) -> None:
+    """One parser: a cell's instant (or its rejection) does not depend on the other cells of the column,
+    which decide only whether a column is read on its fast path or cell by cell. Times the timestamp type
+    holds are read (year 9999 included), others are refused, in a request as in a file."""
+    spec = ColumnSpec("timestamp", ColumnType.TIMESTAMP, required=False)
+    together = normalise_column(pa.array(cells, pa.string()), spec)
+    alone = [normalise_column(pa.array([cell], pa.string()), spec) for cell in cells]
+    assert together.values.to_pylist() == [one.values.to_pylist()[0] for one in alone]
+    rejected = np.zeros(len(cells), dtype=bool)
+    for _, mask in together.rejections:
+        rejected |= mask
+    assert rejected.tolist() == [bool(one.rejections) for one in alone]
 
 
 def test_mixed_aware_styles_in_one_column(tmp_path: Path) -> None:
