@@ -226,9 +226,8 @@ def _first_of_duplicates(
         return None
     dropped = candidates[duplicated]
     problem = "duplicate rows (identical in every column); the first is kept"
-    report.reject(
-        EVENTS.name, None, problem, len(dropped), _describe_events(events, order[dropped][:MAX_EXAMPLES])
-    )
+    examples = _describe_events(events, order[dropped][:MAX_EXAMPLES])
+    report.reject(EVENTS.name, None, problem, len(dropped), examples, repeat=True)
     report.keep(EVENTS.name, None, problem, lambda: events.take(pa.array(order[dropped])), repeat=True)
     keep = np.ones(len(order), dtype=bool)
     keep[dropped] = False

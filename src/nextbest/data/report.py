@@ -22,7 +22,11 @@ class Severity(Enum):
 
 @dataclass(frozen=True)
 class Finding:
-    """One problem in one table (and column), with the number of rows it affects and a few examples."""
+    """One problem in one table (and column), with the number of rows it affects and a few examples.
+
+    `repeat` marks rows rejected as repeats of a row that was kept (duplicates, a repeated key): nothing
+    they said was lost.
+    """
 
     table: str
     column: str | None
@@ -30,6 +34,7 @@ class Finding:
     problem: str
     rows: int = 0
     examples: tuple[str, ...] = ()
+    repeat: bool = False
 
     def __str__(self) -> str:
         where = f"{self.table}.{self.column}" if self.column else self.table
@@ -85,6 +90,15 @@ class ValidationReport:
         return [f for f in self.findings if f.severity is Severity.ERROR]
 
     @property
+    def losses(self) -> list[Finding]:
+        """The errors that lost information: every error but the rejection of repeats of a kept row.
+
+        A customer with a loss is not scored (a history with holes would answer the wrong question); a
+        repeat costs it nothing, online as in batch.
+        """
+        return [f for f in self.errors if not f.repeat]
+
+    @property
     def warnings(self) -> list[Finding]:
         return [f for f in self.findings if f.severity is Severity.WARNING]
 
@@ -92,10 +106,18 @@ class ValidationReport:
         self.findings.append(finding)
 
     def reject(
-        self, table: str, column: str | None, problem: str, rows: int, examples: Sequence[str]
+        self,
+        table: str,
+        column: str | None,
+        problem: str,
+        rows: int,
+        examples: Sequence[str],
+        repeat: bool = False,
     ) -> None:
-        """Record rows removed from `table` (they are counted, never dropped silently)."""
-        self.add(Finding(table, column, Severity.ERROR, problem, rows, tuple(examples[:MAX_EXAMPLES])))
+        """Record rows removed from `table` (they are counted, never dropped silently); `repeat`: they
+        repeat rows that were kept (see `Finding`)."""
+        examples = tuple(examples[:MAX_EXAMPLES])
+        self.add(Finding(table, column, Severity.ERROR, problem, rows, examples, repeat))
         self.count_rejected(table, rows)
 
     def keep(

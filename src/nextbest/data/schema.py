@@ -56,8 +56,12 @@ class TableSpec:
     def required(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.columns if c.required)
 
-    def column(self, name: str) -> ColumnSpec | None:
-        return next((c for c in self.columns if c.name == name), None)
+    def column(self, name: str) -> ColumnSpec:
+        """The contract column `name` (KeyError if the table has none)."""
+        for column in self.columns:
+            if column.name == name:
+                return column
+        raise KeyError(f"{self.name} has no contract column {name!r}")
 
 
 def _col(name: str, type_: ColumnType, required: bool = False) -> ColumnSpec:

@@ -111,7 +111,8 @@ def _reject_repeated_keys(table: pa.Table, spec: TableSpec, report: ValidationRe
     shown = table.select(columns).take(pa.array(rows[:MAX_EXAMPLES])).to_pylist()
     values = [", ".join(str(v) for v in row.values()) for row in shown]
     column = ", ".join(key) if key else None
-    report.reject(spec.name, column, f"{what}; the first is kept", len(rows), row_examples(rows, values))
+    examples = row_examples(rows, values)
+    report.reject(spec.name, column, f"{what}; the first is kept", len(rows), examples, repeat=True)
     report.keep(
         spec.name, column, f"{what}; the first is kept", lambda: table.filter(pa.array(repeated)), repeat=True
     )

@@ -19,8 +19,8 @@ from nextbest.data.events import EventLog
 from nextbest.data.io import TEXT_DICTIONARY
 from nextbest.data.normalize import normalise_column
 from nextbest.data.report import ValidationReport
-from nextbest.data.schema import UTC_US, ColumnSpec, ColumnType
-from nextbest.data.tables import load_events
+from nextbest.data.schema import CUSTOMERS, REQUESTS, UTC_US, ColumnSpec, ColumnType
+from nextbest.data.tables import load_events, load_table
 from nextbest.data.text import CATEGORICAL_COLUMNS
 from nextbest.errors import DataContractError
 from nextbest.journeys.profile import profile_rows
@@ -63,6 +63,7 @@ def request_tables(
     Raises:
         DataContractError: an event, as_of or profile attribute cannot be used; the message names the field.
     """
+    _check_customer_ids(records)
     keys = [str(i) for i in range(len(records))]
     log = _event_log(records, keys)
     requests = pa.table(
@@ -73,6 +74,13 @@ def request_tables(
         }
     )
     return log, requests, _profiles_table(scorer, keys, records)
+
+
+def _check_customer_ids(records: Sequence[BaseScoringRequest]) -> None:
+    """Refuses a customer_id that a requests file could not hold either (e.g. an empty one)."""
+    ids = pa.array([r.customer_id for r in records], pa.string())
+    for problem, _ in normalise_column(ids, REQUESTS.column("customer_id")).rejections:
+        raise DataContractError(f"customer_id: {problem}")
 
 
 def candidate_mask(records: Sequence[BaseScoringRequest], actions: tuple[str, ...]) -> np.ndarray | None:
@@ -103,12 +111,18 @@ def _context_columns(records: Sequence[BaseScoringRequest]) -> dict[str, pa.Arra
 def _profiles_table(
     scorer: JourneyScorer, keys: list[str], records: Sequence[BaseScoringRequest]
 ) -> pa.Table:
-    """The profile as the encoder reads it, plus every other attribute given (rules may read them)."""
+    """The profile as the encoder reads it, plus every other attribute given (rules may read them), held
+    to the data contract as a customers file is."""
     table = scorer.encoder.profile.records_table(keys, [r.profile for r in records])
     extra = sorted({key for r in records for key in (r.profile or {})} - set(table.column_names))
     for key in extra:
         table = table.append_column(key, _column([(r.profile or {}).get(key) for r in records]))
-    return table
+    if not keys:  # no records: nothing to check, and a customers file may not be empty
+        return table
+    report = ValidationReport()
+    profiles = load_table(table, CUSTOMERS, report)
+    _refuse_losses(report)
+    return profiles
 
 
 def _column(values: list[Any]) -> pa.Array:
@@ -188,9 +202,15 @@ def _event_log(records: Sequence[AnyScoringRequest], keys: list[str]) -> EventLo
     table = pa.table({"customer_id": customer_ids, **dict(zip(_EVENT_STRUCT.names, events, strict=True))})
     report = ValidationReport()
     log = load_events(table, report)
-    if report.rows_rejected.get("events"):
-        raise DataContractError("; ".join(str(finding) for finding in report.errors))
+    _refuse_losses(report)
     return log
+
+
+def _refuse_losses(report: ValidationReport) -> None:
+    """Refuses records whose rows the data contract rejected, as the batch job leaves their customers
+    unscored; an event sent twice is kept once, as the batch job keeps it (`ValidationReport.losses`)."""
+    if report.losses:
+        raise DataContractError("; ".join(str(finding) for finding in report.losses))
 
 
 def _as_of(records: Sequence[BaseScoringRequest], log: EventLog, keys: list[str]) -> pa.Array:
