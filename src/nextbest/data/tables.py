@@ -102,6 +102,8 @@ def _unusable_message(source: TableSource, spec: TableSpec, report: ValidationRe
 
 def _reject_repeated_keys(table: pa.Table, spec: TableSpec, report: ValidationReport) -> pa.Table:
     key = _UNIQUE_KEYS.get(spec.name)
+    if key is not None and len(key) == 1 and _all_distinct(table.column(key[0])):
+        return table  # the usual case, without converting the key to pandas (an online request's profile)
     columns = list(key) if key else table.column_names
     repeated = table.select(columns).to_pandas().duplicated(keep="first").to_numpy()
     if not repeated.any():
@@ -117,6 +119,11 @@ def _reject_repeated_keys(table: pa.Table, spec: TableSpec, report: ValidationRe
         spec.name, column, f"{what}; the first is kept", lambda: table.filter(pa.array(repeated)), repeat=True
     )
     return table.filter(pa.array(~repeated))
+
+
+def _all_distinct(values: pa.ChunkedArray) -> bool:
+    """Whether no two values are equal (two nulls count as equal)."""
+    return bool(pc.count_distinct(values, mode="all").as_py() == len(values))
 
 
 def _report_customers_without_events(customer_sets: dict[str, pa.Array], report: ValidationReport) -> None:
