@@ -86,7 +86,7 @@ class BaseScoringRequest(BaseModel):
         },
     )
 
-    customer_id: str = Field(min_length=1)
+    customer_id: str
     as_of: str | None = Field(
         default=None, description="ISO-8601 decision time; default: just after the last event"
     )
