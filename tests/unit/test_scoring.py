@@ -457,6 +457,25 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
+def test_a_decision_looks_its_customers_up_once(
+    scorer: JourneyScorer, log: EventLog, world: SimulatedWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The encoder, the history aggregates, the rules and the explanations all read one resolution of the
+    requests: the log is searched for the requests' customers once per `decide` call."""
+    requests = requests_at_end(log).slice(0, 20)
+    lookups: list[int] = []
+    look_up = EventLog.index_of
+
+    def counted(self: EventLog, customer_ids: pa.Array) -> np.ndarray:
+        if self is log:  # not the logs each explanation builds of a history without one event
+            lookups.append(len(customer_ids))
+        return look_up(self, customer_ids)
+
+    monkeypatch.setattr(EventLog, "index_of", counted)
+    decide(scorer, log, requests, world.customers, explain=2)
+    assert lookups == [20]
+
+
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 def test_kept_memory_is_reused_without_page_faults() -> None:
     def faults(mode: str) -> int:

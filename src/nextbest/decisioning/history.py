@@ -15,21 +15,30 @@ from nextbest.data.events import EventLog
 from nextbest.data.schema import MICROS_PER_DAY
 from nextbest.data.text import codes_mask
 from nextbest.decisioning.expressions import HistoryQuery
-from nextbest.journeys.windows import customer_segments, segmented_searchsorted
+from nextbest.journeys.windows import Windows, history_windows, segmented_searchsorted
 
 
 def history_values(
-    log: EventLog, customer_index: np.ndarray, as_of: np.ndarray, queries: Iterable[HistoryQuery]
+    log: EventLog,
+    customer_index: np.ndarray,
+    as_of: np.ndarray,
+    queries: Iterable[HistoryQuery],
+    *,
+    history: Windows | None = None,
 ) -> dict[HistoryQuery, np.ndarray]:
     """Per query, its float64 value for each request (events strictly before `as_of` only).
 
     Args:
         customer_index: per request, the customer's index in `log` (-1: no events).
         as_of: per request, int64 µs since the Unix epoch.
+        history: the requests' full histories in `log` (`ResolvedRequests.history`), when the caller has
+            found them already; else found here from `customer_index` and `as_of`.
     """
-    first, last = customer_segments(log.offsets, np.asarray(customer_index, dtype=np.int64))
     as_of = np.asarray(as_of, dtype=np.int64)
-    end = segmented_searchsorted(log.timestamps, first, last, as_of, side="left")
+    if history is None:
+        customer_index = np.asarray(customer_index, dtype=np.int64)
+        history = history_windows(log.timestamps, log.offsets, customer_index, as_of)
+    first, end = history.first, history.end
     values: dict[HistoryQuery, np.ndarray] = {}
     # Queries share parts: a catalog's limits all match its contact events, its counts mostly share a
     # window. Each part is computed once (the demo catalog's 7 queries: 5 column masks, not 12).

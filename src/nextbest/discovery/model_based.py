@@ -37,9 +37,7 @@ def moments_of_truth(
     requests = requests_at_end(log).take(pa.array(picked))
     encoded = scorer.encoder.encode(log, requests, customers)
     p_conversion = scorer.score_encoded(encoded).p_conversion
-    rows, weights = conversion_event_weights(
-        scorer, log, customers, encoded, p_conversion, np.arange(len(encoded))
-    )
+    rows, weights = conversion_event_weights(scorer, encoded, p_conversion, np.arange(len(encoded)))
     dictionary, codes = log.token_codes(column)
     names = (*dictionary.to_pylist(), "(none)")
     labels = np.where(codes[rows] >= 0, codes[rows], len(names) - 1)

@@ -3,7 +3,7 @@
 from nextbest.journeys.encoder import EncodedJourneys, EventFeatures, JourneyConfig, JourneyEncoder
 from nextbest.journeys.labels import LabelRules, labels_from_frame, labels_from_rules
 from nextbest.journeys.profile import ProfileEncoder
-from nextbest.journeys.requests import requests_at_cutoffs, requests_at_end
+from nextbest.journeys.requests import ResolvedRequests, requests_at_cutoffs, requests_at_end
 from nextbest.journeys.vocab import Vocabulary
 from nextbest.journeys.windows import Windows, history_windows
 
@@ -14,6 +14,7 @@ __all__ = [
     "JourneyEncoder",
     "LabelRules",
     "ProfileEncoder",
+    "ResolvedRequests",
     "Vocabulary",
     "Windows",
     "history_windows",

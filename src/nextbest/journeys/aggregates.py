@@ -21,7 +21,7 @@ import pyarrow as pa
 from nextbest.data.events import EventLog
 from nextbest.data.schema import MICROS_PER_DAY, MICROS_PER_HOUR
 from nextbest.journeys.vocab import PAD, Vocabulary
-from nextbest.journeys.windows import customer_segments, segmented_searchsorted
+from nextbest.journeys.windows import Windows, history_windows, segmented_searchsorted
 
 TOKEN_COLUMNS = ("event_type", "channel", "action")
 # Columns whose distinct (non-null) values are counted exactly, not through the truncated vocabulary.
@@ -117,7 +117,7 @@ class AggregateFeaturizer:
         return tuple(names)
 
     def transform(
-        self, log: EventLog, customer_index: np.ndarray, as_of: np.ndarray
+        self, log: EventLog, customer_index: np.ndarray, as_of: np.ndarray, *, history: Windows | None = None
     ) -> tuple[np.ndarray, tuple[str, ...]]:
         """Features of each request from its customer's events strictly before `as_of`.
 
@@ -125,14 +125,18 @@ class AggregateFeaturizer:
             log: the event log.
             customer_index: per request, the customer's index in `log` (-1: no events).
             as_of: per request, the cutoff time (int64 µs since the Unix epoch).
+            history: the requests' full histories in `log` (`ResolvedRequests.history`), when the caller
+                has found them already; else found here from `customer_index` and `as_of`.
 
         Returns:
             The float32 matrix [requests, features] (all zeros, `has_history` included, for a request
             without earlier events) and the feature names.
         """
-        customer_index = np.asarray(customer_index, dtype=np.int64)
         as_of = np.asarray(as_of, dtype=np.int64)
-        first, end = _full_history(log, customer_index, as_of)
+        if history is None:
+            customer_index = np.asarray(customer_index, dtype=np.int64)
+            history = history_windows(log.timestamps, log.offsets, customer_index, as_of)
+        first, end = history.first, history.end
         events = self._event_columns(log)
         names = self.feature_names
         # Blocks are written straight into the result: stacking them first would copy the whole matrix
@@ -188,13 +192,6 @@ def _column(log: EventLog, name: str) -> pa.Array | pa.ChunkedArray:
 def _token_names(vocab: Vocabulary) -> list[str]:
     """Names of the codes that get a feature: every code but padding (which no event has)."""
     return vocab.decode(np.arange(PAD + 1, len(vocab)))
-
-
-def _full_history(log: EventLog, customer: np.ndarray, as_of: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rows `first:end` of each request's customer strictly before `as_of` (empty for unknown customers)."""
-    first, last = customer_segments(log.offsets, customer)
-    end = segmented_searchsorted(log.timestamps, first, last, as_of, side="left")
-    return first, end
 
 
 def _chunk_bounds(lengths: np.ndarray, max_rows: int) -> list[tuple[int, int]]:
@@ -365,9 +362,11 @@ class ScaledAggregates:
     def width(self) -> int:
         return len(self.mean)
 
-    def transform(self, log: EventLog, customer_index: np.ndarray, as_of: np.ndarray) -> np.ndarray:
+    def transform(
+        self, log: EventLog, customer_index: np.ndarray, as_of: np.ndarray, *, history: Windows | None = None
+    ) -> np.ndarray:
         """[requests, width] float32 standardised features (see `AggregateFeaturizer.transform`)."""
-        raw, _ = self.featurizer.transform(log, customer_index, as_of)
+        raw, _ = self.featurizer.transform(log, customer_index, as_of, history=history)
         mean, std = self._scale
         return ((signed_log1p(raw.astype(np.float64)) - mean) / std).astype(np.float32)
 

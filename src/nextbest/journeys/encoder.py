@@ -13,14 +13,14 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from nextbest.data.events import EventLog
 from nextbest.data.schema import MICROS_PER_DAY, MICROS_PER_HOUR, MICROS_PER_SECOND
 from nextbest.journeys.aggregates import ScaledAggregates
-from nextbest.journeys.profile import ProfileEncoder, profile_rows
+from nextbest.journeys.profile import ProfileEncoder
+from nextbest.journeys.requests import ResolvedRequests
 from nextbest.journeys.vocab import PAD, Vocabulary
-from nextbest.journeys.windows import Windows, history_windows
+from nextbest.journeys.windows import Windows
 
 TOKEN_COLUMNS = ("event_type", "channel", "action")
 # History aggregates per request: a model sees these even when truncation hides old events.
@@ -64,18 +64,30 @@ class EventFeatures:
 
 @dataclass(frozen=True)
 class EncodedJourneys:
-    """Requests (customer, as_of) with their history windows, profile and history features and labels."""
+    """Requests (customer, as_of) with their model windows, profile and history features and labels.
 
-    customer_ids: pa.Array
-    as_of: np.ndarray
+    Attributes:
+        requests: the requests as resolved against the log and profiles they were encoded from.
+        windows: their histories cut to the model's `max_events`.
+    """
+
+    requests: ResolvedRequests
     windows: Windows
     events: EventFeatures
     static: dict[str, np.ndarray]
     labels: dict[str, np.ndarray]
     max_events: int
 
+    @property
+    def customer_ids(self) -> pa.Array:
+        return self.requests.customer_ids
+
+    @property
+    def as_of(self) -> np.ndarray:
+        return self.requests.as_of
+
     def __len__(self) -> int:
-        return len(self.as_of)
+        return len(self.requests)
 
     def batch(self, indices: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Dense arrays for requests `indices` (all when None); events left-aligned, oldest first.
@@ -186,19 +198,25 @@ class JourneyEncoder:
         Args:
             events: per-event features of `log`, when already computed for other requests.
         """
+        return self.encode_resolved(ResolvedRequests.of(log, requests, customers), labels, events)
+
+    def encode_resolved(
+        self,
+        requests: ResolvedRequests,
+        labels: dict[str, np.ndarray] | None = None,
+        events: EventFeatures | None = None,
+    ) -> EncodedJourneys:
+        """`encode` of requests already resolved against their log and profiles."""
+        log, as_of = requests.log, requests.as_of
         events = events if events is not None else self.event_features(log)
-        as_of = np.asarray(pc.cast(requests.column("as_of"), pa.int64()).to_numpy(zero_copy_only=False))
-        customer_ids = requests.column("customer_id").combine_chunks().cast(pa.string())
-        customer = log.index_of(customer_ids)
-        windows = history_windows(log.timestamps, log.offsets, customer, as_of, self.config.max_events)
-        static = self.profile.encode(customers, _profile_rows(customers, customer_ids), as_of)
+        windows = requests.history.last(self.config.max_events)
+        static = self.profile.encode(requests.customers, requests.profile_rows, as_of)
         static["history"] = _history_features(windows, log.timestamps, as_of)
         if self.aggregates is not None:
-            aggregates = self.aggregates.transform(log, customer, as_of)
+            aggregates = self.aggregates.transform(log, requests.customer, as_of, history=requests.history)
             static["history"] = np.concatenate([static["history"], aggregates], axis=1)
         return EncodedJourneys(
-            customer_ids=customer_ids,
-            as_of=as_of,
+            requests=requests,
             windows=windows,
             events=events,
             static=static,
@@ -256,12 +274,6 @@ def _value_features(log: EventLog) -> tuple[np.ndarray, np.ndarray]:
     values, present = log.values
     log_value = np.sign(values) * np.log1p(np.abs(values))
     return log_value.astype(np.float32), present.astype(np.float32)
-
-
-def _profile_rows(customers: pa.Table | None, customer_ids: pa.Array) -> np.ndarray:
-    if customers is None:
-        return np.full(len(customer_ids), -1, dtype=np.int64)
-    return profile_rows(customers, customer_ids)
 
 
 def _history_features(windows: Windows, timestamps: np.ndarray, as_of: np.ndarray) -> np.ndarray:

@@ -3,15 +3,64 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from nextbest.data.events import EventLog
 from nextbest.data.schema import UTC_US
+from nextbest.journeys.profile import profile_rows
+from nextbest.journeys.windows import Windows, history_windows
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class ResolvedRequests:
+    """Requests found in the tables they are scored from, once per scoring call: each request's customer
+    in the event log, its profile row and its history. The encoder, the history aggregates, the rules and
+    the explanations all read these, so none of them looks a customer up again.
+
+    Attributes:
+        table: the requests as given (`customer_id`, `as_of` and any context columns).
+        log: the event log the histories come from.
+        customers: the profiles; None: no request has one.
+        customer_ids: [N] the requests' customers, as text.
+        as_of: [N] the requests' cutoffs, int64 µs since the Unix epoch.
+        customer: [N] each request's customer index in `log` (-1: no events).
+        profile_rows: [N] each request's row in `customers` (-1: no profile).
+        history: each request's full history strictly before its as_of (`Windows.last` cuts it to a
+            model's window).
+    """
+
+    table: pa.Table
+    log: EventLog
+    customers: pa.Table | None
+    customer_ids: pa.Array
+    as_of: np.ndarray
+    customer: np.ndarray
+    profile_rows: np.ndarray
+    history: Windows
+
+    @classmethod
+    def of(cls, log: EventLog, requests: pa.Table, customers: pa.Table | None = None) -> ResolvedRequests:
+        """Resolves `requests` (`customer_id`, `as_of`) against `log` and `customers`."""
+        customer_ids = requests.column("customer_id").combine_chunks().cast(pa.string())
+        as_of = np.asarray(pc.cast(requests.column("as_of"), pa.int64()).to_numpy(zero_copy_only=False))
+        customer = log.index_of(customer_ids)
+        rows = (
+            np.full(len(customer_ids), -1, dtype=np.int64)
+            if customers is None
+            else profile_rows(customers, customer_ids)
+        )
+        history = history_windows(log.timestamps, log.offsets, customer, as_of)
+        return cls(requests, log, customers, customer_ids, as_of, customer, rows, history)
+
+    def __len__(self) -> int:
+        return len(self.as_of)
 
 
 def requests_at_end(log: EventLog) -> pa.Table:

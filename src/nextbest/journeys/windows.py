@@ -30,6 +30,10 @@ class Windows:
         """Number of the customer's events before `as_of`, truncation ignored."""
         return self.end - self.first
 
+    def last(self, max_events: int) -> Windows:
+        """The same windows cut to their most recent `max_events` events."""
+        return Windows(start=np.maximum(self.start, self.end - max_events), end=self.end, first=self.first)
+
 
 def ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """The integers of every range [starts[i], ends[i]), concatenated in order (int64)."""
@@ -94,18 +98,18 @@ def history_windows(
     offsets: np.ndarray,
     customer: np.ndarray,
     as_of: np.ndarray,
-    max_events: int,
+    max_events: int | None = None,
 ) -> Windows:
-    """Windows of at most `max_events` events strictly before `as_of` for each request.
+    """Windows of the events strictly before `as_of` for each request, the last `max_events` of them.
 
     Args:
         timestamps: sorted event times of the log (int64 µs), ordered by time within each customer.
         offsets: customer `i` owns rows `offsets[i]:offsets[i+1]`.
         customer: the customer index of each request, -1 for customers without events.
         as_of: the request times (int64 µs).
-        max_events: the most recent events kept per window.
+        max_events: the most recent events kept per window; None: every one (the full history).
     """
     first, last = customer_segments(offsets, customer)
     end = segmented_searchsorted(timestamps, first, last, as_of, side="left")
-    start = np.maximum(first, end - max_events)
-    return Windows(start=start, end=end, first=first)
+    full = Windows(start=first, end=end, first=first)
+    return full if max_events is None else full.last(max_events)

@@ -21,7 +21,8 @@ from nextbest.decisioning.policy import (
     rule_names,
     serving_probabilities,
 )
-from nextbest.journeys.profile import profile_rows, take_rows
+from nextbest.journeys.profile import take_rows
+from nextbest.journeys.requests import ResolvedRequests
 from nextbest.scoring.explain import event_weights
 from nextbest.scoring.scorer import DEFAULT_BATCH_SIZE, JourneyScorer, Scores
 
@@ -74,11 +75,10 @@ def decide(
     action's value come with the decision (one extra forward pass per event: opt-in).
     """
     catalog = catalog if catalog is not None else scorer.action_catalog
-    journeys = scorer.encoder.encode(log, requests, customers)
+    resolved = ResolvedRequests.of(log, requests, customers)
+    journeys = scorer.encoder.encode_resolved(resolved)
     scores = scorer.score_encoded(journeys, batch_size=batch_size, progress=progress)
-    columns = rule_columns(
-        log, requests, customers, scores.as_of, rule_names(catalog), history_queries(catalog)
-    )
+    columns = rule_columns(resolved, rule_names(catalog), history_queries(catalog))
     ranking = rank(
         catalog,
         scorer.actions,
@@ -98,39 +98,36 @@ def decide(
         chosen = draw(probabilities, uniforms)
     evidence = None
     if explain > 0:
-        weights = event_weights(scorer, log, customers, journeys, catalog, ranking, chosen, explain)
+        weights = event_weights(scorer, journeys, catalog, ranking, chosen, explain)
         evidence = weights.to_arrow(log)
     return Decisions(scores, ranking, probabilities, chosen, evidence)
 
 
 def rule_columns(
-    log: EventLog,
-    requests: pa.Table,
-    customers: pa.Table | None,
-    as_of: np.ndarray,
-    names: set[tuple[str, str]],
-    queries: set[HistoryQuery],
+    requests: ResolvedRequests, names: set[tuple[str, str]], queries: set[HistoryQuery]
 ) -> RuleColumns:
     """What the catalog's rules read for each request: the profile and context columns they name (and
     no others: converting a text column costs a Python object per request) and their history aggregates."""
-    customer_ids = requests.column("customer_id").combine_chunks().cast(pa.string())
     wanted = {
         namespace: {key for ns, key in names if ns == namespace} for namespace in ("profile", "context")
     }
+    customers, table = requests.customers, requests.table
     profile: dict[str, np.ndarray] = {}
     read_profile = [
         c for c in (customers.column_names if customers is not None else []) if c in wanted["profile"]
     ]
     if customers is not None and read_profile:
-        rows = take_rows(customers.select(read_profile), profile_rows(customers, customer_ids))
+        rows = take_rows(customers.select(read_profile), requests.profile_rows)
         profile = {name: _values(rows.column(name)) for name in read_profile}
     context = {
-        name: _values(requests.column(name))
-        for name in requests.column_names
+        name: _values(table.column(name))
+        for name in table.column_names
         if name not in REQUEST_KEYS and name in wanted["context"]
     }
-    history = history_values(log, log.index_of(customer_ids), as_of, queries)
-    return RuleColumns(len(as_of), profile, context, history)
+    history = history_values(
+        requests.log, requests.customer, requests.as_of, queries, history=requests.history
+    )
+    return RuleColumns(len(requests), profile, context, history)
 
 
 def _values(column: pa.ChunkedArray | pa.Array) -> np.ndarray:

@@ -22,7 +22,7 @@ from nextbest.data.schema import UTC_US
 from nextbest.decisioning.catalog import ActionCatalog
 from nextbest.decisioning.policy import Ranking
 from nextbest.journeys.encoder import EncodedJourneys
-from nextbest.journeys.profile import profile_rows, take_rows
+from nextbest.journeys.profile import take_rows
 from nextbest.journeys.windows import ranges
 from nextbest.scoring.scorer import JourneyScorer
 
@@ -72,8 +72,6 @@ class EventWeights:
 
 def event_weights(
     scorer: JourneyScorer,
-    log: EventLog,
-    customers: pa.Table | None,
     journeys: EncodedJourneys,
     catalog: ActionCatalog,
     ranking: Ranking,
@@ -83,7 +81,7 @@ def event_weights(
     """The `top_n` events of each request whose removal moves the value of its `served` action most.
 
     Args:
-        journeys: the requests as `scorer` encoded them from `log` and `customers`.
+        journeys: the requests as `scorer` encoded them.
         catalog: the catalog the requests were ranked with.
         ranking: their ranking (its expected values are the full-history values).
         served: [N] catalog index of the action served to each request (-1: none, nothing to explain).
@@ -94,10 +92,9 @@ def event_weights(
     weights = np.full((n, top_n), np.nan)
     start, end = journeys.windows.start, journeys.windows.end
     explained = np.flatnonzero((served >= 0) & (end > start))
-    first = log.offsets[np.maximum(log.index_of(journeys.customer_ids), 0)]  # [N] the customer's first event
     for chunk_start in range(0, len(explained), REQUESTS_PER_PASS):
         rows = explained[chunk_start : chunk_start + REQUESTS_PER_PASS]
-        variants = _histories_without_each_event(scorer, log, customers, journeys, rows, first)
+        variants = _histories_without_each_event(scorer, journeys, rows)
         value = _served_values(scorer, catalog, variants, served[variants.request])
         full = ranking.expected_value[variants.request, served[variants.request]]
         for i in rows:
@@ -110,12 +107,7 @@ def event_weights(
 
 
 def conversion_event_weights(
-    scorer: JourneyScorer,
-    log: EventLog,
-    customers: pa.Table | None,
-    journeys: EncodedJourneys,
-    p_conversion: np.ndarray,
-    rows: np.ndarray,
+    scorer: JourneyScorer, journeys: EncodedJourneys, p_conversion: np.ndarray, rows: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Every event in the model window of the requests `rows`, and how much P(conversion) with no action
     falls when that event is taken out of the history (the journey report's moments of truth).
@@ -128,11 +120,10 @@ def conversion_event_weights(
     """
     start, end = journeys.windows.start, journeys.windows.end
     rows = rows[end[rows] > start[rows]]
-    first = log.offsets[np.maximum(log.index_of(journeys.customer_ids), 0)]
     removed, weights = [np.zeros(0, np.int64)], [np.zeros(0)]
     for chunk_start in range(0, len(rows), REQUESTS_PER_PASS):
         part = rows[chunk_start : chunk_start + REQUESTS_PER_PASS]
-        variants = _histories_without_each_event(scorer, log, customers, journeys, part, first)
+        variants = _histories_without_each_event(scorer, journeys, part)
         without = scorer.score_encoded(variants.journeys).p_conversion
         removed.append(variants.removed)
         weights.append(p_conversion[variants.request] - without)
@@ -155,19 +146,15 @@ class _Variants:
 
 
 def _histories_without_each_event(
-    scorer: JourneyScorer,
-    log: EventLog,
-    customers: pa.Table | None,
-    journeys: EncodedJourneys,
-    rows: np.ndarray,
-    first: np.ndarray,
+    scorer: JourneyScorer, journeys: EncodedJourneys, rows: np.ndarray
 ) -> _Variants:
     """For each request of `rows` and each event in its model window, its history without that event.
 
     The history is everything before as_of (the aggregates read beyond the model's window), so each copy
     is re-encoded whole: the event leaves the sequence and every count it was part of.
     """
-    start, end = journeys.windows.start, journeys.windows.end
+    log, customers = journeys.requests.log, journeys.requests.customers
+    start, end, first = journeys.windows.start, journeys.windows.end, journeys.windows.first
     request = np.repeat(rows, end[rows] - start[rows])  # [M]
     removed = ranges(start[rows], end[rows])  # [M]
     history = ranges(first[request], end[request])  # every copy's full history, copy after copy
@@ -181,8 +168,7 @@ def _histories_without_each_event(
     )
     profiles = None
     if customers is not None:
-        found = profile_rows(customers, journeys.customer_ids.take(pa.array(request, pa.int64())))
-        profiles = _with_ids(take_rows(customers, found), keys)
+        profiles = _with_ids(take_rows(customers, journeys.requests.profile_rows[request]), keys)
     encoded = scorer.encoder.encode(EventLog.from_normalised(events), requests, profiles)
     return _Variants(encoded, request, removed)
 
