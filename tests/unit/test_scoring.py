@@ -91,6 +91,43 @@ def test_save_and_load_give_the_same_scores(
         np.testing.assert_array_equal(getattr(after, name), getattr(before, name))
 
 
+# A scorer saved by the code of before the model heads were declared in one place (`nextbest.model.HEADS`):
+# its weights, scorer.json and the scores it gave then on `saved_scorer_inputs()`.
+SAVED_SCORER = Path(__file__).parents[1] / "fixtures" / "saved_scorer"
+
+
+def saved_scorer_inputs() -> tuple[EventLog, pa.Table, pa.Table]:
+    """The events, profiles and requests the saved scorer was fitted and scored on."""
+
+    def days(values: list[int]) -> pa.Array:
+        return pa.array([v * 86_400_000_000 for v in values], pa.int64()).cast(pa.timestamp("us", "UTC"))
+
+    events = pa.table(
+        {
+            "customer_id": ["a", "a", "a", "b", "b", "c"],
+            "timestamp": days([1, 2, 5, 1, 3, 4]),
+            "event_type": ["page_view", "email_open", "purchase", "page_view", "support_call", "page_view"],
+            "channel": ["web", "email", "web", "app", "call_center", None],
+            "action": [None, "email_offer", None, None, None, None],
+            "value": [None, None, 42.0, None, None, None],
+        }
+    )
+    customers = pa.table(
+        {"customer_id": ["a", "b", "d"], "segment": ["gold", "silver", "gold"], "age": [31, 58, 22]}
+    )
+    requests = pa.table({"customer_id": ["a", "a", "b", "c", "d"], "as_of": days([4, 6, 6, 6, 6])})
+    return load_events(events), customers, requests
+
+
+def test_a_scorer_saved_before_the_heads_moved_loads_and_scores_as_it_did() -> None:
+    """scorer.json keeps its format: calibrators by head name, the network's weights by module name."""
+    log, customers, requests = saved_scorer_inputs()
+    scores = JourneyScorer.load(SAVED_SCORER).score(log, requests, customers)
+    expected = json.loads((SAVED_SCORER / "expected_scores.json").read_text())
+    for name, values in expected.items():
+        np.testing.assert_allclose(getattr(scores, name), values, rtol=1e-6, err_msg=name)
+
+
 def test_calibrators_shape_the_probabilities(scorer: JourneyScorer, log: EventLog) -> None:
     requests = requests_at_end(log)
     journeys = scorer.encoder.encode(log, requests)
