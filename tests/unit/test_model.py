@@ -16,6 +16,7 @@ from torch import Tensor
 
 from nextbest.evaluation import log_loss
 from nextbest.model import (
+    HEADS,
     CalibrationKind,
     IsotonicCalibration,
     JourneyNetwork,
@@ -415,6 +416,19 @@ def test_probabilities_are_the_sigmoid_of_every_logit() -> None:
     probs = probabilities(outputs)
     assert set(probs) == {"conversion", "churn", "action_conversion", "action_churn"}
     torch.testing.assert_close(probs["action_churn"], torch.sigmoid(outputs["action_churn_logit"]))
+
+
+def test_every_head_is_an_output_a_loss_and_a_probability() -> None:
+    config = make_config()
+    batch = random_batch(config, batch_size=3, max_length=4)
+    outputs = run(eval_network(config), batch)
+    names = [head.name for head in HEADS]
+    assert names == ["conversion", "churn", "action_conversion", "action_churn"]
+    assert set(outputs) == {"embedding", *(head.output for head in HEADS)}
+    for head in HEADS:
+        assert outputs[head.output].shape == ((3, config.num_actions) if head.per_action else (3,))
+    assert list(journey_losses(outputs, batch)) == [*names, "total"]
+    assert list(probabilities(outputs)) == names
 
 
 # --- config ----------------------------------------------------------------------------------------------

@@ -22,9 +22,9 @@ from mlflow import MlflowClient
 from nextbest.decisioning.catalog import ActionCatalog
 from nextbest.discovery.summary import DiscoveryOptions, summarise, write_report
 from nextbest.evaluation import evaluate_binary
-from nextbest.journeys.examples import NO_DECISION
 from nextbest.journeys.labels import LabelRules
 from nextbest.model.calibration import CalibrationKind, Calibrator, NoCalibration, fit_calibrator
+from nextbest.model.heads import HEADS, OUTCOMES, Head
 from nextbest.model.network import JourneyNetwork
 from nextbest.scoring.pyfunc import log_model
 from nextbest.scoring.schemas import ScoringRequest
@@ -32,7 +32,6 @@ from nextbest.scoring.scorer import JourneyScorer
 from nextbest.scoring.tables import records_from_tables
 from nextbest_training.baselines import BaselineKind, BaselineModel
 from nextbest_training.data import PreparedData
-from nextbest_training.module import HEADS
 from nextbest_training.plots import evaluation_figure
 
 SEQUENCE_MODEL = "sequence"
@@ -132,32 +131,34 @@ def fit_head_calibrators(
     labels: Mapping[str, np.ndarray],
     decision_action: np.ndarray,
 ) -> dict[str, Calibrator]:
-    """One calibrator per head, fitted on the rows the head is trained on (see `HEADS`); a head without
-    both classes among its labelled rows keeps the plain sigmoid."""
+    """One calibrator per head (by name), fitted on the rows the head is trained on (`Head.rows`); a head
+    without both classes among its labelled rows keeps the plain sigmoid."""
     calibrators: dict[str, Calibrator] = {}
-    for head, (_, label, at_action) in HEADS.items():
-        rows = head_rows(decision_action, at_action)
-        values = at_taken_action(logits[head], decision_action) if at_action else logits[head]
-        known = labels[label][rows][~np.isnan(labels[label][rows])]
-        if len(np.unique(known)) == 2:
-            calibrators[head] = fit_calibrator(kind, values[rows], labels[label][rows])
+    for head in HEADS:
+        rows = head.rows(decision_action)
+        values = logits[head.name]
+        if head.per_action:
+            values = at_taken_action(values, decision_action)
+        outcome = labels[head.outcome][rows]
+        if len(np.unique(outcome[~np.isnan(outcome)])) == 2:
+            calibrators[head.name] = fit_calibrator(kind, values[rows], outcome)
         else:
-            calibrators[head] = NoCalibration()
+            calibrators[head.name] = NoCalibration()
     return calibrators
 
 
 def observed_action_probabilities(
     probabilities: Mapping[str, np.ndarray], decision_action: np.ndarray
 ) -> dict[str, np.ndarray]:
-    """Per outcome, the probability of the situation each row is in: the action head at the action taken
-    on decision rows, the no-action head elsewhere."""
+    """Per outcome, the probability of the situation each row is in: the outcome's per-action head at the
+    action taken on decision rows, its no-action head elsewhere."""
     return {
         outcome: np.where(
             decision_action >= 0,
-            at_taken_action(probabilities[f"action_{outcome}"], decision_action),
-            probabilities[outcome],
+            at_taken_action(probabilities[Head(outcome, per_action=True).name], decision_action),
+            probabilities[Head(outcome, per_action=False).name],
         )
-        for outcome in ("conversion", "churn")
+        for outcome in OUTCOMES
     }
 
 
@@ -166,17 +167,12 @@ def head_metrics(
 ) -> dict[str, dict[str, float]]:
     """`evaluate_binary` per head, on the rows the head is scored on; heads without labelled rows omitted."""
     metrics = {}
-    for head, (_, label, at_action) in HEADS.items():
-        rows = head_rows(decision_action, at_action)
-        if np.isnan(labels[label][rows]).all():
+    for head in HEADS:
+        rows = head.rows(decision_action)
+        if np.isnan(labels[head.outcome][rows]).all():
             continue
-        metrics[head] = evaluate_binary(labels[label][rows], observed[label][rows])
+        metrics[head.name] = evaluate_binary(labels[head.outcome][rows], observed[head.outcome][rows])
     return metrics
-
-
-def head_rows(decision_action: np.ndarray, at_action: bool) -> np.ndarray:
-    """The rows a head is trained and scored on: decision rows for action heads, the others otherwise."""
-    return (decision_action >= 0) if at_action else (decision_action == NO_DECISION)
 
 
 def at_taken_action(values: np.ndarray, decision_action: np.ndarray) -> np.ndarray:
@@ -222,11 +218,12 @@ def _compare_on_test(
         ):
             mlflow.log_params({"baseline": kind, "features": "history aggregates + action taken"})
             _log_metrics(metrics[kind])
-    for head, (_, label, at_action) in HEADS.items():
-        known = head_rows(decision_action, at_action) & ~np.isnan(labels[label])
-        if len(np.unique(labels[label][known])) == 2:
-            curves = {name: (labels[label][known], probs[label][known]) for name, probs in observed.items()}
-            mlflow.log_figure(evaluation_figure(f"test: {head}", curves), f"plots/test_{head}.png")
+    for head in HEADS:
+        outcome = labels[head.outcome]
+        known = head.rows(decision_action) & ~np.isnan(outcome)
+        if len(np.unique(outcome[known])) == 2:
+            curves = {name: (outcome[known], probs[head.outcome][known]) for name, probs in observed.items()}
+            mlflow.log_figure(evaluation_figure(f"test: {head.name}", curves), f"plots/test_{head.name}.png")
     return metrics
 
 

@@ -17,16 +17,9 @@ from torch import nn
 from torchmetrics import MeanMetric, MeanSquaredError, MetricCollection
 from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision, BinaryCalibrationError
 
+from nextbest.model.heads import HEADS, Head
 from nextbest.model.losses import journey_losses
 
-# Each head, the output it reads and whether it is scored at the action taken (decision rows) or at a
-# plain cutoff (rows without a decision).
-HEADS: dict[str, tuple[str, str, bool]] = {
-    "conversion": ("conversion_logit", "conversion", False),
-    "churn": ("churn_logit", "churn", False),
-    "action_conversion": ("action_conversion_logit", "conversion", True),
-    "action_churn": ("action_churn_logit", "churn", True),
-}
 STAGES = ("train", "val", "test")
 
 
@@ -73,7 +66,10 @@ class JourneyModule(L.LightningModule):
         self.warmup_fraction = warmup_fraction
         # Keyed "<stage>_metrics": a bare "train" would shadow nn.Module.train.
         self.metrics = nn.ModuleDict(
-            {f"{stage}_metrics": nn.ModuleDict({head: _head_metrics() for head in HEADS}) for stage in STAGES}
+            {
+                f"{stage}_metrics": nn.ModuleDict({head.name: _head_metrics() for head in HEADS})
+                for stage in STAGES
+            }
         )
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -101,15 +97,13 @@ class JourneyModule(L.LightningModule):
     def _update_metrics(
         self, outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], stage: str
     ) -> None:
-        for head, (output, label, at_action) in HEADS.items():
-            logits, labels = head_predictions(
-                outputs[output], batch[label], batch["decision_action"], at_action
-            )
+        for head in HEADS:
+            logits, labels = head_predictions(head, outputs, batch)
             if labels.numel() == 0:
                 continue
             logits = logits.detach()
             probabilities = torch.sigmoid(logits)
-            metrics = self.metrics[f"{stage}_metrics"][head]
+            metrics = self.metrics[f"{stage}_metrics"][head.name]
             for name in ("auroc", "average_precision", "ece"):
                 metrics[name].update(probabilities, labels.long())
             metrics["brier"].update(probabilities, labels)
@@ -158,16 +152,16 @@ def warmup_cosine(step: int, warmup: int, total: int) -> float:
 
 
 def head_predictions(
-    logits: torch.Tensor, labels: torch.Tensor, decision_action: torch.Tensor, at_action: bool
+    head: Head, outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """A head's logits and labels on the rows it is scored on, with unknown labels left out.
+    """`head`'s logits and labels on the rows it is scored on (`Head.rows`), unknown labels left out.
 
-    Action heads are read at the action taken (decision rows); cutoff heads on rows without a decision.
+    Per-action heads are read at the action taken.
     """
-    rows = decision_action >= 0 if at_action else decision_action < 0
-    if at_action:
+    logits, labels, decision_action = outputs[head.output], batch[head.outcome], batch["decision_action"]
+    if head.per_action:
         if logits.shape[1] == 0:  # no candidate actions (data without decisions)
             return logits.new_zeros(0), labels.new_zeros(0)
         logits = logits.gather(1, decision_action.clamp(min=0).unsqueeze(1)).squeeze(1)  # [B, A] -> [B]
-    known = rows & ~torch.isnan(labels)
+    known = head.rows(decision_action) & ~torch.isnan(labels)
     return logits[known], labels[known]

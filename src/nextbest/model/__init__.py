@@ -14,13 +14,17 @@ from nextbest.model.calibration import (
     fit_calibrator,
 )
 from nextbest.model.config import EncoderKind, ModelConfig, ModelConfigError
+from nextbest.model.heads import HEADS, OUTCOMES, Head
 from nextbest.model.losses import journey_losses, masked_bce_with_logits, probabilities
 from nextbest.model.network import JourneyNetwork
 
 __all__ = [
+    "HEADS",
+    "OUTCOMES",
     "CalibrationKind",
     "Calibrator",
     "EncoderKind",
+    "Head",
     "IsotonicCalibration",
     "JourneyNetwork",
     "ModelConfig",

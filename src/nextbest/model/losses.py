@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from nextbest.model.network import OUTCOMES
+from nextbest.model.heads import HEADS
 
 NO_DECISION = -1
 
@@ -46,24 +46,24 @@ def journey_losses(outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor]) -
             unknown), each optional as described above.
 
     Returns:
-        `conversion`, `churn`, `action_conversion`, `action_churn` (each 0 when no label is known) and
-        their sum `total`.
+        Per head of `HEADS` (`conversion`, `churn`, `action_conversion`, `action_churn`), its loss (0 when
+        no label is known), and their sum `total`.
     """
-    cutoff_logits = outputs["conversion_logit"]  # [B]
+    some_logits = outputs[HEADS[0].output]  # [B] or [B, A]: every head has a row per request
+    rows, device = some_logits.shape[:1], some_logits.device
     decision = batch.get("decision_action")
     if decision is None:
-        decision = torch.full_like(cutoff_logits, NO_DECISION, dtype=torch.long)
-    decided = decision >= 0  # [B]
+        decision = torch.full(rows, NO_DECISION, dtype=torch.long, device=device)
     losses: dict[str, Tensor] = {}
-    for outcome in OUTCOMES:
-        labels = batch.get(outcome)
+    for head in HEADS:
+        labels = batch.get(head.outcome)
         if labels is None:
-            labels = torch.full_like(cutoff_logits, float("nan"))
-        cutoff_labels = torch.where(decided, float("nan"), labels)  # [B]
-        action_labels = torch.where(decided, labels, float("nan"))  # [B]
-        action_logits = _at_taken_action(outputs[f"action_{outcome}_logit"], decision)  # [B]
-        losses[outcome] = masked_bce_with_logits(outputs[f"{outcome}_logit"], cutoff_labels)
-        losses[f"action_{outcome}"] = masked_bce_with_logits(action_logits, action_labels)
+            labels = torch.full(rows, float("nan"), dtype=some_logits.dtype, device=device)
+        logits = outputs[head.output]  # [B, A] or [B]
+        if head.per_action:
+            logits = _at_taken_action(logits, decision)  # [B]
+        labels = torch.where(head.rows(decision), labels, float("nan"))  # [B]: unknown off the head's rows
+        losses[head.name] = masked_bce_with_logits(logits, labels)
     # Heads without known labels contribute an exact 0, so the plain sum is the sum over known ones.
     losses["total"] = torch.stack(list(losses.values())).sum()
     return losses
@@ -80,10 +80,5 @@ def _at_taken_action(logits: Tensor, decision: Tensor) -> Tensor:
 
 
 def probabilities(outputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Sigmoid of every `<name>_logit` output, keyed `<name>` (e.g. `action_conversion` [B, A])."""
-    suffix = "_logit"
-    return {
-        key.removesuffix(suffix): torch.sigmoid(value)
-        for key, value in outputs.items()
-        if key.endswith(suffix)
-    }
+    """Sigmoid of every head's logits, keyed by the head's name (e.g. `action_conversion` [B, A])."""
+    return {head.name: torch.sigmoid(outputs[head.output]) for head in HEADS}

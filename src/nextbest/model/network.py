@@ -13,12 +13,12 @@ import torch
 from torch import Tensor, nn
 
 from nextbest.model.config import ModelConfig
+from nextbest.model.heads import HEADS, OUTCOMES
 
 # Per-event codes of `EncodedJourneys.batch` with their table sizes (token vocabularies are per config).
 CALENDAR_SIZES = {"hour": 24, "weekday": 7}
 # Per-event real-valued features of `EncodedJourneys.batch`, projected together.
 CONTINUOUS_FEATURES = ("log_gap_seconds", "log_recency_seconds", "log_value", "has_value")
-OUTCOMES = ("conversion", "churn")
 
 
 class EventEmbedding(nn.Module):
@@ -263,12 +263,12 @@ class UpliftHead(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, customer: Tensor) -> Tensor:
-        """Logit deltas [B, A, 2] of every action for `customer` [B, D]."""
+        """Logit deltas [B, A, O] of every action for `customer` [B, D], one per outcome (`OUTCOMES`)."""
         # Batched matmuls over the action axis: the same sums as einsum without parsing an equation per
         # call (one online request's head: 43 -> 23 µs).
         hidden = customer @ self.hidden_weight + self.hidden_bias[:, None]  # [A, B, H]
         hidden = self.dropout(self.activation(hidden))  # [A, B, H]
-        return (hidden @ self.out_weight + self.out_bias[:, None]).transpose(0, 1)  # [B, A, 2]
+        return (hidden @ self.out_weight + self.out_bias[:, None]).transpose(0, 1)  # [B, A, O]
 
 
 class JourneyNetwork(nn.Module):
@@ -277,9 +277,9 @@ class JourneyNetwork(nn.Module):
     `action_<outcome>_logit[b, a] = <outcome>_logit[b] + delta(h_b, e_a)`: the cutoff heads are the
     baseline, and the uplift of each action over it is explicit.
 
-    Outputs (`forward`): `embedding` [B, D]; `conversion_logit`, `churn_logit` [B] (outcome after the
-    cutoff with no action); `action_conversion_logit`, `action_churn_logit` [B, A] (outcome if action a
-    is taken at the cutoff).
+    Outputs (`forward`): `embedding` [B, D] and each head's logits (`nextbest.model.heads.HEADS`):
+    `conversion_logit`, `churn_logit` [B] (outcome after the cutoff with no action);
+    `action_conversion_logit`, `action_churn_logit` [B, A] (outcome if action a is taken at the cutoff).
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -307,13 +307,10 @@ class JourneyNetwork(nn.Module):
         pooled = self.history_encoder(events, batch["mask"])  # [B, D]
         static = self.static_embedding(batch)  # [B, D]
         h = self.fusion(torch.cat([pooled, static], dim=-1))  # [B, D]
-        baseline = self.baseline_head(h)  # [B, 2]
-        delta = self.uplift(h)  # [B, A, 2]
-        action = baseline[:, None, :] + delta  # [B, A, 2]
-        return {
-            "embedding": h,  # [B, D]
-            "conversion_logit": baseline[:, 0],  # [B]
-            "churn_logit": baseline[:, 1],  # [B]
-            "action_conversion_logit": action[..., 0],  # [B, A]
-            "action_churn_logit": action[..., 1],  # [B, A]
-        }
+        baseline = self.baseline_head(h)  # [B, O]
+        action = baseline[:, None, :] + self.uplift(h)  # [B, A, O]
+        outputs = {"embedding": h}  # [B, D]
+        for head in HEADS:
+            logits = action if head.per_action else baseline
+            outputs[head.output] = logits[..., OUTCOMES.index(head.outcome)]  # [B, A] or [B]
+        return outputs

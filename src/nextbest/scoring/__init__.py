@@ -12,10 +12,9 @@ from nextbest.scoring.schemas import (
     ScoringRequest,
     SuppressedAction,
 )
-from nextbest.scoring.scorer import HEAD_OUTPUTS, JourneyScorer, Scores
+from nextbest.scoring.scorer import JourneyScorer, Scores
 
 __all__ = [
-    "HEAD_OUTPUTS",
     "OUTPUT_SCHEMA",
     "Decisions",
     "JourneyScorer",

@@ -24,15 +24,9 @@ from nextbest.journeys.encoder import EncodedJourneys, JourneyEncoder
 from nextbest.journeys.tensors import as_tensors
 from nextbest.model.calibration import Calibrator, NoCalibration, calibrator_from_dict
 from nextbest.model.config import ModelConfig
+from nextbest.model.heads import HEADS
 from nextbest.model.network import JourneyNetwork
 
-# The network output behind each scored head; action heads are [N, A], the others [N].
-HEAD_OUTPUTS = {
-    "conversion": "conversion_logit",
-    "churn": "churn_logit",
-    "action_conversion": "action_conversion_logit",
-    "action_churn": "action_churn_logit",
-}
 WEIGHTS_FILE = "weights.pt"
 SCORER_FILE = "scorer.json"
 DEFAULT_BATCH_SIZE = 1024
@@ -70,8 +64,8 @@ class JourneyScorer:
         network: the trained network.
         encoder: the journey encoding it was trained with.
         actions: candidate actions, in the order of the network's action heads.
-        calibrators: per head (`HEAD_OUTPUTS` keys), the map from logits to probabilities; a head
-            without one is the plain sigmoid.
+        calibrators: per head (`nextbest.model.HEADS` names), the map from logits to probabilities; a
+            head without one is the plain sigmoid.
         metadata: free-form facts about the model (training run, data), saved with it.
         catalog: the packaged action catalog (values, costs, rules); None: the default catalog (every
             action, value 1, cost 0).
@@ -106,12 +100,12 @@ class JourneyScorer:
         batch_size: int = DEFAULT_BATCH_SIZE,
         progress: bool = False,
     ) -> dict[str, np.ndarray]:
-        """Uncalibrated logits of every head for the requests `indices` of `journeys` (all when None)."""
-        outputs = self._outputs(journeys, indices, HEAD_OUTPUTS, batch_size, progress)
-        num_actions = len(self.actions)
-        for head, values in outputs.items():  # an empty batch has no action axis to concatenate
-            if not len(values):
-                outputs[head] = np.zeros((0, num_actions) if head.startswith("action_") else 0)
+        """Uncalibrated logits of every head (by name) for the requests `indices` of `journeys` (all when
+        None): [N, A] for per-action heads, [N] for the others."""
+        outputs = self._outputs(journeys, indices, {h.name: h.output for h in HEADS}, batch_size, progress)
+        for head in HEADS:  # an empty batch has no action axis to concatenate
+            if not len(outputs[head.name]):
+                outputs[head.name] = np.zeros((0, len(self.actions)) if head.per_action else 0)
         return outputs
 
     def embeddings(self, journeys: EncodedJourneys, *, batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
