@@ -88,3 +88,20 @@ def test_journey_report_benchmark_prints_cases_and_summary(tmp_path: Path) -> No
     summary = lines[-1]["summary"]
     assert set(summary["seconds_per_million_events"]) == {"simulated", "simulated_with_model"}
     assert summary["top_paths_speedup_vs_pandas"] > 0
+
+
+@pytest.mark.slow
+def test_scoring_calls_benchmark_prints_cases_and_summary() -> None:
+    script = REPO_ROOT / "benchmarks" / "scoring_calls.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--customers", "300", "--repeats", "1"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    cases = [(line["case"], line["requests"]) for line in lines[:-1]]
+    assert cases == [(c, n) for n in (1, 256) for c in ("score_records", "network_only")]
+    assert all(line["cpu_ms_per_call"] > 0 for line in lines[:-1])
+    assert set(lines[-1]["summary"]) == {"outside_network_cpu_share_1", "outside_network_cpu_share_256"}
