@@ -20,14 +20,23 @@ Grammar::
 e.g. `event_type=["email_sent", "sms_sent"]`); `days_since(event_type="purchase")` is the days since the
 last matching event (infinite when there is none). A missing profile or context
 value makes every comparison with it false (and `!=` true), so a rule never crashes on absent data.
+
+Rules are typed: a rule is a condition; `and`, `or` and `not` combine conditions; a comparison or `in`
+compares like with like (numbers, texts, times, or true/false with `==` and `!=`). `parse_rule` checks
+what the text alone shows (`count(...) == "x"`, `profile.age` as a whole rule); `Rule.check_types`
+checks again once the names' types are known (a catalog combined with a model: see
+`ActionCatalog.check_model`). A rule is at most MAX_RULE_LENGTH characters, nested at most MAX_NESTING
+deep, so no text can exhaust the parser.
 """
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any, TypeAlias
+from collections.abc import Callable, Collection, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any, NamedTuple, TypeAlias
 
 import numpy as np
 
@@ -38,10 +47,27 @@ HISTORY_FUNCTIONS = ("count", "days_since")
 MATCH_COLUMNS = ("event_type", "channel", "action")
 COMPARISONS = ("<=", ">=", "==", "!=", "<", ">")
 Literal_: TypeAlias = float | str | bool
+# Bounds on what a catalog may ask of the parser and of the history aggregates.
+MAX_RULE_LENGTH = 2_000  # characters
+MAX_NESTING = 20  # parentheses and `not`s open at once; each level is a few frames of recursion
+MAX_DAYS = 36_600  # a count's window (about a century), so its start stays a valid time
 
 
 class RuleError(NextbestError):
-    """A rule that does not parse or names something it cannot read."""
+    """A rule that does not parse, is not a condition, or compares unlike values."""
+
+
+class ValueType(StrEnum):
+    """What an expression yields. Names read numbers, texts or times; comparisons yield conditions."""
+
+    NUMBER = "number"
+    TEXT = "text"
+    TIME = "time"
+    CONDITION = "condition"
+
+
+# The types a catalog may declare for the names it reads (a time has no literal to compare it with).
+DECLARABLE_TYPES = (ValueType.NUMBER, ValueType.TEXT)
 
 
 @dataclass(frozen=True)
@@ -53,20 +79,25 @@ class HistoryQuery:
     match: tuple[tuple[str, tuple[str, ...]], ...]  # (column, accepted values); every column must match
 
 
+# Every node knows the characters of the rule it was read from (`span`, start and end), so an error can
+# quote the part of the rule at fault.
 @dataclass(frozen=True)
 class Constant:
     value: Literal_
+    span: tuple[int, int] = field(compare=False)
 
 
 @dataclass(frozen=True)
 class Name:
     namespace: str
     key: str
+    span: tuple[int, int] = field(compare=False)
 
 
 @dataclass(frozen=True)
 class History:
     query: HistoryQuery
+    span: tuple[int, int] = field(compare=False)
 
 
 @dataclass(frozen=True)
@@ -74,6 +105,7 @@ class Compare:
     operator: str
     left: Node
     right: Node
+    span: tuple[int, int] = field(compare=False)
 
 
 @dataclass(frozen=True)
@@ -81,17 +113,20 @@ class Membership:
     operand: Node
     values: tuple[Literal_, ...]
     negated: bool
+    span: tuple[int, int] = field(compare=False)
 
 
 @dataclass(frozen=True)
 class Logical:
     operator: str  # "and" | "or"
     operands: tuple[Node, ...]
+    span: tuple[int, int] = field(compare=False)
 
 
 @dataclass(frozen=True)
 class Not:
     operand: Node
+    span: tuple[int, int] = field(compare=False)
 
 
 Node: TypeAlias = Constant | Name | History | Compare | Membership | Logical | Not
@@ -113,12 +148,15 @@ class Rule:
         """The (namespace, key) pairs the rule reads, e.g. ("profile", "segment")."""
         return {(node.namespace, node.key) for node in _nodes(self.tree) if isinstance(node, Name)}
 
+    def check_types(self, types: Mapping[tuple[str, str], ValueType], complete: Collection[str] = ()) -> None:
+        """Raises `RuleError` unless the rule is a condition that compares like with like, given the
+        types of the names it reads. `types` lists every name of the namespaces in `complete` (any other
+        there is an error); a name of another namespace without a type may be a number, a text or a time."""
+        _TypeChecker(self.text, types, complete).condition(self.tree)
+
     def evaluate(self, columns: RuleColumns) -> np.ndarray:
         """Boolean [N]: whether each of the N requests satisfies the rule."""
-        result = _evaluate(self.tree, columns)
-        if result.dtype != np.bool_:
-            raise RuleError(f"rule {self.text!r} is not a condition (it yields values, not true/false)")
-        return result
+        return _evaluate(self.tree, columns)
 
 
 @dataclass(frozen=True)
@@ -143,59 +181,102 @@ _TOKEN = re.compile(
 )
 
 
+class _Token(NamedTuple):
+    kind: str  # a group of _TOKEN
+    value: str
+    position: int
+
+    @property
+    def end(self) -> int:
+        return self.position + len(self.value)
+
+
 def parse_rule(text: str) -> Rule:
-    """Parses `text`; raises `RuleError` naming the position of the first problem."""
+    """Parses `text` and checks that it is a condition comparing like with like (see `Rule.check_types`;
+    the types of names are not known here).
+
+    Raises:
+        RuleError: the text is not a rule; the message says what was expected, at which position.
+    """
     if not isinstance(text, str) or not text.strip():
         raise RuleError("a rule must be a non-empty text")
+    if len(text) > MAX_RULE_LENGTH:
+        raise RuleError(f"a rule is at most {MAX_RULE_LENGTH:,} characters long; this one has {len(text):,}")
     parser = _Parser(text, _tokenise(text))
     tree = parser.rule()
     parser.expect_end()
-    return Rule(text, tree)
+    rule = Rule(text, tree)
+    rule.check_types({})
+    return rule
 
 
-def _tokenise(text: str) -> list[tuple[str, str, int]]:
+def _tokenise(text: str) -> list[_Token]:
     tokens, position = [], 0
-    while position < len(text):
-        if text[position:].strip() == "":
-            break
+    while text[position:].strip():
         match = _TOKEN.match(text, position)
-        if match is None or match.end() == position:
-            raise RuleError(
-                f"cannot read {text[position:].strip()[:20]!r} at position {position} in {text!r}"
-            )
+        if match is None:
+            raise _error(text, position, f"cannot read {text[position:].strip()[:20]!r}")
         kind = match.lastgroup
         assert kind is not None
-        tokens.append((kind, match.group(kind), match.start(kind)))
+        tokens.append(_Token(kind, match.group(kind), match.start(kind)))
         position = match.end()
     return tokens
 
 
-class _Parser:
-    def __init__(self, text: str, tokens: list[tuple[str, str, int]]) -> None:
-        self.text, self.tokens, self.index = text, tokens, 0
+def _error(text: str, position: int, problem: str) -> RuleError:
+    return RuleError(f"{problem} at position {position} in {text!r}")
 
-    def peek(self) -> tuple[str, str, int] | None:
+
+VALUE = "a value (profile.<attribute>, context.<key>, count(...), days_since(...), a number, a quoted text, "
+VALUE += "true or false)"
+LITERAL = "a number, a quoted text, true or false"
+
+
+class _Parser:
+    def __init__(self, text: str, tokens: list[_Token]) -> None:
+        self.text, self.tokens, self.index, self.depth = text, tokens, 0, 0
+
+    def peek(self) -> _Token | None:
         return self.tokens[self.index] if self.index < len(self.tokens) else None
 
-    def take(self, value: str | None = None, kind: str | None = None) -> tuple[str, str, int]:
+    def take(self, expected: str, value: str | None = None, kind: str | None = None) -> _Token:
+        """The next token, which must be `value` (or of `kind`) when given; `expected` says what a
+        rule needs here, for the error."""
         token = self.peek()
         if token is None:
-            raise RuleError(f"rule {self.text!r} ends early; expected {value or kind}")
-        if (value is not None and token[1] != value) or (kind is not None and token[0] != kind):
-            raise RuleError(
-                f"expected {value or kind} at position {token[2]} in {self.text!r}, got {token[1]!r}"
-            )
+            raise _error(self.text, len(self.text), f"the rule ends where {expected} was expected")
+        if (value is not None and token.value != value) or (kind is not None and token.kind != kind):
+            raise _error(self.text, token.position, f"expected {expected}, got {token.value!r}")
         self.index += 1
         return token
 
+    def end(self) -> int:
+        """Where the last token taken ends: the end of the node just read."""
+        return self.tokens[self.index - 1].end
+
     def at(self, value: str) -> bool:
         token = self.peek()
-        return token is not None and token[1] == value and token[0] in ("op", "word")
+        return token is not None and token.value == value and token.kind in ("op", "word")
 
     def expect_end(self) -> None:
         token = self.peek()
         if token is not None:
-            raise RuleError(f"unexpected {token[1]!r} at position {token[2]} in {self.text!r}")
+            hint = " (comparisons are ==, !=, <, <=, >, >=)" if token.value == "=" else ""
+            raise _error(
+                self.text,
+                token.position,
+                f"expected `and`, `or` or the end of the rule, got {token.value!r}{hint}",
+            )
+
+    def nested(self, position: int, parse: Callable[[], Node]) -> Node:
+        """`parse()` one level deeper (in parentheses or after `not`), at most MAX_NESTING deep: the
+        parser, the checks and the evaluation recurse once per level."""
+        if self.depth == MAX_NESTING:
+            raise _error(self.text, position, f"rules nest at most {MAX_NESTING} deep (parentheses, `not`)")
+        self.depth += 1
+        node = parse()
+        self.depth -= 1
+        return node
 
     def rule(self) -> Node:
         return self.logical("or", self.conjunction)
@@ -206,117 +287,213 @@ class _Parser:
     def logical(self, operator: str, operand: Callable[[], Node]) -> Node:
         operands = [operand()]
         while self.at(operator):
-            self.take(operator)
+            self.take(f"`{operator}`", operator)
             operands.append(operand())
-        return operands[0] if len(operands) == 1 else Logical(operator, tuple(operands))
+        if len(operands) == 1:
+            return operands[0]
+        return Logical(operator, tuple(operands), (operands[0].span[0], self.end()))
 
     def negation(self) -> Node:
         if self.at("not"):
-            self.take("not")
-            return Not(self.negation())
+            start = self.take("`not`", "not").position
+            return Not(self.nested(start, self.negation), (start, self.end()))
         return self.comparison()
 
     def comparison(self) -> Node:
         left = self.operand()
         token = self.peek()
-        if token is not None and token[1] in COMPARISONS:
-            self.take()
-            return Compare(token[1], left, self.operand())
+        if token is not None and token.kind == "op" and token.value in COMPARISONS:
+            self.index += 1
+            right = self.operand()
+            return Compare(token.value, left, right, (left.span[0], self.end()))
         if self.at("in") or (self.at("not") and self._next_is("in")):
             negated = self.at("not")
             if negated:
-                self.take("not")
-            self.take("in")
-            return Membership(left, self.literal_list(), negated)
+                self.take("`not`", "not")
+            self.take("`in`", "in")
+            values = self.literal_list()
+            return Membership(left, values, negated, (left.span[0], self.end()))
         return left
 
     def _next_is(self, value: str) -> bool:
         following = self.tokens[self.index + 1] if self.index + 1 < len(self.tokens) else None
-        return following is not None and following[1] == value
+        return following is not None and following.value == value
 
     def operand(self) -> Node:
-        kind, value, position = self.take()
-        if kind in ("number", "string") or value in ("true", "false"):
-            return Constant(_literal(kind, value))
-        if value == "(":
-            inner = self.rule()
-            self.take(")")
-            return inner
-        if kind == "word" and value in NAMESPACES:
-            self.take(".")
-            return Name(value, self.take(kind="word")[1])
-        if kind == "word" and value in HISTORY_FUNCTIONS:
-            return History(self.history_call(value))
-        raise RuleError(
-            f"unknown name {value!r} at position {position} in {self.text!r}; expected profile.<attribute>, "
-            f"context.<key>, count(...), days_since(...) or a literal"
-        )
+        token = self.take(VALUE)
+        if token.kind in ("number", "string") or token.value in ("true", "false"):
+            return Constant(self.literal(token), (token.position, token.end))
+        if token.value == "(":
+            inner = self.nested(token.position, self.rule)
+            self.take("`)`", ")")
+            return replace(inner, span=(token.position, self.end()))
+        if token.kind == "word" and token.value in NAMESPACES:
+            self.take(f"`.` after {token.value}", ".")
+            key = self.take(f"an attribute name after {token.value}.", kind="word")
+            return Name(token.value, key.value, (token.position, key.end))
+        if token.kind == "word" and token.value in HISTORY_FUNCTIONS:
+            query = self.history_call(token)
+            return History(query, (token.position, self.end()))
+        raise _error(self.text, token.position, f"expected {VALUE}, got {token.value!r}")
 
-    def history_call(self, function: str) -> HistoryQuery:
-        self.take("(")
+    def history_call(self, function: _Token) -> HistoryQuery:
+        self.take(f"`(` after {function.value}", "(")
         arguments: dict[str, Literal_ | tuple[Literal_, ...]] = {}
         while not self.at(")"):
             if arguments:
-                self.take(",")
-            key = self.take(kind="word")[1]
-            self.take("=")
+                self.take("`,` or `)`", ",")
+            key = self.take("an argument name", kind="word")
+            if key.value in arguments:
+                raise _error(self.text, key.position, f"{function.value}() is given {key.value} twice")
+            self.take(f"`=` after {key.value}", "=")
             if self.at("["):
-                arguments[key] = self.literal_list()
+                arguments[key.value] = self.literal_list()
             else:
-                kind, value, _ = self.take()
-                arguments[key] = _literal(kind, value)
-        self.take(")")
+                arguments[key.value] = self.literal(self.take(f"{LITERAL} or a list"))
+        self.take("`)`", ")")
         return _history_query(function, arguments, self.text)
 
     def literal_list(self) -> tuple[Literal_, ...]:
-        self.take("[")
+        self.take("a list `[...]`", "[")
         values: list[Literal_] = []
         while not self.at("]"):
             if values:
-                self.take(",")
-            kind, value, position = self.take()
-            if kind not in ("number", "string") and value not in ("true", "false"):
-                raise RuleError(
-                    f"lists hold literals only; got {value!r} at position {position} in {self.text!r}"
-                )
-            values.append(_literal(kind, value))
-        self.take("]")
+                self.take("`,` or `]`", ",")
+            values.append(self.literal(self.take(LITERAL)))
+        self.take("`]`", "]")
         return tuple(values)
 
-
-def _literal(kind: str, value: str) -> Literal_:
-    if kind == "number":
-        return float(value)
-    if kind == "string":
-        return value[1:-1]
-    if value in ("true", "false"):
-        return value == "true"
-    raise RuleError(f"expected a number, a quoted text, true or false; got {value!r}")
+    def literal(self, token: _Token) -> Literal_:
+        if token.kind == "number":
+            number = float(token.value)
+            if not math.isfinite(number):
+                raise _error(self.text, token.position, f"the number {token.value[:20]}... is out of range")
+            return number
+        if token.kind == "string":
+            return token.value[1:-1]
+        if token.value in ("true", "false"):
+            return token.value == "true"
+        raise _error(self.text, token.position, f"expected {LITERAL}, got {token.value!r}")
 
 
 def _history_query(
-    function: str, arguments: dict[str, Literal_ | tuple[Literal_, ...]], text: str
+    function: _Token, arguments: dict[str, Literal_ | tuple[Literal_, ...]], text: str
 ) -> HistoryQuery:
-    allowed = {*MATCH_COLUMNS, "days"} if function == "count" else set(MATCH_COLUMNS)
+    name = function.value
+    allowed = {*MATCH_COLUMNS, "days"} if name == "count" else set(MATCH_COLUMNS)
     unknown = sorted(set(arguments) - allowed)
     if unknown:
-        raise RuleError(
-            f"{function}() in {text!r} takes {', '.join(sorted(allowed))}; got {', '.join(unknown)}"
+        raise _error(
+            text, function.position, f"{name}() takes {', '.join(sorted(allowed))}; got {', '.join(unknown)}"
         )
     days = arguments.get("days")
-    if function == "count" and not (isinstance(days, float) and days > 0):
-        raise RuleError(f"count() in {text!r} needs days=<positive number>")
+    if name == "count" and not (isinstance(days, float) and 0 < days <= MAX_DAYS):
+        raise _error(text, function.position, f"count() needs days=<a number above 0, at most {MAX_DAYS:,}>")
     match = []
     for column in MATCH_COLUMNS:
         if column in arguments:
             value = arguments[column]
             accepted = value if isinstance(value, tuple) else (value,)
             if not accepted or not all(isinstance(v, str) for v in accepted):
-                raise RuleError(
-                    f"{function}({column}=...) in {text!r} must be a quoted text or a list of them"
+                raise _error(
+                    text, function.position, f"{name}({column}=...) must be a quoted text or a list of them"
                 )
             match.append((column, tuple(str(v) for v in accepted)))
-    return HistoryQuery(function, float(days) if isinstance(days, float) else None, tuple(match))
+    return HistoryQuery(name, float(days) if isinstance(days, float) else None, tuple(match))
+
+
+_ARTICLES = {
+    ValueType.NUMBER: "a number",
+    ValueType.TEXT: "a text",
+    ValueType.TIME: "a time",
+    ValueType.CONDITION: "a condition (true or false)",
+    None: "a value",
+}
+
+
+class _TypeChecker:
+    """Types every node of a rule; `types` gives the names' (a name without one is some value)."""
+
+    def __init__(
+        self, text: str, types: Mapping[tuple[str, str], ValueType], complete: Collection[str]
+    ) -> None:
+        self.text, self.types, self.complete = text, types, complete
+
+    def source(self, node: Node) -> str:
+        return self.text[node.span[0] : node.span[1]]
+
+    def fail(self, node: Node, problem: str) -> RuleError:
+        return _error(self.text, node.span[0], f"`{self.source(node)}`: {problem}")
+
+    def condition(self, node: Node) -> None:
+        kind = self.type_of(node)
+        if kind is not ValueType.CONDITION:
+            raise self.fail(
+                node, f"{_ARTICLES[kind]} is not a condition; compare it (e.g. `{self.source(node)} == ...`)"
+            )
+
+    def type_of(self, node: Node) -> ValueType | None:
+        if isinstance(node, Constant):
+            return _literal_type(node.value)
+        if isinstance(node, Name):
+            return self.name_type(node)
+        if isinstance(node, History):
+            return ValueType.NUMBER
+        if isinstance(node, Compare):
+            self.compare(node)
+        elif isinstance(node, Membership):
+            self.membership(node)
+        else:
+            for operand in node.operands if isinstance(node, Logical) else (node.operand,):
+                self.condition(operand)
+        return ValueType.CONDITION
+
+    def name_type(self, node: Name) -> ValueType | None:
+        kind = self.types.get((node.namespace, node.key))
+        if kind is None and node.namespace in self.complete:
+            known = sorted(key for namespace, key in self.types if namespace == node.namespace)
+            raise self.fail(
+                node,
+                f"unknown {node.namespace} name; the known ones are {', '.join(known) or '(none)'} (a "
+                f"catalog declares others, with their types, under `{node.namespace}:`)",
+            )
+        return kind
+
+    def compare(self, node: Compare) -> None:
+        left, right = self.type_of(node.left), self.type_of(node.right)
+        if not _comparable(left, right):
+            raise self.fail(
+                node,
+                f"`{self.source(node.left)}` is {_ARTICLES[left]} and `{self.source(node.right)}` "
+                f"{_ARTICLES[right]}: compare like with like",
+            )
+        if node.operator not in ("==", "!=") and ValueType.CONDITION in (left, right):
+            raise self.fail(node, f"true and false have no order; use == or != instead of {node.operator}")
+
+    def membership(self, node: Membership) -> None:
+        operand = self.type_of(node.operand)
+        kinds = {_literal_type(value) for value in node.values}
+        if len(kinds) > 1:
+            raise self.fail(node, f"the list mixes {' and '.join(sorted(_ARTICLES[k] for k in kinds))}")
+        for kind in kinds:
+            if not _comparable(operand, kind):
+                operand_source = self.source(node.operand)
+                raise self.fail(
+                    node, f"`{operand_source}` is {_ARTICLES[operand]}; the list holds {_ARTICLES[kind]}"
+                )
+
+
+def _literal_type(value: Literal_) -> ValueType:
+    if isinstance(value, bool):
+        return ValueType.CONDITION
+    return ValueType.TEXT if isinstance(value, str) else ValueType.NUMBER
+
+
+def _comparable(left: ValueType | None, right: ValueType | None) -> bool:
+    """Like with like; a name of unknown type is some value (a number, a text, a time), never a condition."""
+    if left is None or right is None:
+        return ValueType.CONDITION not in (left, right)
+    return left == right
 
 
 def _nodes(node: Node) -> Iterator[Node]:
@@ -347,18 +524,11 @@ def _evaluate(node: Node, columns: RuleColumns) -> np.ndarray:
         values = _evaluate(node.operand, columns)
         inside = np.array([_present(v) and v in node.values for v in values], dtype=bool)
         return ~inside if node.negated else inside
+    # A parsed rule is checked: the operands of `not`, `and` and `or` are conditions, boolean arrays.
     if isinstance(node, Not):
-        return ~_as_condition(_evaluate(node.operand, columns))
-    results = [_as_condition(_evaluate(o, columns)) for o in node.operands]
+        return ~_evaluate(node.operand, columns)
+    results = [_evaluate(o, columns) for o in node.operands]
     return np.logical_and.reduce(results) if node.operator == "and" else np.logical_or.reduce(results)
-
-
-def _as_condition(values: np.ndarray) -> np.ndarray:
-    if values.dtype == np.bool_:
-        return values
-    if values.dtype == object and all(isinstance(v, bool) for v in values):
-        return values.astype(bool)
-    raise RuleError("`and`, `or` and `not` need conditions, e.g. profile.vip == true")
 
 
 _OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
