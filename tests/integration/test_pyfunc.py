@@ -93,6 +93,34 @@ def test_score_command_writes_the_batch_output(
     assert all(len(events) == 2 for events in evidence)  # every simulated customer has events
 
 
+BAD_RULES = {
+    "profile.segment > 5": "`profile.segment` is a text and `5` a number",
+    "profile.no_such_attr == 1": "`profile.no_such_attr`: unknown profile name",
+    "(" * 40 + "true" + ")" * 40: "rules nest at most 20 deep",
+}
+
+
+def test_score_with_a_bad_catalog_fails_before_writing_anything(
+    registry: mlflow.MlflowClient, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A rule that cannot work against the model fails at once, naming the entry, instead of at scoring
+    time in some chunk (a partial output) or by suppressing its action for everyone."""
+    registered_world(registry, tmp_path, n_customers=30, seed=2)
+    catalog = tmp_path / "what-if.yaml"
+    out = tmp_path / "scores"
+    args = ["score", "--model", "models:/nextbest@champion", "--catalog", str(catalog), "--out", str(out)]
+    args += ["--events", str(tmp_path / "world" / "events.parquet")]
+    args += ["--customers", str(tmp_path / "world" / "customers.parquet")]
+    for rule, message in BAD_RULES.items():
+        catalog.write_text(f"actions:\n  - {{id: no_action}}\n  - {{id: call_back, eligible_if: '{rule}'}}\n")
+        assert main(args) == 1
+        err = capsys.readouterr().err
+        assert f"{catalog}: actions[1] (call_back): eligible_if: " in err
+        assert message in err
+        assert "Traceback" not in err
+        assert not out.exists()
+
+
 def test_score_command_with_a_missing_model_is_a_message(
     registry: mlflow.MlflowClient, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

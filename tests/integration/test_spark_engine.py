@@ -39,6 +39,7 @@ CATALOG = {
     "churn_cost": 15.0,
     "contact_events": ["email_sent", "sms_sent", "push_sent", "outbound_call"],
     "contact_caps": [{"max": 4, "days": 7}],
+    "context": {"store_open": "number"},  # a column of the requests table
     "actions": [
         {"id": "email_offer", "value": 40.0, "cost": 0.2, "eligible_if": "profile.email_opt_in == 1"},
         {

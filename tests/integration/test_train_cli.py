@@ -176,6 +176,24 @@ def test_bad_configs_fail_with_a_message(
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
+def test_a_catalog_that_does_not_fit_the_data_fails_before_training(
+    world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(
+        "actions:\n  - {id: email_offer, eligible_if: 'profile.email_opt_in == 1'}\n"
+        "  - {id: call_back, eligible_if: 'profile.segmnet == \"gold\"'}\n"
+    )
+    config = REPO_ROOT / "configs" / "demo.yaml"
+    args = ["train", "--config", str(config), *data_args(world, config), "--export.catalog", str(catalog)]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert f"{catalog}: actions[1] (call_back): eligible_if: `profile.segmnet`: unknown profile name" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "checkpoints").exists()  # no training started
+
+
 def test_missing_data_file_is_a_message(world: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = REPO_ROOT / "configs" / "demo.yaml"
     rc = main(["train", "--config", str(config), "--data.events", str(world / "absent.parquet")])

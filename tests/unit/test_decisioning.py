@@ -28,6 +28,7 @@ from nextbest.decisioning import (
     rank,
 )
 from nextbest.decisioning.policy import draw, request_uniforms, serving_probabilities
+from nextbest.journeys.profile import ProfileEncoder
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 COUNT_EMAILS_7D = HistoryQuery("count", 7.0, (("channel", ("email",)),))
@@ -244,7 +245,7 @@ def catalog_dict(**overrides: Any) -> dict[str, Any]:
         ({"actions": [{"id": "email_offer", "limits": [{"max": 1, "days": 0}]}]}, "limits[0]: days must be"),
         (
             {"actions": [{"id": "email_offer", "value": "lots"}]},
-            "actions[0] (email_offer): value must be a number",
+            "actions[0] (email_offer): value must be a finite number, got lots",
         ),
         (
             {"actions": [{"id": "email_offer", "colour": "red"}]},
@@ -258,7 +259,7 @@ def catalog_dict(**overrides: Any) -> dict[str, Any]:
         ({"actions": [{"value": 3}]}, "actions[0]: `id` must be"),
         ({"actions": []}, "non-empty list"),
         ({"churn_cost": -5}, "churn_cost must be at least 0"),
-        ({"contact_caps": [{"max": 2}]}, "contact_caps[0]: days must be"),
+        ({"contact_caps": [{"max": 2}]}, "contact_caps[0]: days is required"),
         ({"budget": 3}, "unknown key(s) budget"),
     ],
 )
@@ -267,6 +268,125 @@ def test_bad_catalogs_name_the_entry(change: dict[str, Any], message: str) -> No
         CatalogError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")
     ):
         ActionCatalog.from_dict(catalog_dict(**change), source="test.yaml").check_actions(MODEL_ACTIONS)
+
+
+# A model's profile: what its encoder learned from these columns (text, number, time, and a boolean,
+# which the encoder reads as a category).
+MODEL_PROFILE = ProfileEncoder.fit(
+    pa.table(
+        {
+            "customer_id": ["a", "b"],
+            "segment": ["gold", "silver"],
+            "age": [30, 61],
+            "signup": pa.array([START, START], pa.timestamp("us", tz="UTC")),
+            "vip": [True, False],
+        }
+    )
+)
+
+
+def with_rule(rule: str, **overrides: Any) -> dict[str, Any]:
+    """The test catalog with `rule` as call_back's eligibility (actions[2])."""
+    data = catalog_dict(**overrides)
+    data["actions"][2]["eligible_if"] = rule
+    return data
+
+
+@pytest.mark.parametrize(
+    ("catalog", "message"),
+    [
+        (
+            with_rule("profile.segment > 5"),
+            "actions[2] (call_back): eligible_if: `profile.segment > 5`: `profile.segment` is a text and `5` "
+            "a number: compare like with like at position 0 in 'profile.segment > 5'",
+        ),
+        (
+            with_rule("profile.no_such_attr == 1"),
+            "actions[2] (call_back): eligible_if: `profile.no_such_attr`: unknown profile name; the known "
+            "ones are age, segment, signup, vip",
+        ),
+        (
+            with_rule("profile.signup > 30"),
+            "actions[2] (call_back): eligible_if: `profile.signup > 30`: `profile.signup` is a time",
+        ),
+        (
+            with_rule("profile.vip == 1"),  # booleans are categories: "true" and "false"
+            "actions[2] (call_back): eligible_if: `profile.vip == 1`: `profile.vip` is a text and `1`",
+        ),
+        (
+            with_rule('count(days=2) > 1 and profile.age in ["old"]'),
+            'actions[2] (call_back): eligible_if: `profile.age in ["old"]`: `profile.age` is a number; '
+            "the list holds a text at position 22",
+        ),
+        (
+            with_rule("profile.segment == 1", profile={"segment": "number"}),
+            "profile: segment is declared a number, but the model reads it as a text",
+        ),
+    ],
+)
+def test_rules_that_do_not_fit_the_model_name_the_entry(catalog: dict[str, Any], message: str) -> None:
+    parsed = ActionCatalog.from_dict(catalog, source="test.yaml")  # the catalog alone cannot tell
+    with pytest.raises(CatalogError, match=re.escape(f"test.yaml: {message}")):
+        parsed.check_model(MODEL_ACTIONS, MODEL_PROFILE)
+
+
+@pytest.mark.parametrize(
+    ("catalog", "message"),
+    [
+        (
+            with_rule('context.channel == "web"'),
+            "actions[2] (call_back): eligible_if: `context.channel`: unknown context name; the known ones "
+            "are (none)",
+        ),
+        (
+            with_rule("context.store_open == 1", context={"store_open": "text"}),
+            "actions[2] (call_back): eligible_if: `context.store_open == 1`: `context.store_open` is a text",
+        ),
+        (
+            with_rule('profile.tier == "a"', profile={"tier": "number"}),
+            'actions[2] (call_back): eligible_if: `profile.tier == "a"`: `profile.tier` is a number',
+        ),
+        (
+            with_rule("context.x == 1", context={"x": "boolean"}),
+            "context: x: the type must be number or text",
+        ),
+        (with_rule("context.x == 1", context=["x"]), "context: expected a mapping of names to their types"),
+        (with_rule("5"), "actions[2] (call_back): eligible_if: `5`: a number is not a condition"),
+        (
+            with_rule("(" * 30 + "true" + ")" * 30),
+            "actions[2] (call_back): eligible_if: rules nest at most 20 deep",
+        ),
+        (
+            with_rule('profile.segment == "gold"', contact_caps=[{"max": 1, "days": 1e300}]),
+            "contact_caps[0]: days must be at most 36,600, got 1e+300",
+        ),
+        (
+            {"actions": [{"id": "email_offer", "value": float("nan")}]},
+            "actions[0] (email_offer): value must be a finite number, got nan",
+        ),
+        (
+            {"actions": [{"id": "email_offer", "cost": 10**400}]},
+            "actions[0] (email_offer): cost must be a finite number, got 1000000",
+        ),
+    ],
+)
+def test_rules_and_declarations_that_cannot_work_fail_on_reading(
+    catalog: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(CatalogError, match=re.escape(f"test.yaml: {message}")):
+        ActionCatalog.from_dict(catalog, source="test.yaml")
+
+
+def test_declared_names_are_read_with_their_types_and_round_trip() -> None:
+    data = with_rule(
+        'context.store_open == 1 and profile.tier in ["a", "b"] and profile.vip == "true"',
+        context={"store_open": "number"},
+        profile={"tier": "text", "age": "number"},
+    )
+    catalog = ActionCatalog.from_dict(data)
+    catalog.check_model(MODEL_ACTIONS, MODEL_PROFILE)
+    assert ActionCatalog.from_dict(catalog.to_dict()) == catalog
+    assert catalog.to_dict()["context"] == {"store_open": "number"}
 
 
 def test_catalog_round_trips_and_reads_yaml(tmp_path: Any) -> None:

@@ -24,7 +24,7 @@ from pydantic import BaseModel
 from nextbest.data import load_events
 from nextbest.data.events import EventLog
 from nextbest.data.schema import UTC_US
-from nextbest.decisioning import ActionCatalog, RuleColumns, rank
+from nextbest.decisioning import ActionCatalog, CatalogError, RuleColumns, rank
 from nextbest.errors import DataContractError
 from nextbest.journeys import JourneyConfig, JourneyEncoder, requests_at_end
 from nextbest.model import JourneyNetwork, ModelConfig, TemperatureScaling
@@ -157,6 +157,52 @@ def test_records_score_exactly_as_the_tables(
         assert answer.p_churn == pytest.approx(row["p_churn"], rel=1e-5)
         assert [a.action for a in answer.actions] == [a["action"] for a in row["actions"]]
         assert answer.top_action == row["top_action"]
+
+
+def test_rules_read_a_boolean_attribute_alike_online_and_in_batch(
+    log: EventLog, world: SimulatedWorld
+) -> None:
+    """The encoder reads a boolean profile column as the categories "true" and "false", and so do rules,
+    from a table as from a record (the batch path read Python booleans, equal to no text)."""
+    customers = world.customers.append_column(
+        "vip", pa.array([i % 3 == 0 for i in range(world.customers.num_rows)])
+    )
+    scorer = make_scorer(log, customers)
+    catalog = ActionCatalog.from_dict(
+        {"actions": [{"id": "call_back", "eligible_if": 'profile.vip == "true"'}, {"id": "no_action"}]}
+    )
+    requests = requests_at_end(log).slice(0, 30)
+    batch = decisions_table(decide(scorer, log, requests, customers, catalog=catalog), "1").to_pylist()
+    online = score_records(scorer, records_from_tables(log, requests, customers), "1", catalog)
+    ids, flags = customers.column("customer_id").to_pylist(), customers.column("vip").to_pylist()
+    vip = dict(zip(ids, flags, strict=True))
+    for row, answer in zip(batch, online, strict=True):
+        suppressed = {s["action"] for s in row["suppressed"]}
+        assert ("call_back" not in suppressed) == vip[row["customer_id"]]
+        assert {s.action for s in answer.suppressed} == suppressed
+
+
+def test_a_catalog_is_checked_against_the_model_it_is_packaged_or_loaded_with(
+    scorer: JourneyScorer, tmp_path: Path
+) -> None:
+    """Packaging (a scorer built with a catalog) and start-up (a scorer loaded) both refuse a catalog whose
+    rules read what the model does not know, naming the entry: such a rule suppressed its action for
+    everyone, or failed at scoring time."""
+    bad = ActionCatalog.from_dict(
+        {"actions": [{"id": "no_action"}, {"id": "call_back", "eligible_if": "profile.segment > 5"}]},
+        source="catalog.yaml",
+    )
+    message = r"catalog.yaml: actions\[1\] \(call_back\): eligible_if: `profile.segment > 5`: .* is a text"
+    with pytest.raises(CatalogError, match=message):
+        JourneyScorer(scorer.network, scorer.encoder, scorer.actions, catalog=bad)
+    with pytest.raises(CatalogError, match=message):
+        scorer.check_catalog(bad)
+    saved = scorer.save(tmp_path / "scorer")
+    description = json.loads((saved / "scorer.json").read_text())
+    description["catalog"] = {"actions": [{"id": "call_back", "eligible_if": "profile.no_such_attr == 1"}]}
+    (saved / "scorer.json").write_text(json.dumps(description))
+    with pytest.raises(CatalogError, match=r"actions\[0\] \(call_back\).*unknown profile name; the known"):
+        JourneyScorer.load(saved)
 
 
 def test_the_service_request_type_has_the_same_schema_and_scores_the_same(

@@ -100,6 +100,10 @@ def train(args: Sequence[str]) -> int:
             save_config_callback=SaveConfigToMlflow,
             save_config_kwargs={"save_to_log_dir": False},
         )
+    settings: ExportSettings = cli.config_init["export"]
+    if settings.catalog is not None:  # the model's actions and profile are known now: fail before fitting
+        prepared = cli.datamodule.prepared
+        settings.catalog.check_model(prepared.examples.actions, prepared.encoder.profile)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     _restore_best_weights(cli.trainer, cli.model)
     if len(cli.datamodule.prepared.splits["test"]):
@@ -112,7 +116,7 @@ def train(args: Sequence[str]) -> int:
     result = export_run(
         cli.model.network,
         cli.datamodule.prepared,
-        cli.config_init["export"],
+        settings,
         logger.run_id,
         cli.datamodule.rules,
     )

@@ -87,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
 
     scorer = load_scorer(args.model)
     catalog = scorer.action_catalog if args.catalog is None else ActionCatalog.from_yaml(args.catalog)
+    scorer.check_catalog(catalog)
     report = ValidationReport()
     log = load_events(args.events, report)
     customers = None if args.customers is None else load_table(args.customers, CUSTOMERS, report)

@@ -74,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
         if args.catalog is None
         else ActionCatalog.from_yaml(args.catalog)
     )
+    for scorer in scorers.values():
+        scorer.check_catalog(catalog)
     log = load_events(args.events)
     customers = None if args.customers is None else load_table(args.customers, CUSTOMERS)
     logged = load_table(args.decisions, DECISIONS)

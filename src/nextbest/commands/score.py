@@ -126,6 +126,8 @@ def run(args: argparse.Namespace) -> int:
     scorer = load_scorer(args.model)
     version = model_version(args.model, scorer)
     catalog = None if args.catalog is None else ActionCatalog.from_yaml(args.catalog)
+    if catalog is not None:
+        scorer.check_catalog(catalog)  # before any output: a bad rule must not leave a partial one
     options = ScoringOptions(version, catalog, args.top_k, args.explain, args.batch_size)
     inputs = JobInputs(args.events, args.requests, args.customers)
     description = {

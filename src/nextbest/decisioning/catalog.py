@@ -5,6 +5,10 @@ churn_cost: 20.0                 # what a churned customer costs (weighs P(churn
 contact_events: [email_sent, sms_sent, push_sent, call_made]   # events that count as contacts
 contact_caps:                    # across all channels
   - {max: 3, days: 7}
+context:                         # what requests bring for rules to read (context.<key>): key: number | text
+  store_open: number
+profile:                         # profile attributes rules read that the model does not: name: number | text
+  loyalty_tier: text
 actions:
   - id: email_offer
     channel: email
@@ -19,6 +23,14 @@ actions:
 
 Every problem is reported with the entry it is in (`actions[2] (call_back): ...`); unknown keys are errors,
 not silently ignored.
+
+Rules are checked twice. On reading: each is a condition that compares like with like, and reads only
+the context keys the catalog declares (a request supplies its context, so the catalog is where their
+names and types are known). Against a model (`check_model`: when a model is packaged with the catalog,
+loaded with it, or given another catalog to rank with): it reads only profile attributes the model
+knows (its encoder's columns: categories are texts, numbers numbers, dates and times times) or the
+catalog declares under `profile:`, with the types they have. So a typo or a type mismatch fails before
+anything is scored, instead of silently suppressing an action for everyone.
 """
 
 from __future__ import annotations
@@ -32,9 +44,19 @@ from typing import Any
 import numpy as np
 import yaml
 
-from nextbest.decisioning.expressions import HistoryQuery, Rule, RuleError, parse_rule
+from nextbest.decisioning.expressions import (
+    DECLARABLE_TYPES,
+    MAX_DAYS,
+    NAMESPACES,
+    HistoryQuery,
+    Rule,
+    RuleError,
+    ValueType,
+    parse_rule,
+)
 from nextbest.errors import NextbestError
 from nextbest.journeys.labels import BUSINESS_TOUCHES
+from nextbest.journeys.profile import ProfileEncoder
 
 NO_ACTION = "no_action"
 
@@ -104,6 +126,8 @@ class ActionCatalog:
     contact_events: tuple[str, ...] = tuple(sorted(BUSINESS_TOUCHES))
     contact_caps: tuple[ContactLimit, ...] = ()
     exploration: Exploration = Exploration()
+    context: Mapping[str, ValueType] = field(default_factory=dict)
+    profile: Mapping[str, ValueType] = field(default_factory=dict)
     source: str = field(default="catalog", compare=False)
 
     @property
@@ -154,7 +178,9 @@ class ActionCatalog:
         if not isinstance(data, Mapping):
             raise CatalogError(f"{source}: expected a mapping with an `actions` list")
         _no_unknown_keys(
-            data, {"actions", "churn_cost", "contact_events", "contact_caps", "exploration"}, source
+            data,
+            {"actions", "churn_cost", "contact_events", "contact_caps", "exploration", *NAMESPACES},
+            source,
         )
         entries = data.get("actions")
         if not isinstance(entries, list) or not entries:
@@ -171,14 +197,29 @@ class ActionCatalog:
         caps = data.get("contact_caps", [])
         if not isinstance(caps, list):
             raise CatalogError(f"{source}: contact_caps must be a list of {{max, days}}")
-        return cls(
+        catalog = cls(
             actions=actions,
             churn_cost=_number(data, "churn_cost", 0.0, source, minimum=0.0),
             contact_events=tuple(contact_events),
             contact_caps=tuple(_limit(c, f"{source}: contact_caps[{i}]", None) for i, c in enumerate(caps)),
             exploration=_exploration(data.get("exploration", {}), f"{source}: exploration"),
+            context=_declared_types(data.get("context", {}), f"{source}: context"),
+            profile=_declared_types(data.get("profile", {}), f"{source}: profile"),
             source=source,
         )
+        catalog.check_rules()
+        return catalog
+
+    def check_model(self, model_actions: Sequence[str], profile: ProfileEncoder) -> None:
+        """Checks that the catalog fits a model: its actions are ones the model scores, and its rules
+        read profile attributes the model knows (`profile`, its encoding) or the catalog declares, with
+        their types.
+
+        Raises:
+            CatalogError: the message names the entry (and the rule) at fault.
+        """
+        self.check_actions(model_actions)
+        self.check_rules(rule_types(profile))
 
     def check_actions(self, model_actions: Sequence[str]) -> None:
         """Every catalog action must be one the model scores."""
@@ -190,6 +231,31 @@ class ActionCatalog:
                     f"{', '.join(model_actions)}"
                 )
 
+    def check_rules(self, model_profile: Mapping[str, ValueType] | None = None) -> None:
+        """Every rule is a condition comparing like with like that reads only declared context keys;
+        given a model's profile attributes and their types, also only profile attributes the model knows
+        or the catalog declares (with the model's type, where both name one)."""
+        for name, kind in self.profile.items():
+            known = (model_profile or {}).get(name, kind)
+            if known != kind:
+                raise CatalogError(
+                    f"{self.source}: profile: {name} is declared a {kind}, but the model reads it as "
+                    f"a {known}"
+                )
+        profile = {**(model_profile or {}), **self.profile}
+        types = {("context", k): t for k, t in self.context.items()} | {
+            ("profile", k): t for k, t in profile.items()
+        }
+        complete = NAMESPACES if model_profile is not None else ("context",)
+        for i, action in enumerate(self.actions):
+            if action.eligible_if is not None:
+                try:
+                    action.eligible_if.check_types(types, complete)
+                except RuleError as exc:
+                    raise CatalogError(
+                        f"{self.source}: actions[{i}] ({action.id}): eligible_if: {exc}"
+                    ) from exc
+
     def to_dict(self) -> dict[str, Any]:
         """The YAML structure (round-trips through `from_dict`)."""
         return {
@@ -198,7 +264,19 @@ class ActionCatalog:
             "contact_caps": [_limit_dict(c) for c in self.contact_caps],
             "actions": [_action_dict(a) for a in self.actions],
             "exploration": dict(vars(self.exploration)),
+            "context": {name: str(kind) for name, kind in self.context.items()},
+            "profile": {name: str(kind) for name, kind in self.profile.items()},
         }
+
+
+def rule_types(profile: ProfileEncoder) -> dict[str, ValueType]:
+    """The type rules read each of a model's profile attributes as: its categories (texts and booleans
+    at training) as texts, its numbers as numbers, its dates and times as times."""
+    return (
+        dict.fromkeys(profile.categorical, ValueType.TEXT)
+        | dict.fromkeys(profile.numeric, ValueType.NUMBER)
+        | dict.fromkeys(profile.temporal, ValueType.TIME)
+    )
 
 
 ACTION_KEYS = {"id", "channel", "value", "cost", "weight", "eligible_if", "limits", "cooldown_days"}
@@ -243,7 +321,7 @@ def _limit(entry: Any, where: str, default_channel: str | None) -> ContactLimit:
     maximum = entry.get("max")
     if isinstance(maximum, bool) or not isinstance(maximum, int) or maximum < 0:
         raise CatalogError(f"{where}: max must be a non-negative whole number, got {maximum!r}")
-    days = _number(entry, "days", math.nan, where, minimum=0.0)
+    days = _number(entry, "days", None, where, minimum=0.0, maximum=MAX_DAYS)
     if not days > 0:
         raise CatalogError(f"{where}: days must be a positive number")
     channel = entry.get("channel", default_channel)
@@ -274,14 +352,41 @@ def _exploration(entry: Any, where: str) -> Exploration:
 
 
 def _number(
-    entry: Mapping[str, Any], key: str, default: float, where: str, minimum: float | None = None
+    entry: Mapping[str, Any],
+    key: str,
+    default: float | None,
+    where: str,
+    minimum: float | None = None,
+    maximum: float | None = None,
 ) -> float:
+    """`entry[key]`, a finite number within the bounds given (`default` when absent; None: required)."""
+    if key not in entry and default is None:
+        raise CatalogError(f"{where}: {key} is required")
     value = entry.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or math.isinf(value):
-        raise CatalogError(f"{where}: {key} must be a number, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not _finite(value):
+        raise CatalogError(f"{where}: {key} must be a finite number, got {str(value)[:40]}")
     if minimum is not None and value < minimum:
         raise CatalogError(f"{where}: {key} must be at least {minimum:g}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise CatalogError(f"{where}: {key} must be at most {maximum:,g}, got {value:g}")
     return float(value)
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # a whole number too large for a float
+        return False
+
+
+def _declared_types(entry: Any, where: str) -> dict[str, ValueType]:
+    kinds = " or ".join(DECLARABLE_TYPES)
+    if not isinstance(entry, Mapping):
+        raise CatalogError(f"{where}: expected a mapping of names to their types ({kinds})")
+    for name, kind in entry.items():
+        if kind not in DECLARABLE_TYPES:
+            raise CatalogError(f"{where}: {name}: the type must be {kinds}, got {kind!r}")
+    return {str(name): ValueType(kind) for name, kind in entry.items()}
 
 
 def _no_unknown_keys(entry: Mapping[str, Any], allowed: set[str], where: str) -> None:

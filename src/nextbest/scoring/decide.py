@@ -131,9 +131,12 @@ def rule_columns(
 
 
 def _values(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """Numbers as float64 (NaN = missing); anything else as Python objects (None = missing)."""
+    """Numbers as float64 (NaN = missing); anything else as Python objects (None = missing), booleans as
+    the texts "true" and "false": the encoder reads them as categories, and rules type them as texts."""
     if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
         return np.asarray(pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
     if pa.types.is_dictionary(column.type):
         column = column.cast(column.type.value_type)
+    if pa.types.is_boolean(column.type):
+        column = pc.cast(column, pa.string())
     return np.asarray(column.to_pylist(), dtype=object)

@@ -85,7 +85,12 @@ class JourneyScorer:
                 f"{len(self.actions)} actions given for a network with {self.network.config.num_actions}"
             )
         if self.catalog is not None:
-            self.catalog.check_actions(self.actions)
+            self.check_catalog(self.catalog)
+
+    def check_catalog(self, catalog: ActionCatalog) -> None:
+        """Raises `CatalogError`, naming the entry, unless `catalog` ranks this model's actions with rules
+        that read what it knows (see `ActionCatalog.check_model`)."""
+        catalog.check_model(self.actions, self.encoder.profile)
 
     @property
     def action_catalog(self) -> ActionCatalog:
