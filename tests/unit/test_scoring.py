@@ -182,6 +182,28 @@ def test_rules_read_a_boolean_attribute_alike_online_and_in_batch(
         assert {s.action for s in answer.suppressed} == suppressed
 
 
+def test_a_context_value_of_another_type_than_declared_is_a_data_error_online_and_in_batch(
+    scorer: JourneyScorer, log: EventLog
+) -> None:
+    """A request's context is checked against the catalog's declaration, a 400 online (it was a
+    RuleError, "cannot compare 'yes' > 0.0", at ranking time: a 500) and an error before ranking in batch."""
+    catalog = ActionCatalog.from_dict(
+        {
+            "context": {"store_open": "number"},
+            "actions": [{"id": "call_back", "eligible_if": "context.store_open > 0"}, {"id": "no_action"}],
+        }
+    )
+    (record,) = records_from_tables(log, requests_at_end(log).slice(0, 1))
+    message = "context.store_open must be a number, as the catalog declares it; got texts"
+    with pytest.raises(DataContractError, match=message):
+        score_records(scorer, [record.model_copy(update={"context": {"store_open": "yes"}})], "1", catalog)
+    requests = requests_at_end(log).slice(0, 2)
+    with pytest.raises(DataContractError, match=message):
+        decide(scorer, log, requests.append_column("store_open", pa.array(["yes", "no"])), catalog=catalog)
+    opened = requests.append_column("store_open", pa.array([1, 0]))
+    assert decide(scorer, log, opened, catalog=catalog).ranking.eligible[:, 0].tolist() == [True, False]
+
+
 def test_a_catalog_is_checked_against_the_model_it_is_packaged_or_loaded_with(
     scorer: JourneyScorer, tmp_path: Path
 ) -> None:

@@ -30,7 +30,8 @@ names and types are known). Against a model (`check_model`: when a model is pack
 loaded with it, or given another catalog to rank with): it reads only profile attributes the model
 knows (its encoder's columns: categories are texts, numbers numbers, dates and times times) or the
 catalog declares under `profile:`, with the types they have. So a typo or a type mismatch fails before
-anything is scored, instead of silently suppressing an action for everyone.
+anything is scored, instead of silently suppressing an action for everyone. Requests are checked too
+(`check_context`): a context value of another type than declared is the request's error, named.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import yaml
 
 from nextbest.decisioning.expressions import (
@@ -54,7 +56,7 @@ from nextbest.decisioning.expressions import (
     ValueType,
     parse_rule,
 )
-from nextbest.errors import NextbestError
+from nextbest.errors import DataContractError, NextbestError
 from nextbest.journeys.labels import BUSINESS_TOUCHES
 from nextbest.journeys.profile import ProfileEncoder
 
@@ -256,6 +258,22 @@ class ActionCatalog:
                         f"{self.source}: actions[{i}] ({action.id}): eligible_if: {exc}"
                     ) from exc
 
+    def check_context(self, requests: pa.Schema) -> None:
+        """Raises `DataContractError` naming the key unless each declared context column of `requests`
+        holds values of its declared type, so that rules compare like with like whatever a request
+        sends."""
+        for key, kind in self.context.items():
+            if key not in requests.names:
+                continue
+            found = requests.field(key).type
+            if pa.types.is_dictionary(found):
+                found = found.value_type
+            allowed = _NUMBER_TYPES if kind is ValueType.NUMBER else _TEXT_TYPES
+            if not (pa.types.is_null(found) or any(test(found) for test in allowed)):
+                raise DataContractError(
+                    f"context.{key} must be a {kind}, as the catalog declares it; got {_arrow_kind(found)}"
+                )
+
     def to_dict(self) -> dict[str, Any]:
         """The YAML structure (round-trips through `from_dict`)."""
         return {
@@ -267,6 +285,17 @@ class ActionCatalog:
             "context": {name: str(kind) for name, kind in self.context.items()},
             "profile": {name: str(kind) for name, kind in self.profile.items()},
         }
+
+
+# Booleans are texts to rules ("true", "false"), as the encoder reads them.
+_NUMBER_TYPES = (pa.types.is_integer, pa.types.is_floating)
+_TEXT_TYPES = (pa.types.is_string, pa.types.is_large_string, pa.types.is_boolean)
+
+
+def _arrow_kind(found: pa.DataType) -> str:
+    if any(test(found) for test in _NUMBER_TYPES):
+        return "numbers"
+    return "texts" if any(test(found) for test in _TEXT_TYPES) else f"values of type {found}"
 
 
 def rule_types(profile: ProfileEncoder) -> dict[str, ValueType]:

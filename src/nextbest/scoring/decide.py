@@ -75,6 +75,7 @@ def decide(
     action's value come with the decision (one extra forward pass per event: opt-in).
     """
     catalog = catalog if catalog is not None else scorer.action_catalog
+    catalog.check_context(requests.schema)
     resolved = ResolvedRequests.of(log, requests, customers)
     journeys = scorer.encoder.encode_resolved(resolved)
     scores = scorer.score_encoded(journeys, batch_size=batch_size, progress=progress)
