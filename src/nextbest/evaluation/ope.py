@@ -11,7 +11,9 @@ w_i = pi(a_i | x_i) / p_i.
   predicted reward (the direct method), corrected by the weighted residual. Unbiased if either the
   propensities or the model are right.
 
-Confidence intervals are percentile bootstraps over decisions, every estimator on the same resamples.
+Confidence intervals are percentile bootstraps over decisions, every estimator on the same resamples. Two
+policies are compared paired (`estimate_paired_values`): the difference of their estimates on the same
+decisions, resampled together.
 """
 
 from __future__ import annotations
@@ -69,6 +71,67 @@ def estimate_policy_value(
         level: confidence level of the intervals.
         seed: seed of the resampling.
     """
+    terms = _decision_terms(logged, target, predicted_reward)  # [3, N]
+    n = len(logged.action)
+    point = _estimators(terms.sum(axis=1), n)
+    samples = _estimators(_resampled_sums(terms, resamples, seed), n)  # [3, resamples]
+    return _estimates(point, samples, level)
+
+
+@dataclass(frozen=True)
+class PairedEstimates:
+    """Two policies' estimates on the same logged decisions and bootstrap resamples, and the estimates of
+    the target's value minus the baseline's (per estimator name, as `estimate_policy_value` gives them)."""
+
+    target: dict[str, Estimate]
+    baseline: dict[str, Estimate]
+    difference: dict[str, Estimate]
+
+
+def estimate_paired_values(
+    logged: LoggedDecisions,
+    target: tuple[np.ndarray, np.ndarray],
+    baseline: tuple[np.ndarray, np.ndarray],
+    *,
+    resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> PairedEstimates:
+    """IPS, SNIPS and DR estimates of two policies and of the difference of their values, paired.
+
+    Both policies are valued on the same logged decisions, and every bootstrap resample draws the same
+    decisions for both, so the difference's interval is its own: where the policies agree their terms
+    cancel. Comparing the ends of the two separate intervals instead ignores that the two estimates err
+    together, and a worse policy whose estimate varies less can look the better one.
+
+    Args:
+        logged: the logged decisions.
+        target, baseline: each policy's [N, A] action probabilities and [N, A] predicted rewards (for DR),
+            as in `estimate_policy_value`.
+        resamples, level, seed: as in `estimate_policy_value`.
+    """
+    n = len(logged.action)
+    terms = np.concatenate([_decision_terms(logged, *target), _decision_terms(logged, *baseline)])  # [6, N]
+    point = _estimators(terms[:3].sum(axis=1), n), _estimators(terms[3:].sum(axis=1), n)
+    sums = _resampled_sums(terms, resamples, seed)  # [6, resamples]
+    samples = _estimators(sums[:3], n), _estimators(sums[3:], n)
+    return PairedEstimates(
+        target=_estimates(point[0], samples[0], level),
+        baseline=_estimates(point[1], samples[1], level),
+        difference=_estimates(point[0] - point[1], samples[0] - samples[1], level),
+    )
+
+
+def mean_estimate(
+    values: np.ndarray, *, resamples: int = 1000, level: float = 0.95, seed: int = 0
+) -> Estimate:
+    """The mean of `values` with its bootstrap interval (e.g. a policy's on-policy value from its own log)."""
+    samples = _resampled_sums(values[None, :], resamples, seed)[0] / len(values)
+    return Estimate(float(values.mean()), *_interval(samples, level))
+
+
+def _decision_terms(logged: LoggedDecisions, target: np.ndarray, predicted_reward: np.ndarray) -> np.ndarray:
+    """[3, N] per decision: the weighted reward w_i r_i, the weight w_i and the DR term."""
     n = len(logged.action)
     if target.shape != predicted_reward.shape or target.shape[0] != n:
         raise ValueError(
@@ -78,38 +141,35 @@ def estimate_policy_value(
     weight = target[rows, logged.action] / logged.propensity
     direct = (target * predicted_reward).sum(axis=1)
     residual = logged.reward - predicted_reward[rows, logged.action]
-    terms = {"ips": weight * logged.reward, "dr": direct + weight * residual}
-    point = {
-        "ips": float(terms["ips"].mean()),
-        # Undefined (NaN) when no logged decision took an action the target policy would take.
-        "snips": float(terms["ips"].sum() / weight.sum()) if weight.sum() > 0 else float("nan"),
-        "dr": float(terms["dr"].mean()),
-    }
-    sums = _resampled_sums([terms["ips"], weight, terms["dr"]], resamples, seed)  # [3, resamples]
+    return np.stack([weight * logged.reward, weight, direct + weight * residual])
+
+
+def _estimators(sums: np.ndarray, n: int) -> np.ndarray:
+    """[3, ...] IPS, SNIPS and DR from the sums of `_decision_terms` over n decisions (or resamples of them).
+
+    SNIPS is undefined (NaN) where no decision took an action the target policy would take.
+    """
     with np.errstate(invalid="ignore", divide="ignore"):
-        samples = {"ips": sums[0] / n, "snips": sums[0] / sums[1], "dr": sums[2] / n}
-    return {name: Estimate(point[name], *_interval(samples[name], level)) for name in ESTIMATORS}
+        return np.stack([sums[0] / n, sums[0] / sums[1], sums[2] / n])
 
 
-def mean_estimate(
-    values: np.ndarray, *, resamples: int = 1000, level: float = 0.95, seed: int = 0
-) -> Estimate:
-    """The mean of `values` with its bootstrap interval (e.g. a policy's on-policy value from its own log)."""
-    samples = _resampled_sums([values], resamples, seed)[0] / len(values)
-    return Estimate(float(values.mean()), *_interval(samples, level))
+def _estimates(point: np.ndarray, samples: np.ndarray, level: float) -> dict[str, Estimate]:
+    return {
+        name: Estimate(float(point[i]), *_interval(samples[i], level)) for i, name in enumerate(ESTIMATORS)
+    }
 
 
-def _resampled_sums(columns: list[np.ndarray], resamples: int, seed: int) -> np.ndarray:
-    """[columns, resamples] the sum of each column over the same bootstrap resamples of its rows (drawn as
-    multinomial counts, a chunk of resamples at a time to bound memory)."""
-    n = len(columns[0])
-    stacked = np.stack(columns, axis=1)  # [n, columns]
+def _resampled_sums(columns: np.ndarray, resamples: int, seed: int) -> np.ndarray:
+    """[columns, resamples] the sum of each row of `columns` ([columns, n]) over the same bootstrap
+    resamples of the n decisions (drawn as multinomial counts, a chunk of resamples at a time to bound
+    memory)."""
+    n = columns.shape[1]
     rng = np.random.default_rng(seed)
     parts = []
     chunk = max(1, min(resamples, 20_000_000 // max(n, 1)))
     for start in range(0, resamples, chunk):
         counts = rng.multinomial(n, np.full(n, 1.0 / n), size=min(chunk, resamples - start))  # [size, n]
-        parts.append(counts.astype(np.float64) @ stacked)  # [size, columns]
+        parts.append(counts.astype(np.float64) @ columns.T)  # [size, columns]
     return np.concatenate(parts).T
 
 
