@@ -1,5 +1,5 @@
 """Off-policy estimators: exact on a hand-made log, unbiased and covering the truth on simulated logs; two
-policies compared paired; the promotion rule."""
+policies compared paired; logs that cannot value a policy said so; the promotion rule."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ from nextbest.evaluation.ope import (
     constant_policy,
     estimate_paired_values,
     estimate_policy_value,
+    support_problem,
     uniform_policy,
 )
-from nextbest.evaluation.policies import Assessment, promotion_verdict
+from nextbest.evaluation.policies import Assessment, Comparison, cannot_value, promotion_verdict
 
 
 def test_estimators_on_a_hand_computed_log() -> None:
@@ -150,18 +151,59 @@ def test_paired_estimates_are_each_policys_own_and_their_difference(
     assert all((e.value, e.low, e.high) == (0.0, 0.0, 0.0) for e in same.values() if np.isfinite(e.value))
 
 
+def test_a_log_without_exploration_values_only_the_policy_that_logged_it() -> None:
+    logged = LoggedDecisions(action=np.array([0, 1, 0]), propensity=np.ones(3), reward=np.ones(3))
+    itself = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    assert support_problem(logged, itself) is None
+    other = support_problem(logged, uniform_policy(3, 2))
+    assert other is not None
+    assert "no logged decision has a propensity below 1" in other
+    explored = LoggedDecisions(
+        action=np.zeros(3, dtype=np.int64), propensity=np.full(3, 0.5), reward=np.ones(3)
+    )
+    never = support_problem(explored, constant_policy(1, 3, 2))
+    assert never is not None
+    assert "never takes the action that was logged" in never
+    assert support_problem(explored, uniform_policy(3, 2)) is None
+    lines = cannot_value({"learned": other, "random": other, "always b": never})
+    assert lines == [
+        f"This log cannot value learned, random: {other}, so the estimates are undefined (NaN) or biased.",
+        f"This log cannot value always b: {never}, so the estimates are undefined (NaN) or biased.",
+    ]
+
+
+def comparison(low: float, challenger_ece: float, unsupported: dict[str, str] | None = None) -> Comparison:
+    champion = Assessment(Estimate(0.6, 0.5, 0.7), calibration_error=0.02)
+    challenger = Assessment(Estimate(0.55, 0.45, 0.65), calibration_error=challenger_ece)
+    return Comparison(champion, challenger, Estimate(low + 0.1, low, low + 0.2), unsupported or {})
+
+
 @pytest.mark.parametrize(
-    ("challenger_low", "challenger_ece", "promoted"),
-    [(0.50, 0.020, True), (0.49, 0.020, False), (0.60, 0.026, False), (0.60, 0.024, True)],
+    ("low", "margin", "challenger_ece", "promoted"),
+    [
+        (0.0, 0.0, 0.02, True),  # shown not worse
+        (-0.01, 0.0, 0.02, False),  # possibly worse
+        (-0.01, 0.05, 0.02, True),  # possibly worse, by less than the margin
+        (-0.06, 0.05, 0.02, False),  # possibly worse by more than the margin
+        (float("nan"), 0.05, 0.02, False),  # undefined
+        (0.1, 0.0, 0.026, False),  # better, but calibration worse by more than the tolerance
+        (0.1, 0.0, 0.024, True),  # calibration worse within the tolerance
+    ],
 )
-def test_promotion_needs_a_lower_bound_not_below_and_calibration_not_worse(
-    challenger_low: float, challenger_ece: float, promoted: bool
+def test_promotion_needs_the_difference_not_worse_than_the_margin_and_calibration_not_worse(
+    low: float, margin: float, challenger_ece: float, promoted: bool
 ) -> None:
-    champion = Assessment("1", Estimate(0.6, 0.5, 0.7), ece=0.02)
-    challenger = Assessment("2", Estimate(0.7, challenger_low, 0.8), ece=challenger_ece)
-    verdict, reasons = promotion_verdict(champion, challenger, ece_tolerance=0.005)
+    verdict, reasons = promotion_verdict(comparison(low, challenger_ece), margin=margin, ece_tolerance=0.005)
     assert verdict is promoted
     assert len(reasons) == 2
+    assert "policy value difference (DR, challenger - champion)" in reasons[0]
+
+
+def test_promotion_is_refused_on_a_log_that_cannot_value_the_policies() -> None:
+    reason = "no logged decision has a propensity below 1"
+    verdict, reasons = promotion_verdict(comparison(0.1, 0.02, {"champion": reason, "challenger": reason}))
+    assert not verdict
+    assert reasons[0].startswith(f"This log cannot value champion, challenger: {reason}")
 
 
 def test_snips_without_support_is_nan_not_a_warning() -> None:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pyarrow as pa
 
 from nextbest.data import CUSTOMERS, DECISIONS, load_events, load_table
@@ -15,17 +15,23 @@ from nextbest.errors import NextbestError
 if TYPE_CHECKING:
     from nextbest.data.events import EventLog
     from nextbest.decisioning.catalog import ActionCatalog
-    from nextbest.evaluation.policies import Assessment
+    from nextbest.scoring.decide import Decisions
     from nextbest.scoring.scorer import JourneyScorer
 
 DESCRIPTION = """\
-Compare the registered model's `challenger` with its `champion` on the same held-out logged decisions:
-the doubly robust estimate of each one's policy value (95% bootstrap lower bound), and each one's
-expected calibration error of P(conversion | action taken). The champion alias moves to the
-challenger only when the challenger's lower bound is not below the champion's and its calibration
-error is not worse by more than --ece-tolerance; otherwise nothing changes and the exit status is 3.
-Both sets of numbers are printed either way. Both models rank with the challenger's catalog (or
---catalog), so only the models differ.
+Compare the registered model's `challenger` with its `champion` on the same held-out logged decisions,
+both ranking with the challenger's catalog (or --catalog) so that only the models differ. The two
+policies are compared paired: the doubly robust estimate of the challenger's value minus the
+champion's on the same decisions, with a 95% bootstrap interval that resamples the decisions of both
+together. The champion alias moves to the challenger only when
+  - the log can value both policies: it explored (some propensity below 1) and each policy takes a
+    logged action somewhere,
+  - the difference's lower end is at least -MARGIN (--margin, in the catalog's units per decision:
+    0, the default, asks for evidence that the challenger is not worse at all; a positive margin
+    accepts a loss of up to MARGIN), and
+  - the challenger's expected calibration error of P(conversion | action taken) is not worse than the
+    champion's by more than --ece-tolerance.
+Otherwise nothing changes and the exit status is 3. Every figure is printed either way.
 """
 REFUSED = 3
 
@@ -44,7 +50,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--decisions", type=Path, required=True, metavar="PATH", help="held-out logged decisions"
     )
     parser.add_argument("--catalog", type=Path, metavar="FILE", help="catalog both models rank with")
-    parser.add_argument("--ece-tolerance", type=float, default=0.005, metavar="X", help="default 0.005")
+    parser.add_argument(
+        "--margin",
+        type=_non_negative,
+        default=0.0,
+        metavar="M",
+        help="value per decision the challenger may lose (default 0)",
+    )
+    parser.add_argument(
+        "--ece-tolerance", type=_non_negative, default=0.005, metavar="X", help="default 0.005"
+    )
     parser.add_argument("--resamples", type=int, default=1000, metavar="N", help="bootstrap resamples (1000)")
     parser.set_defaults(handler=run)
 
@@ -81,21 +96,23 @@ def run(args: argparse.Namespace) -> int:
     logged = load_table(args.decisions, DECISIONS)
     if "converted" not in logged.column_names:
         raise NextbestError("decisions: promotion needs the converted column (calibration of P(conversion))")
-    tables = (log, customers, logged)
-    assessments = {
-        alias: _assess(scorer, str(versions[alias]), tables, catalog, args.resamples)
-        for alias, scorer in scorers.items()
-    }
-    from nextbest.evaluation.policies import promotion_verdict
+    decided = {alias: _decide(scorer, log, customers, logged, catalog) for alias, scorer in scorers.items()}
+    from nextbest.evaluation.policies import compare_models, promotion_verdict
 
-    promote, reasons = promotion_verdict(
-        assessments["champion"], assessments["challenger"], args.ece_tolerance
+    comparison = compare_models(
+        decided["champion"],
+        decided["challenger"],
+        logged,
+        catalog,
+        resamples=args.resamples,
     )
-    for alias, assessment in assessments.items():
+    promote, reasons = promotion_verdict(comparison, margin=args.margin, ece_tolerance=args.ece_tolerance)
+    for alias, assessment in (("champion", comparison.champion), ("challenger", comparison.challenger)):
         estimate = assessment.policy_value
         print(
-            f"{alias:<10} version {assessment.version}: policy value (DR) {estimate.value:.4f} "
-            f"[{estimate.low:.4f}, {estimate.high:.4f}], calibration error {assessment.ece:.4f}"
+            f"{alias:<10} version {versions[alias]}: policy value (DR) "
+            f"{estimate.value:.4f} [{estimate.low:.4f}, {estimate.high:.4f}], "
+            f"calibration error {assessment.calibration_error:.4f}"
         )
     print("\n".join(f"  {reason}" for reason in reasons))
     if not promote:
@@ -106,26 +123,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _assess(
-    scorer: JourneyScorer,
-    version: str,
-    tables: tuple[EventLog, pa.Table | None, pa.Table],
-    catalog: ActionCatalog,
-    resamples: int,
-) -> Assessment:
-    """One model's policy value (DR) and calibration error of P(conversion | action taken) on the holdout."""
-    from nextbest.evaluation.policies import Assessment, learned_policy_value
-    from nextbest.model.calibration import expected_calibration_error
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number at least 0, got {text}")
+    return value
+
+
+def _decide(
+    scorer: JourneyScorer, log: EventLog, customers: pa.Table | None, logged: pa.Table, catalog: ActionCatalog
+) -> Decisions:
+    """The model's decisions at each held-out logged decision."""
     from nextbest.scoring.decide import decide
 
-    log, customers, logged = tables
     requests = pa.table({"customer_id": logged.column("customer_id"), "as_of": logged.column("timestamp")})
-    decided = decide(scorer, log, requests, customers, catalog=catalog)
-    value = learned_policy_value(decided, logged, catalog, resamples=resamples)
-    index = {a: i for i, a in enumerate(scorer.actions)}
-    taken = np.array([index.get(a, -1) for a in logged.column("action").to_pylist()], dtype=np.int64)
-    converted = np.asarray(logged.column("converted").cast(pa.float64()).fill_null(np.nan), dtype=np.float64)
-    known = np.flatnonzero((taken >= 0) & np.isfinite(converted))
-    predicted = decided.scores.action_p_conversion[known, taken[known]]
-    ece = expected_calibration_error(predicted, converted[known])
-    return Assessment(version, value, ece)
+    return decide(scorer, log, requests, customers, catalog=catalog)

@@ -122,6 +122,25 @@ def estimate_paired_values(
     )
 
 
+def support_problem(logged: LoggedDecisions, target: np.ndarray) -> str | None:
+    """Why `logged` cannot value the target policy ([N, A] action probabilities), or None when it can.
+
+    Off-policy estimates learn what an action is worth only from decisions that took it while another
+    could have been taken: a log whose every propensity is 1 never explored, so it values only the
+    policy that logged it (a target that takes every logged action for certain); a target policy that
+    never takes a logged action has no decision to learn from at all.
+    """
+    agrees = target[np.arange(len(logged.action)), logged.action]  # [N] P(target takes the logged action)
+    if not (logged.propensity < 1).any() and (agrees < 1).any():
+        return (
+            "no logged decision has a propensity below 1: the logging policy never explored, and such a log "
+            "values only the policy that logged it"
+        )
+    if not (agrees > 0).any():
+        return "the policy never takes the action that was logged (no logged decision supports it)"
+    return None
+
+
 def mean_estimate(
     values: np.ndarray, *, resamples: int = 1000, level: float = 0.95, seed: int = 0
 ) -> Estimate:

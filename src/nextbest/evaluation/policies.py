@@ -12,6 +12,7 @@ is judged on is then the one its rules leave open; the oracle ignoring the rules
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,10 +26,13 @@ from nextbest.evaluation.ope import (
     Estimate,
     LoggedDecisions,
     constant_policy,
+    estimate_paired_values,
     estimate_policy_value,
     mean_estimate,
+    support_problem,
     uniform_policy,
 )
+from nextbest.model.calibration import expected_calibration_error
 from nextbest.scoring.decide import Decisions
 
 LEARNED, LOGGING, RANDOM = "learned", "logging", "random"
@@ -103,21 +107,6 @@ def usable_log(
     if not usable.any():
         raise DataContractError("decisions: no logged decision can be evaluated (see the skipped counts)")
     return LoggedDecisions(action[usable], propensity[usable], reward[usable]), usable, skipped
-
-
-def learned_policy_value(
-    decided: Decisions,
-    decisions_table: pa.Table,
-    catalog: ActionCatalog,
-    *,
-    resamples: int = 1000,
-    seed: int = 0,
-) -> Estimate:
-    """The doubly robust estimate of the learned policy's value alone (what promotion compares)."""
-    logged, usable, _ = usable_log(decisions_table, catalog)
-    predicted = decided.ranking.expected_value[usable]
-    policy = decided.probabilities[usable]
-    return estimate_policy_value(logged, policy, predicted, resamples=resamples, seed=seed)["dr"]
 
 
 def evaluate_policies(
@@ -208,32 +197,110 @@ def _floats(table: pa.Table, name: str) -> np.ndarray:
     return np.asarray(table.column(name).cast(pa.float64()).fill_null(np.nan).to_numpy(zero_copy_only=False))
 
 
+def unsupported_policies(logged: LoggedDecisions, policies: Mapping[str, np.ndarray]) -> dict[str, str]:
+    """Policy -> why `logged` cannot value it (see `support_problem`), for the policies it cannot value."""
+    problems = {name: support_problem(logged, policy) for name, policy in policies.items()}
+    return {name: problem for name, problem in problems.items() if problem is not None}
+
+
+def cannot_value(unsupported: Mapping[str, str]) -> list[str]:
+    """One sentence per reason in `unsupported` (policy -> reason): which policies the log cannot value."""
+    by_reason: dict[str, list[str]] = {}
+    for policy, reason in unsupported.items():
+        by_reason.setdefault(reason, []).append(policy)
+    return [
+        f"This log cannot value {', '.join(policies)}: {reason}, so the estimates are undefined (NaN) "
+        "or biased."
+        for reason, policies in by_reason.items()
+    ]
+
+
 @dataclass(frozen=True)
 class Assessment:
-    """What promotion compares for one model on a holdout: its policy value and its calibration."""
+    """One model on the holdout: its policy's estimated value and its calibration error of
+    P(conversion | action taken)."""
 
-    version: str
     policy_value: Estimate
-    ece: float
+    calibration_error: float
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The challenger against the champion on the same logged decisions (see `compare_models`).
+
+    Attributes:
+        difference: the challenger's value minus the champion's, paired on the same decisions.
+        unsupported: "champion"/"challenger" -> why the log cannot value that model's policy.
+    """
+
+    champion: Assessment
+    challenger: Assessment
+    difference: Estimate
+    unsupported: dict[str, str]
+
+
+def compare_models(
+    champion: Decisions,
+    challenger: Decisions,
+    decisions_table: pa.Table,
+    catalog: ActionCatalog,
+    *,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> Comparison:
+    """Two models' policies and calibration on the same logged decisions (`decide` at each of them, with
+    the same catalog), and the paired difference of their values: doubly robust estimates, each policy's
+    with its own model's expected values as the direct method.
+
+    Raises:
+        DataContractError: no logged decision can be evaluated.
+    """
+    logged, usable, _ = usable_log(decisions_table, catalog)
+    models = {"champion": champion, "challenger": challenger}
+    policies = {name: d.probabilities[usable] for name, d in models.items()}
+    paired = estimate_paired_values(
+        logged,
+        (policies["challenger"], challenger.ranking.expected_value[usable]),
+        (policies["champion"], champion.ranking.expected_value[usable]),
+        resamples=resamples,
+        seed=seed,
+    )
+    converted = _floats(decisions_table, "converted")[usable]
+    rows = np.arange(len(logged.action))
+    calibration = {
+        name: expected_calibration_error(d.ranking.p_conversion[usable][rows, logged.action], converted)
+        for name, d in models.items()
+    }
+    return Comparison(
+        champion=Assessment(paired.baseline["dr"], calibration["champion"]),
+        challenger=Assessment(paired.target["dr"], calibration["challenger"]),
+        difference=paired.difference["dr"],
+        unsupported=unsupported_policies(logged, policies),
+    )
 
 
 def promotion_verdict(
-    champion: Assessment, challenger: Assessment, ece_tolerance: float = 0.005
+    comparison: Comparison, *, margin: float = 0.0, ece_tolerance: float = 0.005
 ) -> tuple[bool, list[str]]:
     """Whether the challenger may replace the champion, and why (or why not).
 
-    It may when its policy value's lower confidence bound is not below the champion's, and its expected
-    calibration error is not worse than the champion's by more than `ece_tolerance`.
+    It may when the log can value both policies, the lower end of the interval of its value minus the
+    champion's (paired) is at least -`margin` (in the catalog's units per decision: 0 asks for evidence
+    that it is not worse at all, a positive margin accepts a loss of up to `margin`), and its calibration
+    error is not worse than the champion's by more than `ece_tolerance`.
     """
-    reasons = []
-    value_ok = challenger.policy_value.low >= champion.policy_value.low
+    reasons = cannot_value(comparison.unsupported)
+    difference = comparison.difference
+    value_ok = difference.low >= -margin  # False when the difference is undefined (NaN)
     reasons.append(
-        f"policy value lower bound {challenger.policy_value.low:.4f} "
-        f"{'>=' if value_ok else '<'} champion's {champion.policy_value.low:.4f}"
+        f"policy value difference (DR, challenger - champion) {difference.value:+.4f} "
+        f"[{difference.low:+.4f}, {difference.high:+.4f}]: {'not' if value_ok else 'possibly'} worse than "
+        f"the champion's by more than the margin, {margin:g}"
     )
-    calibration_ok = challenger.ece <= champion.ece + ece_tolerance
+    champion, challenger = comparison.champion.calibration_error, comparison.challenger.calibration_error
+    calibration_ok = challenger <= champion + ece_tolerance
     reasons.append(
-        f"calibration error {challenger.ece:.4f} {'<=' if calibration_ok else '>'} champion's "
-        f"{champion.ece:.4f} + {ece_tolerance:g}"
+        f"calibration error {challenger:.4f} {'<=' if calibration_ok else '>'} champion's "
+        f"{champion:.4f} + {ece_tolerance:g}"
     )
-    return value_ok and calibration_ok, reasons
+    return not comparison.unsupported and value_ok and calibration_ok, reasons
