@@ -246,3 +246,36 @@ def test_promote_moves_the_champion_only_when_the_challenger_is_not_worse(
             assert str(champion_after) == str(info.registered_model_version)
         else:
             assert champion_after == champion_before
+
+
+def test_a_log_without_exploration_is_said_to_value_no_other_policy_and_promotes_nothing(
+    registry: mlflow.MlflowClient, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every propensity 1: `evaluate` names why its estimates of other policies are NaN or biased, and
+    `promote` refuses even a challenger that decides exactly as the champion does."""
+    world, log, scorer = registered_world(registry, tmp_path, n_customers=150, seed=11)
+    deterministic = world.decisions.set_column(
+        world.decisions.schema.get_field_index("propensity"),
+        "propensity",
+        pa.array(np.ones(world.decisions.num_rows)),
+    )
+    pq.write_table(deterministic, tmp_path / "deterministic.parquet")
+    folder = tmp_path / "world"
+    tables = ["--events", str(folder / "events.parquet"), "--customers", str(folder / "customers.parquet")]
+    tables += ["--decisions", str(tmp_path / "deterministic.parquet"), "--resamples", "20"]
+    evaluate = ["evaluate", "--model", "models:/nextbest@champion", *tables, "--no-mlflow"]
+    assert main([*evaluate, "--json", str(tmp_path / "e.json")]) == 0
+    out = capsys.readouterr().out
+    reason = "no logged decision has a propensity below 1: the logging policy never explored"
+    assert "This log cannot value learned, random, always email_offer" in out
+    assert reason in out
+    assert json.loads((tmp_path / "e.json").read_text())["unsupported"]["learned"].startswith(reason)
+
+    with mlflow.start_run():
+        info = log_model(scorer, records_from_tables(log, requests_at_end(log).slice(0, 1)), "nextbest")
+    assign_aliases(registry, "nextbest", str(info.registered_model_version))
+    assert main(["promote", *tables]) == 3
+    out = capsys.readouterr().out
+    assert f"This log cannot value champion, challenger: {reason}" in out
+    assert "Refused: nextbest@champion stays at version 1." in out
+    assert str(registry.get_model_version_by_alias("nextbest", "champion").version) == "1"

@@ -31,6 +31,10 @@ best eligible action; also the best ignoring the rules) is reported too. Use dec
 the model was not trained on (a later period, or a simulated world with another seed). The report is
 printed, optionally written as JSON, and logged to MLflow (experiment "nextbest-evaluation").
 
+A log can value a policy only where it explored: when no logged decision has a propensity below 1
+(the logging policy never explored; it can value only itself), or a policy never takes a logged
+action, the report names the policies it cannot value and why (JSON: "unsupported").
+
 --decisions may also be the service's decision log directory: the served actions and the probabilities
 they were served with are the log, and each decision's outcome is read off the events that followed it
 (a conversion event within --horizon-days, or no activity for --churn-days); decisions whose window is
@@ -126,7 +130,7 @@ def _logged_decisions(args: argparse.Namespace, log: EventLog, report: Validatio
 
 
 def _render(report: PolicyReport, gap: float | None) -> str:
-    from nextbest.evaluation.policies import ORACLE, UNRULED_ORACLE
+    from nextbest.evaluation.policies import ORACLE, UNRULED_ORACLE, cannot_value
 
     truth = report.true_values
     lines = [f"Off-policy evaluation on {report.decisions:,} logged decisions (95% bootstrap intervals):"]
@@ -138,6 +142,7 @@ def _render(report: PolicyReport, gap: float | None) -> str:
         for oracle in (ORACLE, UNRULED_ORACLE):
             lines.append(f"  {oracle:<26} true {truth[oracle]:.4f}")
         lines.append(f"The learned policy closes {gap:.1%} of the random-to-oracle gap in true value.")
+    lines += cannot_value(report.unsupported)
     lines.append(f"Best single action (DR): {report.best_single_action}; skipped: {report.skipped}")
     return "\n".join(lines)
 

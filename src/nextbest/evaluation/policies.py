@@ -41,13 +41,15 @@ ORACLE, UNRULED_ORACLE = "oracle", "oracle ignoring rules"
 
 @dataclass
 class PolicyReport:
-    """Per policy, its off-policy estimates and (when known) its true value per decision."""
+    """Per policy, its off-policy estimates and (when known) its true value per decision, and why the log
+    cannot value the policies it cannot (`unsupported`: policy -> reason)."""
 
     decisions: int
     skipped: dict[str, int]
     estimates: dict[str, dict[str, Estimate]] = field(default_factory=dict)
     true_values: dict[str, float] = field(default_factory=dict)
     best_single_action: str = ""
+    unsupported: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -56,6 +58,7 @@ class PolicyReport:
             "best_single_action": self.best_single_action,
             "estimates": {p: {k: e.to_dict() for k, e in v.items()} for p, v in self.estimates.items()},
             "true_values": self.true_values,
+            "unsupported": self.unsupported,
         }
 
 
@@ -131,7 +134,7 @@ def evaluate_policies(
     eligible = decided.ranking.eligible[usable]
     policies = {LEARNED: decided.probabilities[usable], RANDOM: uniform_policy(n, k, eligible)}
     policies |= {f"always {a}": constant_policy(i, n, k) for i, a in enumerate(catalog.ids)}
-    report = PolicyReport(decisions=n, skipped=skipped)
+    report = PolicyReport(decisions=n, skipped=skipped, unsupported=unsupported_policies(logged, policies))
     for name, policy in policies.items():
         report.estimates[name] = estimate_policy_value(
             logged, policy, predicted, resamples=resamples, seed=seed
