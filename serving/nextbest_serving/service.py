@@ -22,7 +22,6 @@ import contextlib
 import functools
 import gc
 import logging
-import re
 from collections.abc import Iterator
 from typing import Any, cast
 
@@ -35,6 +34,7 @@ from starlette.routing import Route
 
 from nextbest import __version__
 from nextbest.errors import DataContractError
+from nextbest.registry import RegisteredModelUri
 from nextbest.scoring.decision_log import DecisionLogWriter
 from nextbest.scoring.memory import keep_freed_memory
 from nextbest.scoring.pyfunc import load_scorer, model_version
@@ -66,7 +66,6 @@ MAX_LATENCY_MS = 2.0
 # From this many requests a model batch uses the `torch_threads` setting's intra-op threads (see
 # `_threads_for`); concurrent /rank callers make batches of a few.
 LARGE_BATCH = 32
-_MODEL_NAME = re.compile(r"models:/([^/@]+)")
 
 
 @bentoml.service(
@@ -160,10 +159,10 @@ class NextbestService:
 
     def metadata(self) -> MetadataResponse:
         """What `GET /metadata` answers."""
-        name = _MODEL_NAME.match(self.settings.model_uri)
+        registered = RegisteredModelUri.parse(self.settings.model_uri)
         settings = self.settings
         return MetadataResponse(
-            model_name=name.group(1) if name else None,
+            model_name=registered.name if registered else None,
             model_uri=settings.model_uri,
             model_version=self.version,
             run_id=self.scorer.metadata.get("run_id"),

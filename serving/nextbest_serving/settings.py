@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from nextbest.errors import NextbestError
-from nextbest.tracking import DEFAULT_MODEL_URI
+from nextbest.registry import DEFAULT_MODEL_URI
 
 ENV_PREFIX = "NEXTBEST_"
 

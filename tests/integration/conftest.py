@@ -10,11 +10,11 @@ import pytest
 from nextbest.data import load_events
 from nextbest.data.events import EventLog
 from nextbest.journeys import requests_at_end
+from nextbest.registry import assign_aliases
 from nextbest.scoring.pyfunc import log_model
 from nextbest.scoring.scorer import JourneyScorer
 from nextbest.scoring.tables import records_from_tables
 from nextbest.simulate import SimulatedWorld, SimulationConfig, simulate, write_world
-from nextbest_training.export import assign_aliases
 from tests.unit.test_scoring import make_scorer
 
 

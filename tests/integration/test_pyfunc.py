@@ -16,13 +16,13 @@ from nextbest.cli import main
 from nextbest.data import load_events
 from nextbest.journeys import requests_at_end
 from nextbest.model import TemperatureScaling
+from nextbest.registry import assign_aliases
 from nextbest.scoring import decide, decisions_table
 from nextbest.scoring.decision_log import DecisionLogWriter
 from nextbest.scoring.pyfunc import load_scorer, log_model, model_version
 from nextbest.scoring.records import score_records
 from nextbest.scoring.tables import records_from_tables
 from nextbest.simulate import SimulationConfig, simulate, write_world
-from nextbest_training.export import assign_aliases
 from tests.integration.conftest import registered_world
 from tests.unit.test_scoring import make_scorer
 

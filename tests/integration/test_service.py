@@ -24,6 +24,7 @@ from starlette.testclient import TestClient
 from nextbest.data import load_events
 from nextbest.data.events import EventLog
 from nextbest.journeys import requests_at_end
+from nextbest.registry import assign_aliases
 from nextbest.scoring import decide, decisions_table
 from nextbest.scoring.decision_log import read_decision_log
 from nextbest.scoring.pyfunc import log_model
@@ -32,7 +33,6 @@ from nextbest.scoring.scorer import JourneyScorer
 from nextbest.scoring.tables import records_from_tables
 from nextbest.simulate import SimulatedWorld, SimulationConfig, simulate
 from nextbest_serving.schemas import ErrorResponse, MetadataResponse
-from nextbest_training.export import assign_aliases
 from tests.unit.test_scoring import make_scorer
 
 pytestmark = pytest.mark.integration

@@ -21,7 +21,7 @@ from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, Mode
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import MLFlowLogger
 
-from nextbest.tracking import tracking_uri
+from nextbest.registry import tracking_uri
 from nextbest_training.data import JourneyDataModule
 from nextbest_training.export import ExportResult, ExportSettings, export_run
 from nextbest_training.module import JourneyModule

@@ -26,6 +26,7 @@ from nextbest.journeys.labels import LabelRules
 from nextbest.model.calibration import CalibrationKind, Calibrator, NoCalibration, fit_calibrator
 from nextbest.model.heads import HEADS, OUTCOMES, Head
 from nextbest.model.network import JourneyNetwork
+from nextbest.registry import MODEL_NAME, assign_aliases
 from nextbest.scoring.pyfunc import log_model
 from nextbest.scoring.schemas import ScoringRequest
 from nextbest.scoring.scorer import JourneyScorer
@@ -35,7 +36,6 @@ from nextbest_training.data import PreparedData
 from nextbest_training.plots import evaluation_figure
 
 SEQUENCE_MODEL = "sequence"
-CHALLENGER, CHAMPION = "challenger", "champion"
 # The input example logged with the model: one real test request, its history cut to this many events.
 EXAMPLE_EVENTS = 20
 
@@ -59,7 +59,7 @@ class ExportSettings:
         calibration: CalibrationKind = "temperature",
         baselines: list[BaselineKind] | None = None,
         register: bool = True,
-        model_name: str = "nextbest",
+        model_name: str = MODEL_NAME,
         catalog: str | None = None,
         journey_report: bool = True,
     ) -> None:
@@ -121,6 +121,7 @@ def export_run(
     result.model_uri = info.model_uri
     if settings.register and info.registered_model_version is not None:
         result.version = str(info.registered_model_version)
+        # The store of the run (the logger's tracking URI), where the model was just registered.
         result.aliases = assign_aliases(MlflowClient(), settings.model_name, result.version)
     return result
 
@@ -181,16 +182,6 @@ def at_taken_action(values: np.ndarray, decision_action: np.ndarray) -> np.ndarr
     rows = np.flatnonzero(decision_action >= 0)
     taken[rows] = values[rows, decision_action[rows]]
     return taken
-
-
-def assign_aliases(client: MlflowClient, name: str, version: str) -> list[str]:
-    """Points `challenger` at the new version, and `champion` too when the model has none yet."""
-    aliases = [CHALLENGER]
-    client.set_registered_model_alias(name, CHALLENGER, version)
-    if CHAMPION not in client.get_registered_model(name).aliases:
-        client.set_registered_model_alias(name, CHAMPION, version)
-        aliases.append(CHAMPION)
-    return aliases
 
 
 def _take(arrays: Mapping[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:

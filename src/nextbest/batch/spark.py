@@ -35,10 +35,10 @@ from nextbest.data import CUSTOMERS, EVENTS, REQUESTS, TableSpec, ValidationRepo
 from nextbest.data.io import table_format
 from nextbest.data.normalize import normalise_table
 from nextbest.errors import DataContractError, NextbestError
+from nextbest.registry import tracking_uri_for
 from nextbest.scoring.output import output_schema
 from nextbest.scoring.pyfunc import ModelLoadError, load_scorer
 from nextbest.scoring.scorer import JourneyScorer
-from nextbest.tracking import tracking_uri
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -148,7 +148,7 @@ def _session(conf: dict[str, str]) -> SparkSession:
 
 def _ship_model(spark: SparkSession, model_uri: str) -> str:
     """Downloads the model on the driver and adds it to the session's files; returns its name there."""
-    mlflow.set_tracking_uri(tracking_uri())  # `models:/name@alias` is resolved in the registry
+    mlflow.set_tracking_uri(tracking_uri_for(model_uri))  # `models:/name@alias` is resolved in the registry
     directory = Path(tempfile.mkdtemp(prefix="nextbest-model-"))  # a new name: SparkFiles names are unique
     # Spark serves added files from this path for the rest of the session (executors that join later
     # fetch them too), so it is removed when the process ends, not after the job.

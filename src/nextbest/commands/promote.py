@@ -11,6 +11,7 @@ import pyarrow as pa
 
 from nextbest.data import CUSTOMERS, DECISIONS, load_events, load_table
 from nextbest.errors import NextbestError
+from nextbest.registry import MODEL_NAME
 
 if TYPE_CHECKING:
     from nextbest.data.events import EventLog
@@ -43,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--name", default="nextbest", help="registered model name (default nextbest)")
+    parser.add_argument("--name", default=MODEL_NAME, help=f"registered model name (default {MODEL_NAME})")
     parser.add_argument("--events", type=Path, required=True, metavar="PATH", help="events table")
     parser.add_argument("--customers", type=Path, metavar="PATH", help="customers table (profiles)")
     parser.add_argument(
@@ -65,25 +66,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
     from nextbest.decisioning.catalog import ActionCatalog
+    from nextbest.registry import CHALLENGER, CHAMPION, alias_versions, model_uri, move_alias
     from nextbest.scoring.pyfunc import load_scorer
-    from nextbest.tracking import tracking_uri
 
-    client = MlflowClient(tracking_uri())
-    try:
-        versions = {
-            alias: client.get_model_version_by_alias(args.name, alias).version
-            for alias in ("champion", "challenger")
-        }
-    except MlflowException as exc:
-        raise NextbestError(f"{args.name} needs both a champion and a challenger alias: {exc}") from exc
+    versions = alias_versions(args.name, (CHAMPION, CHALLENGER))
     if versions["champion"] == versions["challenger"]:
         print(f"{args.name}: the challenger (version {versions['challenger']}) is already the champion.")
         return 0
-    scorers = {alias: load_scorer(f"models:/{args.name}@{alias}") for alias in versions}
+    scorers = {alias: load_scorer(model_uri(alias, args.name)) for alias in versions}
     catalog = (
         scorers["challenger"].action_catalog
         if args.catalog is None
@@ -118,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     if not promote:
         print(f"Refused: {args.name}@champion stays at version {versions['champion']}.")
         return REFUSED
-    client.set_registered_model_alias(args.name, "champion", str(versions["challenger"]))
+    move_alias(args.name, CHAMPION, versions["challenger"])
     print(f"Promoted: {args.name}@champion is now version {versions['challenger']}.")
     return 0
 

@@ -9,23 +9,21 @@ callers score contract tables through `scorer` directly, the same object.
 from __future__ import annotations
 
 import logging
-import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import mlflow
-from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.models.model import ModelInfo
 from mlflow.pyfunc.model import PythonModel, PythonModelContext
 
 from nextbest import __version__
 from nextbest.errors import NextbestError
+from nextbest.registry import reads_tracking_store, resolved_version, tracking_uri_for
 from nextbest.scoring.records import score_records
 from nextbest.scoring.schemas import RankResponse, ScoringRequest
 from nextbest.scoring.scorer import JourneyScorer
-from nextbest.tracking import tracking_uri
 
 # Profile values are text or numbers, a union MLflow validates as Any, logging a warning every time the
 # model loads; `ProfileEncoder.records_table` checks them against the profile's columns instead.
@@ -33,7 +31,6 @@ logging.getLogger("mlflow.types.type_hints").setLevel(logging.ERROR)
 
 ARTIFACT_KEY = "scorer"
 MODEL_NAME = "model"  # the model's name within its run
-_REGISTRY_URI = re.compile(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))")
 _ENTRY_FILE = Path(__file__).with_name("mlflow_model.py")
 
 
@@ -87,12 +84,15 @@ def log_model(
 
 
 def load_scorer(model_uri: str) -> JourneyScorer:
-    """The scorer inside the nextbest pyfunc model at `model_uri` (any MLflow model URI)."""
-    mlflow.set_tracking_uri(tracking_uri())
+    """The scorer inside the nextbest pyfunc model at `model_uri` (any MLflow model URI; a registry or run
+    URI from a tracking store that exists)."""
+    store = tracking_uri_for(model_uri)
+    mlflow.set_tracking_uri(store)
     try:
         python_model = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
     except (MlflowException, OSError) as exc:
-        raise ModelLoadError(f"cannot load the model {model_uri}: {exc}") from exc
+        where = f" from the tracking store {store}" if reads_tracking_store(model_uri) else ""
+        raise ModelLoadError(f"cannot load the model {model_uri}{where}: {exc}") from exc
     except (RuntimeError, KeyError, ValueError) as exc:  # weights or description of another layout
         raise ModelLoadError(
             f"cannot load the model {model_uri}: it was saved by an incompatible version of nextbest "
@@ -106,10 +106,4 @@ def load_scorer(model_uri: str) -> JourneyScorer:
 def model_version(model_uri: str, scorer: JourneyScorer) -> str:
     """The registry version that a `models:/name@alias` or `models:/name/N` URI names; for any other
     URI, the model's training run id."""
-    registered = _REGISTRY_URI.fullmatch(model_uri)
-    if registered is None:
-        return str(scorer.metadata.get("run_id", ""))
-    name, alias, version = registered.groups()
-    if alias is not None:
-        return str(MlflowClient(tracking_uri()).get_model_version_by_alias(name, alias).version)
-    return str(version)
+    return resolved_version(model_uri) or str(scorer.metadata.get("run_id", ""))
