@@ -290,5 +290,7 @@ NextbestService.mount_asgi_app(
     path="/",
 )
 _settings = ServingSettings.from_env()
-NextbestService.add_asgi_middleware(BodySizeGuard, max_bytes=_settings.max_body_bytes)
+# The first added is the outermost: the API key answers first, so a caller without it learns nothing,
+# the body limit included, and costs no body read.
 NextbestService.add_asgi_middleware(ApiKeyGuard, api_key=_settings.api_key)
+NextbestService.add_asgi_middleware(BodySizeGuard, max_bytes=_settings.max_body_bytes)

@@ -323,6 +323,12 @@ def test_the_api_key_guards_every_endpoint_but_the_probes(served: Served) -> Non
         assert served.client.get(probe).status_code == 200
 
 
+def test_authentication_answers_before_the_body_size_limit(served: Served) -> None:
+    huge = {"customer_id": "c", "events": [], "context": {"blob": "x" * MAX_BODY}}
+    assert served.post("/rank", huge, headers={}).status_code == 401
+    assert served.post("/rank", huge).status_code == 413
+
+
 def test_only_large_batches_spread_over_torch_threads(served: Served) -> None:
     service = service_instance()
     records = served.records(1)
