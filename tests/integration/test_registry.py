@@ -21,6 +21,7 @@ from nextbest.registry import (
     resolved_version,
 )
 from tests.integration.conftest import registered_world
+from tests.integration.test_serve_process import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -59,7 +60,7 @@ def test_a_missing_sqlite_store_is_named_and_not_created(
 
 
 COMMANDS_THAT_READ = {
-    "serve": ["serve", "--port", "1"],
+    "serve": ["serve", "--port", str(free_port())],
     "score": ["score", "--model", "models:/nextbest@champion", "--events", "e.parquet", "--out", "o"],
     "evaluate": ["evaluate", "--model", "models:/nextbest@champion", "--events", "e", "--decisions", "d"],
     "promote": ["promote", "--events", "e.parquet", "--decisions", "d.parquet"],

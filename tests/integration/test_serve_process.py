@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pyarrow.parquet as pq
 import pytest
 import schemathesis
@@ -75,30 +76,31 @@ def environment(folder: Path) -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="module")
-def server(trained: Path) -> Iterator[str]:
-    port = free_port()
-    command = [str(NEXTBEST), "serve", "--port", str(port), "--decision-log", str(trained / "decisions")]
-    with (trained / "serve.log").open("wb") as output:
-        process = subprocess.Popen(
-            command,
-            cwd=trained,
-            env=environment(trained),
+def start_serve(folder: Path, log: Path, *options: str) -> subprocess.Popen[bytes]:
+    """`nextbest serve` with `options`, in `folder`, its output to `log`."""
+    with log.open("wb") as output:
+        return subprocess.Popen(
+            [str(NEXTBEST), "serve", *options],
+            cwd=folder,
+            env=environment(folder),
             stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            _wait_until_ready(process, base, trained / "serve.log")
-            yield base
-        finally:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+
+
+@pytest.fixture(scope="module")
+def server(trained: Path) -> Iterator[str]:
+    port = free_port()
+    decision_log = ["--decision-log", str(trained / "decisions")]
+    process = start_serve(trained, trained / "serve.log", "--port", str(port), *decision_log)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_ready(process, base, trained / "serve.log")
+        yield base
+    finally:
+        process.terminate()  # the server stops with it
+        process.wait(timeout=30)
 
 
 def _wait_until_ready(process: subprocess.Popen[bytes], base: str, log: Path) -> None:
@@ -220,3 +222,41 @@ def test_a_public_address_needs_an_api_key(trained: Path) -> None:
     )
     assert result.returncode == 1
     assert "without an API key" in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=lambda stop: stop.name)
+def test_stopping_serve_stops_the_server_and_its_workers(trained: Path, stop: signal.Signals) -> None:
+    """What an orchestrator sends (SIGTERM), and a SIGKILL that no handler sees, both leave nothing
+    serving on the port within 10 s. `--host localhost` is a name BentoML alone cannot bind."""
+    port = free_port()
+    log = trained / f"serve-{stop.name}.log"
+    process = start_serve(trained, log, "--host", "localhost", "--port", str(port))
+    server: list[psutil.Process] = []
+    try:
+        _wait_until_ready(process, f"http://127.0.0.1:{port}", log)
+        server = psutil.Process(process.pid).children(recursive=True)
+        assert len(server) >= 2  # BentoML's arbiter and its worker
+        os.kill(process.pid, stop)
+        deadline = time.monotonic() + 10
+        while _running(server) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _running(server) == []
+        with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port)):
+            pass
+        assert process.wait(timeout=20) == (0 if stop == signal.SIGTERM else -stop)
+    finally:
+        for leftover in _running(server):
+            leftover.kill()
+
+
+def _running(processes: list[psutil.Process]) -> list[psutil.Process]:
+    """The ones still running (an exited process not yet reaped by its parent is not)."""
+    running = []
+    for process in processes:
+        try:
+            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                running.append(process)
+        except psutil.NoSuchProcess:
+            pass
+    return running
