@@ -20,6 +20,7 @@ from types import FrameType
 import psutil
 
 from nextbest.errors import NextbestError
+from nextbest.registry import DEFAULT_MODEL_URI
 
 SERVICE = "nextbest_serving.service:NextbestService"
 # What an operator stops a service with: systemd, Kubernetes and Docker send SIGTERM, a terminal SIGINT,
@@ -28,19 +29,19 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 # Docker's default wait between its SIGTERM and SIGKILL: past it, the server and its workers are killed.
 SHUTDOWN_GRACE_S = 10.0
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-DESCRIPTION = """\
+DESCRIPTION = f"""\
 Serve ranked next best actions over HTTP (BentoML): POST /rank, /rank_batch and /score, GET /metadata,
 and the probes /livez, /readyz, /healthz and Prometheus /metrics. The model is loaded once at start-up
-from --model (default models:/nextbest@champion in MLFLOW_TRACKING_URI's registry); a model that
+from --model (default {DEFAULT_MODEL_URI} in MLFLOW_TRACKING_URI's registry); a model that
 cannot be loaded stops the command with a message and exit status 1.
 
-Settings come from --config (YAML, see configs/serving/default.yaml), then NEXTBEST_* environment variables,
-then these options. With an API key (NEXTBEST_API_KEY, or api_key in the config), every endpoint but the
-probes requires `Authorization: Bearer <key>`. Binding to an address other than loopback without a key
-is refused unless --insecure-no-api-key says that is intended.
+Settings come from --config (YAML, see configs/serving/default.yaml), then NEXTBEST_* environment
+variables, then these options. With an API key (NEXTBEST_API_KEY, or api_key in the config), every
+endpoint but the probes requires `Authorization: Bearer <key>`. Binding to an address other than
+loopback without a key is refused unless --insecure-no-api-key says that is intended.
 
-SIGTERM, SIGINT or SIGHUP stops the server and its workers (killed if still running after 10 s); so does
-this command's end, however it ends.
+SIGTERM, SIGINT or SIGHUP stops the server and its workers (killed if still running after
+{SHUTDOWN_GRACE_S:g} s); so does this command's end, however it ends.
 """
 
 
@@ -51,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", metavar="URI", help="MLflow model URI (default models:/nextbest@champion)")
+    parser.add_argument("--model", metavar="URI", help=f"MLflow model URI (default {DEFAULT_MODEL_URI})")
     parser.add_argument(
         "--host", default="127.0.0.1", help="address or host name to listen on (default 127.0.0.1)"
     )

@@ -76,7 +76,7 @@ class ServingSettings:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> ServingSettings:
-        """Settings from a YAML mapping of field names (see `configs/serving.yaml`)."""
+        """Settings from a YAML mapping of field names (the shipped one: `configs/serving/default.yaml`)."""
         try:
             data = yaml.safe_load(Path(path).read_text())
         except (OSError, yaml.YAMLError) as exc:
