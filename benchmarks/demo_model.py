@@ -16,6 +16,7 @@ from nextbest.data.events import EventLog
 from nextbest.decisioning.catalog import ActionCatalog
 from nextbest.journeys import JourneyEncoder, requests_at_end
 from nextbest.model import JourneyNetwork, ModelConfig
+from nextbest.registry import MODEL_NAME, assign_aliases
 from nextbest.scoring.pyfunc import log_model
 from nextbest.scoring.scorer import JourneyScorer
 from nextbest.scoring.tables import records_from_tables
@@ -46,10 +47,8 @@ def register(scorer: JourneyScorer, log: EventLog, folder: Path) -> str:
     mlflow.set_tracking_uri(uri)
     example = records_from_tables(log, requests_at_end(log).slice(0, 1))
     with mlflow.start_run():
-        info = log_model(scorer, example, registered_model_name="nextbest")
-    mlflow.MlflowClient(uri).set_registered_model_alias(
-        "nextbest", "champion", str(info.registered_model_version)
-    )
+        info = log_model(scorer, example, registered_model_name=MODEL_NAME)
+    assign_aliases(mlflow.MlflowClient(uri), MODEL_NAME, str(info.registered_model_version))
     return uri
 
 
