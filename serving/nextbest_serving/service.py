@@ -40,7 +40,7 @@ from nextbest.scoring.memory import keep_freed_memory
 from nextbest.scoring.pyfunc import load_scorer, model_version
 from nextbest.scoring.records import fallback_answer, probability_records, score_records
 from nextbest.scoring.schemas import RankResponse, ScoreResponse, ServedScoringRequest
-from nextbest_serving import openapi
+from nextbest_serving import openapi, refusals
 from nextbest_serving.batching import MicroBatcher
 from nextbest_serving.guards import ApiKeyGuard, BodySizeGuard
 from nextbest_serving.schemas import (
@@ -79,6 +79,7 @@ class NextbestService:
 
     def __init__(self) -> None:
         logger.setLevel(logging.INFO)  # BentoML leaves the root logger at WARNING
+        refusals.install()  # refused requests: one line without their values, and a metric
         self.settings = ServingSettings.from_env()
         torch.set_num_threads(1)
         self.scorer = load_scorer(self.settings.model_uri)

@@ -197,6 +197,24 @@ def test_every_answer_is_the_documented_one(server: str) -> None:
             answers_as_documented()
 
 
+def test_a_refused_request_is_one_warning_without_its_values_and_a_metric(trained: Path, server: str) -> None:
+    secret = "sk-live-0123456789abcdef"
+    event = {"timestamp": "2026-01-01T00:00:00Z", "event_type": "page_view", "value": secret}
+    body = {"customer_id": "c1", "events": [event]}
+    answer = httpx.post(f"{server}/rank", json=body, timeout=30)
+    assert answer.status_code == 400
+    log = trained / "serve.log"
+    deadline = time.monotonic() + 10
+    while "refused a request to /rank" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    written = log.read_text()
+    assert "refused a request to /rank: events.0.value (" in written
+    assert secret not in written
+    assert "Traceback" not in written
+    metrics = httpx.get(f"{server}/metrics", timeout=10).text
+    assert 'nextbest_refused_requests_total{endpoint="/rank",error="' in metrics
+
+
 def test_an_unloadable_model_stops_the_command_with_the_reason(trained: Path) -> None:
     result = subprocess.run(
         [str(NEXTBEST), "serve", "--model", "models:/nextbest@nobody", "--port", str(free_port())],
