@@ -12,15 +12,13 @@ how events at the same time are ordered), so an engine that shuffles rows must r
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from nextbest.data import CUSTOMERS, EVENTS, REQUESTS, EventLog, ValidationReport, load_events, load_table
-from nextbest.data.report import RejectedRows
+from nextbest.data.report import RejectedRows, json_objects
 from nextbest.data.tables import TableSource
 from nextbest.decisioning.catalog import ActionCatalog
 from nextbest.journeys import requests_at_end
@@ -103,21 +101,14 @@ def score_chunk(
 
 def rejects_table(rejected: RejectedRows) -> pa.Table:
     """`rejected` rows as rows of the rejects file (`REJECTS_SCHEMA`)."""
-    if rejected.rows is None:
-        rows: list[dict[str, Any]] = [{} for _ in rejected.lines]
-        texts = list(rejected.lines)
-    else:
-        rows = rejected.rows.to_pylist()
-        texts = [json.dumps(row, default=str, ensure_ascii=False) for row in rows]
-    ids = [None if row.get("customer_id") is None else str(row["customer_id"]) for row in rows]
-    count = len(texts)
+    count = len(rejected)
     return pa.table(
         [
             pa.repeat(pa.scalar(rejected.table, pa.string()), count),
-            pa.array(ids, pa.string()),
+            rejected.customer_ids(),
             pa.repeat(pa.scalar(rejected.column, pa.string()), count),
             pa.repeat(pa.scalar(rejected.problem, pa.string()), count),
-            pa.array(texts, pa.string()),
+            rejected.texts(),
         ],
         schema=REJECTS_SCHEMA,
     )
@@ -144,17 +135,15 @@ def _customers_losing_rows(report: ValidationReport) -> dict[str, str]:
 
 def _not_scored(requests: pa.Table, reasons: dict[str, str]) -> pa.Table:
     """The requests left unscored, as rejects that say why."""
-    ids = requests.column("customer_id").to_pylist()
-    as_of = requests.column("as_of").to_pylist()
-    rows = [json.dumps({"customer_id": c, "as_of": t.isoformat()}) for c, t in zip(ids, as_of, strict=True)]
+    ids = requests.column("customer_id").combine_chunks()
     count = len(ids)
     return pa.table(
         [
             pa.repeat(pa.scalar(REQUESTS.name, pa.string()), count),
-            pa.array(ids, pa.string()),
+            ids,
             pa.nulls(count, pa.string()),
-            pa.array([reasons[c] for c in ids], pa.string()),
-            pa.array(rows, pa.string()),
+            pa.array([reasons[c] for c in ids.to_pylist()], pa.string()),
+            json_objects(requests.select(["customer_id", "as_of"])),
         ],
         schema=REJECTS_SCHEMA,
     )

@@ -211,7 +211,8 @@ def _first_of_duplicates(
 ) -> np.ndarray | None:
     """Mask (over sorted rows) keeping the first of each set of identical rows, or None if all differ.
 
-    Identical rows share customer and time, so only runs of tied (customer, time) need a full-row look.
+    Identical rows share customer and time, so only runs of tied (customer, time) need a look at their
+    other columns, with the run standing for the customer and the time (hashing ids is costly).
     """
     tie = (codes[1:] == codes[:-1]) & (timestamps[1:] == timestamps[:-1])
     if not tie.any():
@@ -220,7 +221,10 @@ def _first_of_duplicates(
     in_run[1:] |= tie
     in_run[:-1] |= tie
     candidates = np.flatnonzero(in_run)
-    frame = events.take(pa.array(order[candidates])).to_pandas()
+    others = [name for name in events.column_names if name not in ("customer_id", "timestamp")]
+    frame = events.select(others).take(pa.array(order[candidates])).to_pandas()
+    frame.columns = range(len(others))  # whatever the names, none clashes with the run's
+    frame[len(others)] = np.cumsum(np.concatenate([[True], ~tie])[candidates])  # a new run: no tie before
     duplicated = frame.duplicated(keep="first").to_numpy()
     if not duplicated.any():
         return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -9,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 MAX_EXAMPLES = 3
 
@@ -68,6 +70,21 @@ class RejectedRows:
     rows: pa.Table | None = None
     lines: tuple[str, ...] = ()
     repeat: bool = False
+
+    def __len__(self) -> int:
+        return len(self.lines) if self.rows is None else self.rows.num_rows
+
+    def texts(self) -> pa.StringArray:
+        """Each rejected row as read: a JSON object of its cells, or the text of a malformed line."""
+        if self.rows is None:
+            return pa.array(self.lines, pa.string())
+        return json_objects(self.rows)
+
+    def customer_ids(self) -> pa.StringArray:
+        """The customer of each rejected row, as text; null where the row has none (or is a line)."""
+        if self.rows is None or "customer_id" not in self.rows.column_names:
+            return pa.nulls(len(self), pa.string())
+        return pc.cast(self.rows.column("customer_id"), pa.string()).combine_chunks()
 
 
 @dataclass
@@ -193,3 +210,60 @@ def row_examples(
         f"row {int(r) + 1}" if v is None else f"row {int(r) + 1}: {v!r}"
         for r, v in zip(rows, values[:MAX_EXAMPLES], strict=False)
     ]
+
+
+def json_objects(table: pa.Table) -> pa.StringArray:
+    """Each row of `table` as the text of a JSON object of its cells (null cells as null).
+
+    Column by column in Arrow, not row by row in Python: a job may reject millions of rows (repeated
+    events) and writes every one of them out. Numbers are written as Arrow writes them (NaN and the
+    infinities as `json.dumps` does), times as ISO 8601 text ("2026-11-20T10:00:00.000000Z" for an
+    instant), and values of other types (lists, structs, bytes) as `json.dumps` writes their Python value.
+    """
+    parts: list[pa.Array | str] = []
+    for i, (name, column) in enumerate(zip(table.column_names, table.columns, strict=True)):
+        key = ("{" if i == 0 else ",") + json.dumps(name, ensure_ascii=False) + ":"
+        parts += [key, _json_values(column.combine_chunks()).fill_null("null")]
+    if not parts:
+        return pa.array(["{}"] * table.num_rows, pa.string())
+    joined: pa.StringArray = pc.binary_join_element_wise(*parts, "}", "")
+    return joined
+
+
+def _json_values(values: pa.Array) -> pa.Array:
+    """The JSON text of each value (null where it is null)."""
+    kind = values.type
+    if pa.types.is_dictionary(kind):  # each distinct value encoded once
+        return _json_values(values.dictionary).take(values.indices)
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return _json_string(values.cast(pa.string()))
+    if pa.types.is_integer(kind) or pa.types.is_boolean(kind):
+        return values.cast(pa.string())
+    if pa.types.is_float32(kind) or pa.types.is_float64(kind):
+        text = pc.if_else(pc.is_nan(values), "NaN", values.cast(pa.string()))
+        return pc.if_else(pc.is_inf(values), pc.if_else(pc.less(values, 0), "-Infinity", "Infinity"), text)
+    if pa.types.is_timestamp(kind) and kind.tz:
+        # Arrow writes an instant as "2026-11-20 10:00:00.000000Z"; cast from the zoned type it looks the
+        # zone up row by row, so its UTC wall time is cast instead and the "Z" added.
+        return _quoted(values.cast(pa.timestamp(kind.unit)), suffix="Z")
+    if any(is_kind(kind) for is_kind in (pa.types.is_timestamp, pa.types.is_date, pa.types.is_time)):
+        return _quoted(values)  # no character to escape
+    # Nested, binary, decimal and other columns (extra columns only): rare, so row by row.
+    return pa.array(
+        [None if v is None else json.dumps(v, default=str, ensure_ascii=False) for v in values.to_pylist()],
+        pa.string(),
+    )
+
+
+def _json_string(text: pa.Array) -> pa.Array:
+    """`text` as JSON string literals: quoted, with backslashes, quotes and control characters escaped."""
+    if pc.any(pc.match_substring_regex(text, r'["\\\x00-\x1f]')).as_py():  # rare: escape
+        text = pc.replace_substring(pc.replace_substring(text, "\\", "\\\\"), '"', '\\"')
+        for code in range(0x20):
+            text = pc.replace_substring(text, chr(code), json.dumps(chr(code))[1:-1])
+    return _quoted(text)
+
+
+def _quoted(values: pa.Array, suffix: str = "") -> pa.Array:
+    """`values` as text between double quotes (`suffix` added inside them)."""
+    return pc.binary_join_element_wise('"', values.cast(pa.string()), suffix + '"', "")
