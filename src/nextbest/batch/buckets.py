@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from nextbest.data.io import table_format
+from nextbest.data.io import count_rows
+from nextbest.data.schema import EVENTS
 from nextbest.errors import NextbestError
 
 DEFAULT_CHUNK_EVENTS = 1_000_000
@@ -45,20 +45,17 @@ def bucket_of(customer_ids: pa.Array | pa.ChunkedArray, buckets: int) -> np.ndar
 
 
 def chunk_count(events: Path, chunk_events: int) -> int:
-    """How many chunks of about `chunk_events` events the events table at `events` makes."""
+    """How many chunks of about `chunk_events` events the events table at `events` makes.
+
+    Raises:
+        DataContractError: the events table is missing or cannot be read as a table at all.
+    """
     if chunk_events < 1:
         raise NextbestError(f"chunk size must be at least 1 event, got {chunk_events}")
-    rows = _estimated_rows(events)
+    rows = count_rows(events, EVENTS)
+    if rows is None:  # CSV: estimated from the file's size
+        rows = events.stat().st_size // _CSV_BYTES_PER_ROW
     return max(1, -(-rows // chunk_events))
-
-
-def _estimated_rows(path: Path) -> int:
-    """Rows of a Parquet table (from its metadata), or an estimate from a CSV file's size."""
-    if not path.exists():
-        return 0  # loading reports the missing file
-    if table_format(path) == "parquet":
-        return int(ds.dataset(path, format="parquet").count_rows())
-    return path.stat().st_size // _CSV_BYTES_PER_ROW
 
 
 class BucketWriter:

@@ -95,6 +95,22 @@ def iter_raw_batches(
             yield from reader
 
 
+def count_rows(path: str | Path, spec: TableSpec) -> int | None:
+    """The rows of the contract table `spec` at `path`, without reading it: from the metadata of a
+    Parquet table; None for CSV, whose rows are known only once it is read.
+
+    Raises:
+        DataContractError: the file is missing or cannot be read as a table at all.
+    """
+    path = Path(path)
+    with _reading(path, spec):
+        if table_format(path) == "csv":
+            return None
+        if path.is_file():  # the file's own error when it is no Parquet file, not a data set's
+            return int(pq.read_metadata(path).num_rows)
+        return int(ds.dataset(path, format="parquet").count_rows())
+
+
 @contextmanager
 def _reading(path: Path, spec: TableSpec) -> Iterator[None]:
     """Reading `path` as `spec`: a missing file, or one that cannot be read as a table, is a
