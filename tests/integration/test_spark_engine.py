@@ -186,5 +186,5 @@ def test_score_command_runs_the_spark_engine(
     foreign.mkdir()
     (foreign / "keep.txt").write_text("mine")
     assert main([*base, "--out", str(foreign), "--overwrite"]) == 1
-    assert "refusing to delete it" in capsys.readouterr().err
+    assert "does not hold a nextbest score output" in capsys.readouterr().err
     assert (foreign / "keep.txt").exists()

@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 
 from nextbest.batch.buckets import bucket_of
 from nextbest.batch.chunk import REJECTS_SCHEMA, ScoringOptions, rejects_table, score_chunk
-from nextbest.batch.job import JobConflictError, JobInputs, run_job
+from nextbest.batch.claim import JobConflictError
+from nextbest.batch.job import JobInputs, run_job
 from nextbest.data import ValidationReport, load_events
 from nextbest.data.report import json_objects
 from nextbest.journeys import requests_at_end

@@ -6,6 +6,7 @@ Output layout (`out` is a directory, readable as one Parquet data set):
     out/_rejects/part-00000.parquet ...   the rows each chunk rejected, with the reason (REJECTS_SCHEMA)
     out/_rejects/partition.parquet       malformed CSV lines met while partitioning (no customer known)
     out/_job.json                what the run scores with (inputs, model version, catalog, options)
+                                 and the files it writes (`nextbest.batch.claim`)
     out/_SUCCESS                 written last
     out/_work/                   the inputs split into chunks while the job runs (removed at the end)
 
@@ -21,9 +22,7 @@ one part (or, if rejected, in exactly one rejects part).
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -39,36 +38,50 @@ from tqdm import tqdm
 
 from nextbest.batch.buckets import DEFAULT_CHUNK_EVENTS, BucketWriter, bucket_path, chunk_count
 from nextbest.batch.chunk import REJECTS_SCHEMA, ScoredChunk, ScoringOptions, rejects_table, score_chunk
+from nextbest.batch.claim import claim_output, remove_files, temporary
 from nextbest.data import CUSTOMERS, EVENTS, REQUESTS, Finding, TableSpec, ValidationReport
 from nextbest.data.io import iter_raw_batches
-from nextbest.errors import NextbestError
 from nextbest.scoring.output import output_schema
 from nextbest.scoring.scorer import JourneyScorer
 
-JOB_FILE = "_job.json"
 SUCCESS_FILE = "_SUCCESS"
 WORK_DIR = "_work"
 REJECTS_DIR = "_rejects"
 PARTITIONED_FILE = "_PARTITIONED"
-JOB_FORMAT = 1
-
-
-class JobConflictError(NextbestError):
-    """The output directory holds something this job must not resume or replace."""
 
 
 @dataclass(frozen=True)
 class JobInputs:
-    """The contract tables of a scoring job (files or directories of Parquet part files)."""
+    """What a scoring job reads: the contract tables (files or directories of Parquet part files) and
+    the action catalog that replaces the model's, if any."""
 
     events: Path
     requests: Path | None = None
     customers: Path | None = None
+    catalog: Path | None = None
 
     def tables(self) -> dict[str, tuple[TableSpec, Path]]:
         """The given tables by name, with their specs."""
         given = {EVENTS: self.events, REQUESTS: self.requests, CUSTOMERS: self.customers}
         return {spec.name: (spec, path) for spec, path in given.items() if path is not None}
+
+    def paths(self) -> list[Path]:
+        """Every path the job reads (its output must never overlap one)."""
+        return [path for _, path in self.tables().values()] + ([self.catalog] if self.catalog else [])
+
+
+def describe_job(
+    description: dict[str, Any], inputs: JobInputs, options: ScoringOptions, chunks: int, engine: str
+) -> dict[str, Any]:
+    """What defines a job (`description`: model URI and version, catalog digest, ...): a rerun resumes
+    only if it is unchanged."""
+    return {
+        **description,
+        "engine": engine,
+        "options": {"top_k": options.top_k, "explain": options.explain},
+        "inputs": {name: _fingerprint(path) for name, (_, path) in inputs.tables().items()},
+        "chunks": chunks,
+    }
 
 
 @dataclass(frozen=True)
@@ -119,19 +132,14 @@ def run_job(
         chunk_events: about how many events a chunk holds; memory grows with it, not with the input.
 
     Raises:
-        JobConflictError: `out` holds another job's output (or other files) and `overwrite` is False.
+        JobConflictError: `out` must not be written or replaced (`nextbest.batch.claim`), e.g. it holds
+            another job's output and `overwrite` is False.
         DataContractError: a table cannot be used at all.
     """
     began = time.perf_counter()
     chunks = chunk_count(inputs.events, chunk_events)
-    job = {
-        "format": JOB_FORMAT,
-        **description,
-        "options": {"top_k": options.top_k, "explain": options.explain},
-        "inputs": {name: _fingerprint(path) for name, (_, path) in inputs.tables().items()},
-        "chunks": chunks,
-    }
-    claim_output(out, job, overwrite)
+    job = describe_job(description, inputs, options, chunks, engine="local")
+    claim_output(out, job, _files(inputs, chunks), inputs.paths(), overwrite=overwrite)
     if (out / SUCCESS_FILE).exists():
         return JobSummary(out, chunks, chunks, 0, 0, 0, time.perf_counter() - began, ())
     findings: list[Finding] = []
@@ -157,7 +165,7 @@ def run_job(
             findings += scored.report.findings
             bar.set_postfix(customers_per_s=f"{requests / (time.perf_counter() - began):,.0f}")
             bar.update()
-    shutil.rmtree(out / WORK_DIR, ignore_errors=True)
+    remove_files(out, _work_files(inputs, chunks))
     (out / SUCCESS_FILE).touch()
     rejected += _partition_rejects(out)
     seconds = time.perf_counter() - began
@@ -189,7 +197,7 @@ def _chunk_sources(inputs: JobInputs, out: Path, chunks: int, findings: list[Fin
     """Splits the inputs into `chunks` per-chunk files under out/_work (once: a rerun finds them)."""
     work = out / WORK_DIR
     if not (work / PARTITIONED_FILE).exists():
-        shutil.rmtree(work, ignore_errors=True)  # a split cut short by a kill: start it again
+        remove_files(out, _work_files(inputs, chunks))  # a split cut short by a kill: start it again
         report = ValidationReport(keep_rejected_rows=True)
         for name, (spec, path) in inputs.tables().items():
             writer = BucketWriter(work / name, chunks)
@@ -217,6 +225,20 @@ def _chunk_sources(inputs: JobInputs, out: Path, chunks: int, findings: list[Fin
         )
         for k in range(chunks)
     ]
+
+
+def _files(inputs: JobInputs, chunks: int) -> list[str]:
+    """The files (relative to `out`) a job on `inputs` in `chunks` chunks writes."""
+    parts = [_part(Path(), k).as_posix() for k in range(chunks)]
+    rejects = [f"{REJECTS_DIR}/{part}" for part in parts]
+    partition = _partition_rejects_path(Path()).as_posix()
+    return [*parts, *rejects, partition, SUCCESS_FILE, *_work_files(inputs, chunks)]
+
+
+def _work_files(inputs: JobInputs, chunks: int) -> list[str]:
+    work = Path(WORK_DIR)
+    buckets = [bucket_path(work / name, k).as_posix() for name in inputs.tables() for k in range(chunks)]
+    return [*buckets, (work / PARTITIONED_FILE).as_posix()]
 
 
 def _partition_rejects_path(out: Path) -> Path:
@@ -248,81 +270,13 @@ def file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def claim_output(out: Path, job: dict[str, Any], overwrite: bool, resumable: bool = True) -> None:
-    """Makes `out` this job's: new, the same job's (resumed, or restarted if not `resumable`), or replaced
-    (`overwrite`, and only ever a job's output).
-
-    Raises:
-        JobConflictError: `out` holds another job's output (or other files) and `overwrite` is False,
-            or holds something other than a job's output.
-    """
-    if out.exists():
-        previous = _previous_job(out)
-        if out.is_dir() and previous is None and any(out.iterdir()):
-            raise JobConflictError(
-                f"{out} is a directory that does not hold a nextbest score output; refusing to "
-                + ("delete it" if overwrite else "write into it")
-                + ": choose another --out"
-            )
-        if out.is_file() and not overwrite:
-            raise JobConflictError(
-                f"{out} already exists and is not a nextbest score output directory; pass --overwrite "
-                "to replace it, or choose another --out"
-            )
-        if previous is not None and previous != job and not overwrite:
-            changed = ", ".join(_differences(previous, job))
-            raise JobConflictError(
-                f"{out} holds another scoring job (changed: {changed}); pass --overwrite to replace "
-                "it, or choose another --out"
-            )
-        if overwrite or not resumable or previous != job:
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-    out.mkdir(parents=True, exist_ok=True)
-    record_job(out, job)
-
-
-def record_job(out: Path, job: dict[str, Any]) -> None:
-    """Writes what `out` was scored with (`_job.json`), unless it is there already."""
-    if not (out / JOB_FILE).exists():
-        _write_text_atomically(json.dumps(job, indent=2, sort_keys=True), out / JOB_FILE)
-
-
-def _previous_job(out: Path) -> dict[str, Any] | None:
-    path = out / JOB_FILE
-    if not out.is_dir() or not path.exists():
-        return None
-    try:
-        job: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return job
-
-
-def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
-    changed = []
-    for key in sorted(old.keys() | new.keys()):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            changed += _differences(a, b, f"{prefix}{key}.")
-        elif a != b:
-            changed.append(f"{prefix}{key} {a!r} → {b!r}")
-    return changed
-
-
 def _write_atomically(table: pa.Table, path: Path) -> None:
     """Writes `table` so that `path` is either absent or whole, even if the process is killed."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, temporary)
-    with temporary.open("rb") as file:
+    pq.write_table(table, temporary(path))
+    with temporary(path).open("rb") as file:
         os.fsync(file.fileno())
-    os.replace(temporary, path)
-
-
-def _write_text_atomically(text: str, path: Path) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
+    os.replace(temporary(path), path)
 
 
 @contextmanager

@@ -5,7 +5,8 @@ hands each bucket to a Python worker as Arrow tables, events on one side and req
 other, and the worker scores it with `score_chunk` on the raw rows, as the local engine would.
 
 Output layout: `out` is a Parquet data set of the decisions (`nextbest.scoring.output.OUTPUT_SCHEMA`) and
-`out/_rejects` one of the rejected rows (`REJECTS_SCHEMA`); both are replaced by each run.
+`out/_rejects` one of the rejected rows (`REJECTS_SCHEMA`). The files are added to `out`: a caller that
+reruns a job into it removes the last run's first (`nextbest.batch.claim`, as `nextbest score` does).
 
 PySpark is an optional extra, imported only when a job runs.
 """
@@ -32,7 +33,7 @@ from mlflow.exceptions import MlflowException
 from nextbest.batch.chunk import REJECTS_SCHEMA, ScoringOptions, score_chunk
 from nextbest.batch.job import REJECTS_DIR, JobInputs
 from nextbest.data import CUSTOMERS, EVENTS, REQUESTS, TableSpec, ValidationReport
-from nextbest.data.io import table_format
+from nextbest.data.io import count_rows, table_format
 from nextbest.data.normalize import normalise_table
 from nextbest.errors import DataContractError, NextbestError
 from nextbest.registry import tracking_uri_for
@@ -116,9 +117,10 @@ def run_spark_job(
         .persist(StorageLevel.MEMORY_AND_DISK)  # scored once, written twice
     )
     try:
-        for column, path in ((DECISION, out), (REJECT, out / REJECTS_DIR)):  # `out` first: it replaces all
+        for column, path in ((DECISION, out), (REJECT, out / REJECTS_DIR)):
             rows = result.where(F.col(column).isNotNull()).select(f"{column}.*")
-            rows.write.mode("overwrite").parquet(str(path))
+            # Appended: Spark's "overwrite" would delete all of `out`, files nextbest did not write too.
+            rows.write.mode("append").parquet(str(path))
         counts = result.agg(F.count(DECISION), F.count(REJECT)).first()
     finally:
         result.unpersist()
@@ -166,8 +168,7 @@ def _rows_by_bucket(spark: SparkSession, spec: TableSpec, path: Path, chunks: in
     """The table's rows as one struct column named after it, with their bucket and place in the input."""
     from pyspark.sql import functions as F
 
-    if not path.exists():
-        raise DataContractError(f"{spec.name} table {path}: no such file or directory")
+    count_rows(path, spec)  # a missing or unreadable table is named here, as the local engine names it
     if table_format(path) == "csv":
         # Every cell as text, as the local engine reads contract columns: quotes escaped as in RFC 4180,
         # and the texts that pyarrow reads as missing ("", "NA", "null", ...) missing.

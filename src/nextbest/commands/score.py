@@ -87,7 +87,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace an existing output instead of resuming it (only a nextbest score output is replaced)",
+        help="replace an existing output instead of resuming it. Only the files that the output's "
+        "_job.json lists as written by nextbest score are removed, and only when DIR holds nothing else: "
+        "a file it did not write stops the command, named, before anything is removed. DIR is never a "
+        "file, nor an input, nor a folder that holds or lies inside one",
     )
     parser.add_argument(
         "--engine",
@@ -129,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     if catalog is not None:
         scorer.check_catalog(catalog)  # before any output: a bad rule must not leave a partial one
     options = ScoringOptions(version, catalog, args.top_k, args.explain, args.batch_size)
-    inputs = JobInputs(args.events, args.requests, args.customers)
+    inputs = JobInputs(args.events, args.requests, args.customers, args.catalog)
     description = {
         "model": args.model,
         "model_version": version,
@@ -166,13 +169,16 @@ def _run_on_spark(
 ) -> None:
     """The same job on Spark: one task per chunk; Spark retries failed tasks, and a rerun starts over."""
     from nextbest.batch.buckets import chunk_count
-    from nextbest.batch.job import claim_output, record_job
+    from nextbest.batch.claim import claim_output, record_job, written_files
+    from nextbest.batch.job import describe_job
     from nextbest.batch.spark import run_spark_job
 
-    claim_output(args.out, description, args.overwrite, resumable=False)
     chunks = chunk_count(args.events, args.chunk_events)
+    job = describe_job(description, inputs, options, chunks, engine="spark")
+    # Spark names its files itself: the record lists them once they are written.
+    claim_output(args.out, job, [], inputs.paths(), overwrite=args.overwrite, resumable=False)
     summary = run_spark_job(args.model, inputs, args.out, options, chunks=chunks, spark_conf=spark_conf)
-    record_job(args.out, description)  # Spark replaced the directory
+    record_job(args.out, job, written_files(args.out))
     rate = summary.requests / max(summary.seconds, 1e-9)
     print(
         f"Scored {summary.requests:,} requests on Spark in {summary.seconds:.1f} s "
