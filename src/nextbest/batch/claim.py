@@ -156,7 +156,8 @@ def _remove_recorded_files(out: Path, recorded: list[str]) -> None:
         JobConflictError: `out` holds files that the record does not list (none is removed).
     """
     own = _with_temporaries([JOB_FILE, *recorded])
-    foreign = [name for name in _entries(out) if name not in own]
+    entries = _entries(out)
+    foreign = [name for name in entries if name not in own]
     if foreign:
         shown = ", ".join(foreign[:SHOWN_FILES])
         more = f" and {len(foreign) - SHOWN_FILES} more" if len(foreign) > SHOWN_FILES else ""
@@ -164,7 +165,8 @@ def _remove_recorded_files(out: Path, recorded: list[str]) -> None:
             f"{out} holds files that nextbest score did not write: {shown}{more}; it removes only its "
             "own files, so nothing was removed: move those away, or choose another --out"
         )
-    remove_files(out, recorded)
+    # What is found under `out`, not what the record says: a listed "../x" names nothing found there.
+    remove_files(out, [name for name in entries if name not in _with_temporaries([JOB_FILE])])
     remove_files(out, [JOB_FILE])  # last: a removal cut short leaves a record of what is left
 
 
