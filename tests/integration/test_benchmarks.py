@@ -105,3 +105,24 @@ def test_scoring_calls_benchmark_prints_cases_and_summary() -> None:
     assert cases == [(c, n) for n in (1, 256) for c in ("score_records", "network_only")]
     assert all(line["cpu_ms_per_call"] > 0 for line in lines[:-1])
     assert set(lines[-1]["summary"]) == {"outside_network_cpu_share_1", "outside_network_cpu_share_256"}
+
+
+@pytest.mark.slow
+def test_rejects_benchmark_prints_both_inputs_and_summary(tmp_path: Path) -> None:
+    script = REPO_ROOT / "benchmarks" / "rejects_scoring.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--customers", "300", "--rounds", "1"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [(line["input"], line["customers"]) for line in lines[:-1]] == [("clean", 300), ("dirty", 300)]
+    summary = lines[-1]["summary"]
+    assert summary["duplicate_rows"] == 45_000  # 1.5 repeats per clean row, every one rejected
+    assert summary["duplicate_share"] == pytest.approx(0.6)
+    assert summary["median_ratio"] > 0
+    assert summary["median_cpu_ratio"] > 0
+    assert isinstance(summary["meets_target"], bool)
