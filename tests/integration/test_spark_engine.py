@@ -182,6 +182,11 @@ def test_score_command_runs_the_spark_engine(
         assert "Scored 30 requests on Spark" in capsys.readouterr().out
         assert pq.read_table(out).num_rows == world.customers.num_rows
         assert json.loads((out / "_job.json").read_text())["model_version"] == "1"
+    (out / "notes.txt").write_text("mine")  # Spark's own overwrite mode would delete it
+    assert main([*command, "--overwrite"]) == 1
+    assert "did not write: notes.txt;" in capsys.readouterr().err
+    assert (out / "notes.txt").read_text() == "mine"
+    assert list(out.glob("part-*.parquet"))  # nothing removed
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "keep.txt").write_text("mine")
