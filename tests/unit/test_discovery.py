@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from nextbest.cli import main
 from nextbest.data import load_events
@@ -27,7 +30,7 @@ from nextbest.discovery.journeys import (
     transitions,
 )
 from nextbest.discovery.model_based import kmeans
-from nextbest.discovery.report import render_report
+from nextbest.discovery.report import duration, render_report
 from nextbest.discovery.summary import DiscoveryOptions, summarise, write_report
 from nextbest.simulate import SimulationConfig, simulate, write_world
 
@@ -235,3 +238,48 @@ def test_journeys_command_writes_the_report(tmp_path: Path, capsys: pytest.Captu
     assert "--markov-order must be at least 1" in capsys.readouterr().err
     assert main([*args, "--touch-column", "device"]) == 1
     assert "touch column 'device': the events have no such column" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("hours", "shown"),
+    [
+        (0.0, "0 min"),
+        (0.25, "15 min"),
+        (0.999, "1 h"),
+        (1.0, "1 h"),
+        (5.21, "5.2 h"),
+        (24.0, "24 h"),
+        (47.9, "47.9 h"),
+        (72.0, "3 days"),
+        (60.0, "2.5 days"),
+        (1512.47, "63 days"),
+        (4092.6, "171 days"),
+    ],
+)
+def test_durations_read_as_people_say_them(hours: float, shown: str) -> None:
+    assert duration(hours) == shown
+
+
+@given(st.floats(min_value=0, max_value=1e6, allow_nan=False))
+def test_a_duration_has_one_unit_and_at_most_one_decimal(hours: float) -> None:
+    assert re.fullmatch(r"\d+(\.\d)? (min|h|days)", duration(hours))
+
+
+def test_the_time_to_convert_is_shown_in_human_durations() -> None:
+    page = render_report(summarise(toy_log(), DiscoveryOptions()))
+    assert "median 4.5 h" in page  # a: 5 h, b: 4 h
+    assert "under 1 h" in page  # the histogram's first and last bins
+    assert "over 90 days" in page
+    assert not re.search(r"\d\.\d{2,} h", page)
+
+
+def test_the_funnel_says_why_its_last_stage_is_not_the_conversion_rate() -> None:
+    summary = summarise(toy_log(), DiscoveryOptions(funnel_stages=("page_view", "add_to_cart", "purchase")))
+    # 3 of 5 journeys converted (a1, b, d); only a1 went page_view -> add_to_cart -> purchase.
+    assert summary["overview"]["conversion_rate"] == pytest.approx(3 / 5)
+    assert summary["funnel"][-1]["share_of_all"] == pytest.approx(1 / 5)
+    page = render_report(summary)
+    assert "3 journeys converted in all (60.0%" in page
+    assert "2 of them by another route" in page
+    unfinished = summarise(toy_log(), DiscoveryOptions(funnel_stages=("page_view", "add_to_cart")))
+    assert "by another route" not in render_report(unfinished)  # a funnel that does not end in conversion

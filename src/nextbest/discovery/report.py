@@ -40,7 +40,7 @@ def render_report(summary: dict[str, Any]) -> str:
         ),
         _section(
             "Funnel",
-            "Journeys reaching each stage in order, and the share lost at each step.",
+            _funnel_caption(summary["funnel"], summary["overview"]),
             _funnel_svg(summary["funnel"]),
         ),
         _section(
@@ -213,30 +213,56 @@ def _funnel_svg(funnel: list[dict[str, Any]]) -> str:
     return _bars_svg(items)
 
 
+def _funnel_caption(funnel: list[dict[str, Any]], overview: dict[str, Any]) -> str:
+    """The funnel counts a journey at a stage only once it has passed every earlier stage in order, so its
+    last bar, when that is the conversion, is smaller than the header's conversion rate: say by how much."""
+    caption = "Journeys reaching each stage in order, and the share lost at each step."
+    if not funnel or funnel[-1]["stage"] != overview["conversion_event"]:
+        return caption
+    last, converted = funnel[-1], overview["converted_journeys"]
+    return (
+        f"{caption} The last bar counts the {last['journeys']:,} journeys ({last['share_of_all']:.1%}) that "
+        f"converted after passing every stage above in this order; {converted:,} journeys converted in all "
+        f"({overview['conversion_rate']:.1%}, the conversion rate above), {converted - last['journeys']:,} "
+        "of them by another route (skipping a stage, or taking the stages in another order)."
+    )
+
+
 def _time_caption(time_to_convert: dict[str, Any]) -> str:
     quantiles = time_to_convert["quantiles_hours"]
     if not quantiles:
         return "No converted journey with a touch before its conversion."
     return (
-        f"Hours from a converted journey's first touch to its conversion ({time_to_convert['journeys']:,} "
-        f"journeys): median {quantiles['p50']:.1f}, 10% within {quantiles['p10']:.1f}, 90% within "
-        f"{quantiles['p90']:.1f}."
+        f"Time from a converted journey's first touch to its conversion ({time_to_convert['journeys']:,} "
+        f"journeys): median {duration(quantiles['p50'])}, 10% within {duration(quantiles['p10'])}, 90% "
+        f"within {duration(quantiles['p90'])}."
     )
 
 
 def _histogram_svg(histogram: list[dict[str, Any]]) -> str:
     def span(row: dict[str, Any]) -> str:
-        return (
-            f"{_hours(row['from_hours'])} to {_hours(row['to_hours'])}"
-            if row["to_hours"]
-            else (f"over {_hours(row['from_hours'])}")
-        )
+        if row["to_hours"] is None:
+            return f"over {duration(row['from_hours'])}"
+        if row["from_hours"] == 0:
+            return f"under {duration(row['to_hours'])}"
+        return f"{duration(row['from_hours'])} to {duration(row['to_hours'])}"
 
     return _bars_svg([(span(row), float(row["journeys"]), f"{row['journeys']:,}") for row in histogram])
 
 
-def _hours(hours: float) -> str:
-    return f"{hours:g} h" if hours < 48 else f"{hours / 24:g} d"
+def duration(hours: float) -> str:
+    """A duration as people say it, in one unit with at most one decimal: "15 min", "5.2 h", "63 days"."""
+    if hours * 60 < 59.5:  # what would round to "60 min" reads "1 h"
+        return f"{hours * 60:.0f} min"
+    if hours < 48:
+        return f"{_one_decimal(hours)} h"
+    days = hours / 24
+    return f"{_one_decimal(days) if days < 10 else f'{days:.0f}'} days"
+
+
+def _one_decimal(value: float) -> str:
+    """`value` to one decimal, without a trailing ".0"."""
+    return f"{value:.1f}".removesuffix(".0")
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], numeric: Sequence[int] = ()) -> str:

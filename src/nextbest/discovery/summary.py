@@ -9,7 +9,9 @@ Keys of `summary.json` (all counts are journeys unless named otherwise):
   each with `path`, `journeys`, `conversions`, `conversion_rate`.
 - `sankey`: `nodes` (`step`, `label`) and `links` (`source`, `target`, `journeys`) of the first touches.
 - `funnel`: per stage (`stage`, `journeys`, `share_of_all`, `drop_off`); stages from `--funnel` or found
-  in the data (`funnel_stages`).
+  in the data (`funnel_stages`). A journey counts at a stage only after every earlier stage, in order, so
+  a last stage that is the conversion counts fewer journeys than `overview.converted_journeys` (the report
+  says how many converted by another route).
 - `time_to_convert`: `journeys`, `quantiles_hours` (p10 … p90), `histogram` (`from_hours`, `to_hours`,
   `journeys`).
 - `stalls`: `touch` and `event_type`: last touches of unconverted journeys quiet for `churn_days` (`touch`,
