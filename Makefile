@@ -4,13 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= demo-output
 
-.PHONY: install lint test test-slow demo clean
+.PHONY: install lint docs test test-slow demo clean
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e ".[train,serve,spark,dev]"
+	$(BIN)/pip install --quiet -e ".[train,serve,spark,dev,docs]"
 	touch $@
 
 lint: install
@@ -19,7 +19,11 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: lint
+# The reference pages in docs/; --strict fails on a broken link or anchor, or a page missing from the nav.
+docs: install
+	$(BIN)/mkdocs build --strict --quiet
+
+test: lint docs
 	$(BIN)/pytest -m "not slow"
 
 test-slow: install
@@ -36,6 +40,14 @@ demo: install
 	# scores of the previous run are replaced (the new model makes it another job, which never resumes).
 	$(BIN)/nextbest score --model models:/nextbest@challenger --events $(DEMO_DIR)/world/events.parquet \
 		--customers $(DEMO_DIR)/world/customers.parquet --out $(DEMO_DIR)/scores --top-k 3 --overwrite
+	@echo
+	@echo "The model is registered as nextbest in the MLflow store"
+	@echo "  $${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db (artifacts in $(CURDIR)/mlruns)}"
+	@echo "and the scores are in $(DEMO_DIR)/scores. Next: serve the champion model (in a terminal of its own),"
+	@echo "ask it for a customer's next best actions, and write the journey report:"
+	@echo
+	@# The README's demo-next block is the one home of these commands (a test runs them).
+	@sed -n '/<!-- demo-next:start -->/,/<!-- demo-next:end -->/{/^<!--/d;/^```/d;s|demo-output|$(DEMO_DIR)|g;s/^/  /;p;}' README.md
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(DEMO_DIR) site .pytest_cache .mypy_cache .ruff_cache
