@@ -27,17 +27,15 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from nextbest.cli import main
 from nextbest.data import load_events, load_table
 from nextbest.data.schema import CUSTOMERS
 from nextbest.journeys import requests_at_end
 from nextbest.scoring.decision_log import read_decision_log
 from nextbest.scoring.tables import records_from_tables
-from nextbest.simulate import SimulationConfig, simulate, write_world
+from tests.integration.conftest import train_demo_model
 
 pytestmark = pytest.mark.integration
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 NEXTBEST = Path(sys.executable).with_name("nextbest")
 
 
@@ -51,19 +49,7 @@ def free_port() -> int:
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A simulated world and an MLflow store holding a model trained on it (nextbest@champion)."""
     folder = tmp_path_factory.mktemp("served")
-    write_world(simulate(SimulationConfig(n_customers=300, seed=3)), folder / "world")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
-        patch.chdir(folder)
-        patch.setattr(sys, "argv", ["nextbest"])  # LightningCLI compares its args with sys.argv
-        data = [
-            f"--data.{t}={folder / 'world' / f'{t}.parquet'}" for t in ("events", "customers", "decisions")
-        ]
-        quick = ["--trainer.max_epochs=1", "--trainer.log_every_n_steps=1", "--export.baselines=[]"]
-        catalog = f"--export.catalog={REPO_ROOT / 'configs' / 'catalogs' / 'demo.yaml'}"
-        assert (
-            main(["train", "--config", str(REPO_ROOT / "configs" / "demo.yaml"), *data, *quick, catalog]) == 0
-        )
+    train_demo_model(folder)
     return folder
 
 

@@ -1,0 +1,110 @@
+"""The README's examples, run for real: the commands `make demo` prints at its end (the README's demo-next
+block) against a small demo model in a fresh folder laid out as the demo leaves the repository: the
+default MLflow store `mlflow.db` in the working directory, the world in `demo-output/world`. `nextbest
+serve` starts in the background, the real curl asks it to rank a customer, and the journey report is
+written. The README's quickstart (`make demo`, `make test`) is CI's own script (.ci/run)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import train_demo_model
+from tests.integration.test_serve_process import _wait_until_ready, free_port
+from tests.unit.test_docs import demo_next_commands
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+BIN = f"{Path(sys.executable).parent}/"
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder as `make demo` leaves the repository (a small model, trained and registered)."""
+    folder = tmp_path_factory.mktemp("repository")
+    train_demo_model(folder)
+    (folder / "demo-output").mkdir()
+    (folder / "world").rename(folder / "demo-output" / "world")
+    return folder
+
+
+def shell(command: str, port: int) -> str:
+    """`command` as the README writes it, with this environment's nextbest and the service on `port`."""
+    return command.replace(".venv/bin/", BIN).replace("127.0.0.1:3000", f"127.0.0.1:{port}")
+
+
+def environment(folder: Path) -> dict[str, str]:
+    """This environment without MLFLOW_TRACKING_URI: the README's commands use the default store."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return {**env, "BENTOML_HOME": str(folder / "bentoml"), "BENTOML_DO_NOT_TRACK": "true"}
+
+
+@pytest.fixture(scope="module")
+def served(repository: Path) -> Iterator[int]:
+    """The README's serve command running in the background; yields its port."""
+    serve = demo_next_commands()[0]
+    port = free_port()
+    log = repository / "serve.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [*shell(serve, port).split(), "--port", str(port)],
+            cwd=repository,
+            env=environment(repository),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            _wait_until_ready(process, f"http://127.0.0.1:{port}", log)
+            yield port
+        finally:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def run(command: str, folder: Path, port: int) -> str:
+    result = subprocess.run(
+        ["bash", "-c", shell(command, port)],
+        cwd=folder,
+        env=environment(folder),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def test_the_demo_store_is_where_the_readme_says(repository: Path) -> None:
+    assert (repository / "mlflow.db").is_file()
+    assert (repository / "mlruns").is_dir()
+
+
+def test_the_readme_curl_ranks_a_customer(repository: Path, served: int) -> None:
+    assert shutil.which("curl"), "the README's example uses curl: apt-get install curl"
+    curl = demo_next_commands()[1]
+    answer = json.loads(run(curl, repository, served))
+    assert answer["customer_id"] == "c42"
+    assert answer["model_version"] == "1"
+    assert 1 <= len(answer["actions"]) <= 3  # top_k
+    assert [a["rank"] for a in answer["actions"]] == list(range(1, len(answer["actions"]) + 1))
+    assert answer["chosen_action"] == answer["actions"][0]["action"]  # the demo catalog does not explore
+
+
+def test_the_readme_journey_report_is_written(repository: Path) -> None:
+    journeys = demo_next_commands()[2]
+    printed = run(journeys, repository, free_port())
+    assert "journeys of 300 customers" in printed
+    assert (repository / "demo-output" / "journeys" / "report.html").is_file()
