@@ -1,6 +1,6 @@
 """The documentation: `docs/cli.md` is the real `--help` output of every command (regenerate it on purpose
-with `NEXTBEST_UPDATE_DOCS=1 pytest tests/unit/test_docs.py`), every file the README links to exists,
-and the README shows only examples that a test or CI runs. `make docs` (part of `make test`)
+with `NEXTBEST_UPDATE_DOCS=1 pytest tests/unit/test_docs.py`), every file a help text or the README names
+exists, and the README shows only examples that a test or CI runs. `make docs` (part of `make test`)
 builds the site with `mkdocs build --strict`, which fails on a broken link between pages."""
 
 from __future__ import annotations
@@ -70,6 +70,13 @@ def test_the_cli_reference_matches_help(monkeypatch: pytest.MonkeyPatch) -> None
     assert match.group(1) == expected + "\n", (
         "docs/cli.md is stale: run NEXTBEST_UPDATE_DOCS=1 pytest tests/unit/test_docs.py"
     )
+
+
+def test_every_repository_file_a_help_text_names_exists(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "100")
+    named = set(re.findall(r"\b(?:configs|serving|benchmarks)/[\w/.-]*\w", cli_reference()))
+    assert named, "expected the help texts to name a config"
+    assert sorted(path for path in named if not (REPO_ROOT / path).exists()) == []
 
 
 def test_the_readme_shows_the_quickstart_and_only_tested_examples() -> None:
