@@ -14,7 +14,7 @@ action taken, one classifier per outcome, its expected values ranked the same wa
 
 Prints one JSON object per policy (true value, share of the random-to-oracle gap closed) and the
 figures' summary; `--customers 200000 --holdout-customers 10000 --epochs 8` is the run reported in
-the README (about 8 minutes on 2 cores).
+docs/benchmarks.md (about 8 minutes on 2 cores).
 """
 
 from __future__ import annotations
