@@ -239,7 +239,7 @@ MALFORMED: list[tuple[str, str, Any, int, str]] = [
     ("candidates empty", "/rank", _with(candidates=[]), 400, "candidates"),
     ("score: candidates empty", "/score", _with(candidates=[]), 400, "candidates"),
     ("score: unknown candidate action", "/score", _with(candidates=["teleport"]), 422, "candidates"),
-    ("customer_id empty", "/rank", _with(customer_id=""), 400, "customer_id"),
+    ("customer_id empty", "/rank", _with(customer_id=""), 422, "customer_id"),
 ]
 
 
