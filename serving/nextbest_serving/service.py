@@ -269,6 +269,10 @@ async def _metadata(request: Request) -> JSONResponse:
     return JSONResponse(service.metadata().model_dump(mode="json"))
 
 
+# The class as `@bentoml.service` made it: mypy keeps a decorated class's own type.
+_SERVICE = cast("bentoml.Service[NextbestService]", NextbestService)
+
+
 async def _docs(request: Request) -> JSONResponse:
     return JSONResponse(_openapi_document())
 
@@ -276,15 +280,15 @@ async def _docs(request: Request) -> JSONResponse:
 @functools.cache
 def _openapi_document() -> dict[str, Any]:
     return openapi.document(
-        NextbestService.openapi_spec.asdict(),
-        {api.route: api.func for api in NextbestService.apis.values()},
+        _SERVICE.openapi_spec.asdict(),
+        {api.route: api.func for api in _SERVICE.apis.values()},
         {"/metadata": MetadataResponse},
     )
 
 
 # BentoML's own routes are POST only; the GET routes come from a mounted app. BentoML's API routes match
 # first, but the mount comes before its /docs.json, which this document replaces.
-NextbestService.mount_asgi_app(
+_SERVICE.mount_asgi_app(
     Starlette(
         routes=[Route("/metadata", _metadata, methods=["GET"]), Route("/docs.json", _docs, methods=["GET"])]
     ),
@@ -293,5 +297,5 @@ NextbestService.mount_asgi_app(
 _settings = ServingSettings.from_env()
 # The first added is the outermost: the API key answers first, so a caller without it learns nothing,
 # the body limit included, and costs no body read.
-NextbestService.add_asgi_middleware(ApiKeyGuard, api_key=_settings.api_key)
-NextbestService.add_asgi_middleware(BodySizeGuard, max_bytes=_settings.max_body_bytes)
+_SERVICE.add_asgi_middleware(ApiKeyGuard, api_key=_settings.api_key)
+_SERVICE.add_asgi_middleware(BodySizeGuard, max_bytes=_settings.max_body_bytes)

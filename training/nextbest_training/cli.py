@@ -109,7 +109,9 @@ def train(args: Sequence[str]) -> int:
     if len(cli.datamodule.prepared.splits["test"]):
         cli.trainer.test(cli.model, datamodule=cli.datamodule)
     logger = cli.trainer.logger
-    if cli.trainer.fast_dev_run or not isinstance(logger, MLFlowLogger) or logger.run_id is None:
+    # Lightning sets `fast_dev_run` on the trainer at run time; its class does not declare it.
+    fast_dev_run = getattr(cli.trainer, "fast_dev_run", False)
+    if fast_dev_run or not isinstance(logger, MLFlowLogger) or logger.run_id is None:
         print("nextbest train: no MLflow run (fast_dev_run or another logger): the model is not exported")
         return 0
     mlflow.set_tracking_uri(logger.experiment.tracking_uri)

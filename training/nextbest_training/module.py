@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from functools import partial
-from typing import Literal
+from typing import Literal, cast
 
 import lightning as L
 import torch
@@ -73,7 +73,7 @@ class JourneyModule(L.LightningModule):
         )
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return self.network(batch)  # type: ignore[no-any-return]
+        return self.network(batch)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")
@@ -103,7 +103,7 @@ class JourneyModule(L.LightningModule):
                 continue
             logits = logits.detach()
             probabilities = torch.sigmoid(logits)
-            metrics = self.metrics[f"{stage}_metrics"][head.name]
+            metrics = self._metrics_of(stage)[head.name]
             for name in ("auroc", "average_precision", "ece"):
                 metrics[name].update(probabilities, labels.long())
             metrics["brier"].update(probabilities, labels)
@@ -111,8 +111,13 @@ class JourneyModule(L.LightningModule):
                 nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
             )
 
+    def _metrics_of(self, stage: str) -> dict[str, MetricCollection]:
+        """Each head's metrics at `stage` (torch types a ModuleDict's values as any Module)."""
+        stage_metrics = cast(nn.ModuleDict, self.metrics[f"{stage}_metrics"])
+        return {head: cast(MetricCollection, metrics) for head, metrics in stage_metrics.items()}
+
     def _log_epoch_metrics(self, stage: str) -> None:
-        for head, metrics in self.metrics[f"{stage}_metrics"].items():
+        for head, metrics in self._metrics_of(stage).items():
             for name, metric in metrics.items():
                 if metric.update_called:
                     self.log(f"{stage}/{head}/{name}", metric.compute())
