@@ -11,8 +11,8 @@ every request for nothing.
 The model runs on the event loop itself, one batch at a time, and the loop serves its other callbacks
 (parsing, answering, probes) between batches. A model thread looks more concurrent, but on CPython it
 fights the loop for the GIL: each time the loop waits on a socket, it queues behind the model thread's
-bytecode to get the GIL back. Measured at 8 clients of 100-event histories: 290 requests/s with a model
-thread, 474 on the loop (p99 38 -> 28 ms). The price: the loop does nothing else while a batch is scored,
+bytecode to get the GIL back (measured: docs/benchmarks.md, "Measurements behind the serving defaults").
+The price: the loop does nothing else while a batch is scored,
 so a batch holds at most `max_batch_size` items (tens of milliseconds of work), and a request's deadline
 is noticed at the end of the batch being scored, not in the middle of it.
 

@@ -122,7 +122,7 @@ class BodySizeGuard:
             body = b"".join(chunks)
             # BentoML's request timeout keeps each request's context, and with it this function, alive
             # for `traffic.timeout` seconds after the answer: holding the chunks would keep every body
-            # of the last minute in memory (measured: RSS +100 MB over 70 s of /rank_batch calls).
+            # of the last minute in memory.
             chunks.clear()
             return {"type": "http.request", "body": body, "more_body": False}
 

@@ -55,10 +55,9 @@ from nextbest_serving.settings import ServingSettings
 logger = logging.getLogger("nextbest_serving")
 
 # Adaptive batching of the model calls: a batch closes at this size, or this long after its first request
-# (when requests overlap; a lone client does not wait). The window buys batch size under load, measured at
-# 8 clients: 0 ms 255 requests/s, 1 ms 413, 2 ms 480, 4 ms 414. The size bounds how long the event loop
-# is busy with one batch: about 40 ms for 256 requests of 100 events. Scoring 500 such requests took, in
-# batches of 128: 90 ms; 192: 87; 256: 80; 384: 96 (larger batches outgrow the CPU caches). Requests
+# (when requests overlap; a lone client does not wait). The window buys batch size under load; the size
+# bounds how long the event loop is busy with one batch, and larger batches outgrow the CPU caches (both
+# measured: docs/benchmarks.md, "Measurements behind the serving defaults"). Requests
 # queue in arrival order whatever the size, so a /rank behind a /rank_batch call waits for the call's
 # requests either way; a smaller size only answers probes and notices deadlines sooner.
 MAX_BATCH_SIZE = 256
@@ -195,9 +194,8 @@ class NextbestService:
         """Torch's intra-op threads for scoring `records`: `torch_threads` for a large batch, else one.
 
         Spreading a small batch costs more than it saves, and the spare cores are busy with the requests
-        being received (measured at 8 clients of /rank: 480 requests/s on 1 thread, 372 on 2); a
-        /rank_batch call's batches halve their forward passes on 2 (64 requests: 4.3 -> 2.2 ms), +10%
-        customers/s.
+        being received; a /rank_batch call's large batches gain from the threads (docs/benchmarks.md,
+        "Measurements behind the serving defaults").
         """
         torch.set_num_threads(self.settings.torch_threads if len(records) >= LARGE_BATCH else 1)
         try:
@@ -223,8 +221,8 @@ class NextbestService:
 def _tune_garbage_collector() -> None:
     """Keeps the garbage collector off the model and the libraries: a request of 100 events makes a
     few hundred objects, a `/rank_batch` call a hundred thousand, and with Python's defaults their
-    collections kept walking the model and every imported library (measured, 500 customers per call:
-    946 customers/s, 2,352 with this; one client's p50 7.7 -> 7.1 ms)."""
+    collections kept walking the model and every imported library (docs/benchmarks.md, "Measurements
+    behind the serving defaults")."""
     gc.freeze()  # what start-up made (model, libraries) lives as long as the worker: never scan it
     gc.set_threshold(100_000, 10, 10)  # young collections per 100,000 new objects, not per 700
 

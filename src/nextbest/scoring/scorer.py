@@ -224,7 +224,7 @@ class JourneyScorer:
 
 def _batches(rows: np.ndarray, batch_size: int, progress: bool) -> Iterator[np.ndarray]:
     starts: Iterable[int] = range(0, len(rows), batch_size)
-    if progress:  # a disabled bar still costs 10 µs, a tenth of scoring one online request's batch
+    if progress:  # a disabled bar still costs a tenth of scoring one online request's batch
         starts = tqdm(starts, desc="scoring", unit="batch")
     for start in starts:
         yield rows[start : start + batch_size]
