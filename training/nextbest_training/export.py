@@ -9,6 +9,7 @@ has none yet).
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from nextbest.journeys.labels import LabelRules
 from nextbest.model.calibration import CalibrationKind, Calibrator, NoCalibration, fit_calibrator
 from nextbest.model.heads import HEADS, OUTCOMES, Head
 from nextbest.model.network import JourneyNetwork
+from nextbest.model.stacking import Stacking
 from nextbest.registry import MODEL_NAME, assign_aliases
 from nextbest.scoring.pyfunc import log_model
 from nextbest.scoring.schemas import ScoringRequest
@@ -34,8 +36,10 @@ from nextbest.scoring.tables import records_from_tables
 from nextbest_training.baselines import BaselineKind, BaselineModel
 from nextbest_training.data import PreparedData
 from nextbest_training.plots import evaluation_figure
+from nextbest_training.stacking import fit_blend, fit_trees, tree_features
 
 SEQUENCE_MODEL = "sequence"
+HYBRID_MODEL = "hybrid"
 # The input example logged with the model: one real test request, its history cut to this many events.
 EXAMPLE_EVENTS = 20
 
@@ -52,6 +56,8 @@ class ExportSettings:
         catalog: action catalog (YAML) packaged with the model; None: every action, value 1, cost 0.
         journey_report: log the journey discovery report of the training events (`nextbest journeys`,
             with the trained model's moments of truth and segments) to the run, under `journeys/`.
+        hybrid: export the network stacked with gradient-boosted trees on its history block (`fit_hybrid`)
+            instead of the network alone, which is still compared on the test split beside it.
     """
 
     def __init__(
@@ -62,12 +68,14 @@ class ExportSettings:
         model_name: str = MODEL_NAME,
         catalog: str | None = None,
         journey_report: bool = True,
+        hybrid: bool = False,
     ) -> None:
         self.calibration = calibration
         self.journey_report = journey_report
         self.baselines = list(baselines or [])
         self.register = register
         self.model_name = model_name
+        self.hybrid = hybrid
         # Read now, when the CLI builds the config, so that a bad catalog fails before training.
         self.catalog = None if catalog is None else ActionCatalog.from_yaml(catalog)
 
@@ -106,18 +114,22 @@ def export_run(
         _take(prepared.examples.labels, validation),
         prepared.examples.decision_action[validation],
     )
+    compared = {SEQUENCE_MODEL: scorer}
+    if settings.hybrid:
+        compared = {HYBRID_MODEL: fit_hybrid(scorer, prepared), **compared}
+    exported = next(iter(compared.values()))
     result = ExportResult()
     with mlflow.start_run(run_id=run_id):
         _log_dataset(prepared)
         if len(prepared.splits["test"]):
-            result.metrics = _compare_on_test(scorer, prepared, settings.baselines)
+            result.metrics = _compare_on_test(compared, prepared, settings.baselines)
         info = log_model(
-            scorer,
+            exported,
             _input_example(prepared),
             registered_model_name=settings.model_name if settings.register else None,
         )
         if settings.journey_report:
-            _log_journey_report(prepared, scorer, rules or LabelRules())
+            _log_journey_report(prepared, exported, rules or LabelRules())
     result.model_uri = info.model_uri
     if settings.register and info.registered_model_version is not None:
         result.version = str(info.registered_model_version)
@@ -136,16 +148,61 @@ def fit_head_calibrators(
     without both classes among its labelled rows keeps the plain sigmoid."""
     calibrators: dict[str, Calibrator] = {}
     for head in HEADS:
-        rows = head.rows(decision_action)
-        values = logits[head.name]
-        if head.per_action:
-            values = at_taken_action(values, decision_action)
-        outcome = labels[head.outcome][rows]
-        if len(np.unique(outcome[~np.isnan(outcome)])) == 2:
-            calibrators[head.name] = fit_calibrator(kind, values[rows], outcome)
+        values, outcome = _on_head_rows(head, logits, labels, decision_action)
+        if _both_classes(outcome):
+            calibrators[head.name] = fit_calibrator(kind, values, outcome)
         else:
             calibrators[head.name] = NoCalibration()
     return calibrators
+
+
+def fit_hybrid(scorer: JourneyScorer, prepared: PreparedData) -> JourneyScorer:
+    """`scorer` stacked with gradient-boosted trees on its history block and the action taken.
+
+    The trees are fitted on the training split, like the network; each head's blend of the two logits on
+    the validation split, which neither saw. A blend is a logistic regression fitted there, so it is the
+    stacked head's calibration: the network's calibrator stays only on heads left without a blend.
+    """
+    examples, journeys = prepared.examples, prepared.journeys
+    train, validation = prepared.splits["train"], prepared.splits["validation"]
+    history = journeys.static["history"]
+    features = tree_features(history, examples.decision_action, len(examples.actions))
+    stacking = Stacking(fit_trees(features[train], _take(examples.labels, train)), {}, len(examples.actions))
+    network = scorer.logits(journeys, validation)
+    trees = stacking.tree_logits(history[validation])
+    labels = _take(examples.labels, validation)
+    decision_action = examples.decision_action[validation]
+    blends = {}
+    for head in HEADS:
+        if head.name not in trees:
+            continue
+        from_network, outcome = _on_head_rows(head, network, labels, decision_action)
+        from_trees, _ = _on_head_rows(head, trees, labels, decision_action)
+        if _both_classes(outcome):
+            blends[head.name] = fit_blend(from_network, from_trees, outcome)
+    calibrators = {h: c for h, c in scorer.calibrators.items() if h not in blends}
+    stacking = dataclasses.replace(stacking, blends=blends)
+    metadata = {**scorer.metadata, "stacking": "gbt"}
+    return dataclasses.replace(scorer, calibrators=calibrators, metadata=metadata, stacking=stacking)
+
+
+def _on_head_rows(
+    head: Head,
+    logits: Mapping[str, np.ndarray],
+    labels: Mapping[str, np.ndarray],
+    decision_action: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A head's logits and labels on the rows it is fitted on (`Head.rows`); per-action heads' logits are
+    read at the action taken."""
+    rows = head.rows(decision_action)
+    values = logits[head.name]
+    if head.per_action:
+        values = at_taken_action(values, decision_action)
+    return values[rows], labels[head.outcome][rows]
+
+
+def _both_classes(labels: np.ndarray) -> bool:
+    return len(np.unique(labels[~np.isnan(labels)])) == 2
 
 
 def observed_action_probabilities(
@@ -189,19 +246,30 @@ def _take(arrays: Mapping[str, np.ndarray], rows: np.ndarray) -> dict[str, np.nd
 
 
 def _compare_on_test(
-    scorer: JourneyScorer, prepared: PreparedData, baselines: list[BaselineKind]
+    scorers: Mapping[str, JourneyScorer], prepared: PreparedData, baselines: list[BaselineKind]
 ) -> dict[str, dict[str, dict[str, float]]]:
+    """Test metrics of `scorers` (the exported model first: its metrics land in the run itself; the others
+    get a child run each) and of the baselines (a child run each)."""
     test = prepared.splits["test"]
     labels = _take(prepared.examples.labels, test)
     decision_action = prepared.examples.decision_action[test]
-    probabilities = scorer.probabilities(scorer.logits(prepared.journeys, test))
-    observed = {SEQUENCE_MODEL: observed_action_probabilities(probabilities, decision_action)}
+    observed = {
+        name: observed_action_probabilities(
+            scorer.probabilities(scorer.logits(prepared.journeys, test)), decision_action
+        )
+        for name, scorer in scorers.items()
+    }
     for kind in baselines:
         observed[kind] = _baseline_probabilities(kind, prepared)
     metrics = {name: head_metrics(probs, labels, decision_action) for name, probs in observed.items()}
-    _log_metrics(metrics[SEQUENCE_MODEL])
+    exported, *others = scorers
+    _log_metrics(metrics[exported])
     parent = mlflow.active_run()
     assert parent is not None
+    for name in others:
+        with mlflow.start_run(run_name=name, nested=True, experiment_id=parent.info.experiment_id):
+            mlflow.log_params({"model": name})
+            _log_metrics(metrics[name])
     for kind in baselines:
         # A nested run lands in the default experiment unless told otherwise.
         with mlflow.start_run(
