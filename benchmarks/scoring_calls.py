@@ -28,7 +28,8 @@ from demo_model import demo_scorer, long_histories
 from nextbest.data import load_events
 from nextbest.data.events import EventLog
 from nextbest.journeys import requests_at_end
-from nextbest.scoring.records import ScoringRequest, score_records
+from nextbest.scoring.records import score_records
+from nextbest.scoring.schemas import ScoringRequest
 from nextbest.scoring.scorer import JourneyScorer
 from nextbest.simulate import SimulationConfig, simulate
 
