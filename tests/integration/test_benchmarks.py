@@ -6,10 +6,24 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.conftest import REPO_ROOT
+
+
+def run_benchmark(script: str, *args: str, cwd: Path | None = None) -> list[dict[str, Any]]:
+    """The JSON lines a benchmark script prints (its measurements, then its summary)."""
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "benchmarks" / script), *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=cwd,
+    )
+    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
 
 
 @pytest.mark.slow
@@ -53,16 +67,9 @@ def test_open_bandit_estimate_of_bts_covers_its_achieved_click_rate(shared_data:
 
 @pytest.mark.slow
 def test_batch_scoring_benchmark_prints_engines_and_summary(tmp_path: Path) -> None:
-    script = REPO_ROOT / "benchmarks" / "batch_scoring.py"
-    result = subprocess.run(
-        [sys.executable, str(script), "--customers", "300", "--growth", "2", "--naive", "10"],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=tmp_path,
+    lines = run_benchmark(
+        "batch_scoring.py", "--customers", "300", "--growth", "2", "--naive", "10", cwd=tmp_path
     )
-    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     engines = [line.get("engine") for line in lines[:-1]]
     assert engines == ["local", "local", "naive_pyfunc_per_row"]
     assert [line["customers"] for line in lines[:2]] == [300, 600]
@@ -74,15 +81,7 @@ def test_batch_scoring_benchmark_prints_engines_and_summary(tmp_path: Path) -> N
 
 @pytest.mark.slow
 def test_journey_report_benchmark_prints_cases_and_summary(tmp_path: Path) -> None:
-    script = REPO_ROOT / "benchmarks" / "journey_report.py"
-    result = subprocess.run(
-        [sys.executable, str(script), "--customers", "300", "--criteo-dir", str(tmp_path / "none")],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    lines = run_benchmark("journey_report.py", "--customers", "300", "--criteo-dir", str(tmp_path / "none"))
     cases = [line.get("case") for line in lines[:-1]]
     assert cases == ["simulated", "simulated_with_model", "pandas_top_paths", "nextbest_top_paths"]
     summary = lines[-1]["summary"]
@@ -92,15 +91,7 @@ def test_journey_report_benchmark_prints_cases_and_summary(tmp_path: Path) -> No
 
 @pytest.mark.slow
 def test_scoring_calls_benchmark_prints_cases_and_summary() -> None:
-    script = REPO_ROOT / "benchmarks" / "scoring_calls.py"
-    result = subprocess.run(
-        [sys.executable, str(script), "--customers", "300", "--repeats", "1"],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    lines = run_benchmark("scoring_calls.py", "--customers", "300", "--repeats", "1")
     cases = [(line["case"], line["requests"]) for line in lines[:-1]]
     assert cases == [(c, n) for n in (1, 256) for c in ("score_records", "network_only")]
     assert all(line["cpu_ms_per_call"] > 0 for line in lines[:-1])
@@ -109,16 +100,7 @@ def test_scoring_calls_benchmark_prints_cases_and_summary() -> None:
 
 @pytest.mark.slow
 def test_rejects_benchmark_prints_both_inputs_and_summary(tmp_path: Path) -> None:
-    script = REPO_ROOT / "benchmarks" / "rejects_scoring.py"
-    result = subprocess.run(
-        [sys.executable, str(script), "--customers", "300", "--rounds", "1"],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=tmp_path,
-    )
-    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    lines = run_benchmark("rejects_scoring.py", "--customers", "300", "--rounds", "1", cwd=tmp_path)
     assert [(line["input"], line["customers"]) for line in lines[:-1]] == [("clean", 300), ("dirty", 300)]
     summary = lines[-1]["summary"]
     assert summary["duplicate_rows"] == 45_000  # 1.5 repeats per clean row, every one rejected
