@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nextbest.evaluation.bootstrap import percentile_interval, resampled_sums
+
 ESTIMATORS = ("ips", "snips", "dr")
 
 
@@ -74,7 +76,7 @@ def estimate_policy_value(
     terms = _decision_terms(logged, target, predicted_reward)  # [3, N]
     n = len(logged.action)
     point = _estimators(terms.sum(axis=1), n)
-    samples = _estimators(_resampled_sums(terms, resamples, seed), n)  # [3, resamples]
+    samples = _estimators(resampled_sums(terms, resamples, seed), n)  # [3, resamples]
     return _estimates(point, samples, level)
 
 
@@ -113,7 +115,7 @@ def estimate_paired_values(
     n = len(logged.action)
     terms = np.concatenate([_decision_terms(logged, *target), _decision_terms(logged, *baseline)])  # [6, N]
     point = _estimators(terms[:3].sum(axis=1), n), _estimators(terms[3:].sum(axis=1), n)
-    sums = _resampled_sums(terms, resamples, seed)  # [6, resamples]
+    sums = resampled_sums(terms, resamples, seed)  # [6, resamples]
     samples = _estimators(sums[:3], n), _estimators(sums[3:], n)
     return PairedEstimates(
         target=_estimates(point[0], samples[0], level),
@@ -145,8 +147,8 @@ def mean_estimate(
     values: np.ndarray, *, resamples: int = 1000, level: float = 0.95, seed: int = 0
 ) -> Estimate:
     """The mean of `values` with its bootstrap interval (e.g. a policy's on-policy value from its own log)."""
-    samples = _resampled_sums(values[None, :], resamples, seed)[0] / len(values)
-    return Estimate(float(values.mean()), *_interval(samples, level))
+    samples = resampled_sums(values[None, :], resamples, seed)[0] / len(values)
+    return Estimate(float(values.mean()), *percentile_interval(samples, level))
 
 
 def _decision_terms(logged: LoggedDecisions, target: np.ndarray, predicted_reward: np.ndarray) -> np.ndarray:
@@ -174,30 +176,9 @@ def _estimators(sums: np.ndarray, n: int) -> np.ndarray:
 
 def _estimates(point: np.ndarray, samples: np.ndarray, level: float) -> dict[str, Estimate]:
     return {
-        name: Estimate(float(point[i]), *_interval(samples[i], level)) for i, name in enumerate(ESTIMATORS)
+        name: Estimate(float(point[i]), *percentile_interval(samples[i], level))
+        for i, name in enumerate(ESTIMATORS)
     }
-
-
-def _resampled_sums(columns: np.ndarray, resamples: int, seed: int) -> np.ndarray:
-    """[columns, resamples] the sum of each row of `columns` ([columns, n]) over the same bootstrap
-    resamples of the n decisions (drawn as multinomial counts, a chunk of resamples at a time to bound
-    memory)."""
-    n = columns.shape[1]
-    rng = np.random.default_rng(seed)
-    parts = []
-    chunk = max(1, min(resamples, 20_000_000 // max(n, 1)))
-    for start in range(0, resamples, chunk):
-        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=min(chunk, resamples - start))  # [size, n]
-        parts.append(counts.astype(np.float64) @ columns.T)  # [size, columns]
-    return np.concatenate(parts).T
-
-
-def _interval(samples: np.ndarray, level: float) -> tuple[float, float]:
-    tail = (1.0 - level) / 2 * 100
-    if np.isnan(samples).all():
-        return float("nan"), float("nan")
-    low, high = np.nanpercentile(samples, [tail, 100 - tail])
-    return float(low), float(high)
 
 
 def constant_policy(action: int, n: int, num_actions: int) -> np.ndarray:
