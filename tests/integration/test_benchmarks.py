@@ -108,3 +108,37 @@ def test_rejects_benchmark_prints_both_inputs_and_summary(tmp_path: Path) -> Non
     assert summary["median_ratio"] > 0
     assert summary["median_cpu_ratio"] > 0
     assert isinstance(summary["meets_target"], bool)
+
+
+@pytest.mark.slow
+def test_sequence_vs_trees_benchmark_prints_runs_and_pooled_summary(shared_data: Path) -> None:
+    script = REPO_ROOT / "benchmarks" / "sequence_vs_trees.py"
+    scale = ["--sample-customers", "300", "--max-epochs", "1", "--seeds", "2"]
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            "--dataset",
+            "cdnow",
+            "--ablation",
+            "--data-dir",
+            str(shared_data),
+            *scale,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    runs = [(line["variant"], line["seed"], line["head"]) for line in lines[:-1]]
+    assert runs == [(variant, seed, "churn") for variant in ("original", "shuffled") for seed in (0, 1)]
+    for line in lines[:-1]:
+        diff = line["roc_auc_diff"]
+        assert diff["low"] <= diff["value"] <= diff["high"]
+        assert diff["value"] == pytest.approx(line["roc_auc"]["sequence"] - line["roc_auc"]["gbt"], abs=2e-4)
+    summary = lines[-1]["summary"]["cdnow"]
+    assert summary["original"]["seeds"] == summary["shuffled"]["seeds"] == 2
+    pooled = summary["original"]["log_loss_diff"]
+    assert pooled["low"] <= pooled["value"] <= pooled["high"]
+    assert set(summary["sequence_auc_lost_to_shuffling"]) == {"mean", "min", "max"}

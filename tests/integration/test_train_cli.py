@@ -113,13 +113,20 @@ def test_an_epoch_is_tracked_in_mlflow_and_registered(
     ]
     catalog = ["--export.catalog", str(REPO_ROOT / "configs" / "catalogs" / "demo.yaml")]
     assert main(["train", "--config", str(config), *data_args(world, config), *limits, *catalog]) == 0
-    assert "test split, calibrated sequence model vs baselines" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "test split, calibrated sequence model vs baselines" in printed
+    assert "sequence - gbt" in printed
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("nextbest").experiment_id])
     (run,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert "val/loss" in run.data.metrics
     assert "test/action_conversion/auroc" in run.data.metrics
     assert "test/scored/action_conversion/roc_auc" in run.data.metrics
+    compared = run.data.metrics
+    assert (
+        compared["test/compare/gbt/action_conversion/roc_auc_low"]
+        <= compared["test/compare/gbt/action_conversion/roc_auc_high"]
+    )
     assert run.data.params["learning_rate"] == "0.002"
     assert int(run.data.params["dataset.test_examples"]) > 0
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}

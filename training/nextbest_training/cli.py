@@ -23,7 +23,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 
 from nextbest.registry import tracking_uri
 from nextbest_training.data import JourneyDataModule
-from nextbest_training.export import ExportResult, ExportSettings, export_run
+from nextbest_training.export import SEQUENCE_MODEL, ExportResult, ExportSettings, export_run
 from nextbest_training.module import JourneyModule
 
 # LightningCLI itself calls jsonargparse APIs that jsonargparse now deprecates; users can do nothing about it.
@@ -87,7 +87,18 @@ def trainer_defaults() -> dict[str, Any]:
 
 def train(args: Sequence[str]) -> int:
     """Fit, test the best checkpoint's weights on the held-out groups, then calibrate, compare with the
-    baselines and register the model (`export_run`)."""
+    baselines and register the model (`export_run`); prints the comparison."""
+    exported = fit_and_export(args)
+    if exported is None:
+        print("nextbest train: no MLflow run (fast_dev_run or another logger): the model is not exported")
+    else:
+        print(format_export(*exported))
+    return 0
+
+
+def fit_and_export(args: Sequence[str]) -> tuple[ExportResult, str] | None:
+    """The config run of `train` without the printing: what `export_run` did and the MLflow run id, or None
+    when there is no MLflow run to export to (`fast_dev_run`, another logger)."""
     # Raised inside Lightning by torch 2.13 on every step; nothing a user can act on.
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     with _command_line("nextbest train", args):
@@ -112,8 +123,7 @@ def train(args: Sequence[str]) -> int:
     # Lightning sets `fast_dev_run` on the trainer at run time; its class does not declare it.
     fast_dev_run = getattr(cli.trainer, "fast_dev_run", False)
     if fast_dev_run or not isinstance(logger, MLFlowLogger) or logger.run_id is None:
-        print("nextbest train: no MLflow run (fast_dev_run or another logger): the model is not exported")
-        return 0
+        return None
     mlflow.set_tracking_uri(logger.experiment.tracking_uri)
     result = export_run(
         cli.model.network,
@@ -122,8 +132,7 @@ def train(args: Sequence[str]) -> int:
         logger.run_id,
         cli.datamodule.rules,
     )
-    print(format_export(result, logger.run_id))
-    return 0
+    return result, logger.run_id
 
 
 def format_export(result: ExportResult, run_id: str) -> str:
@@ -134,10 +143,33 @@ def format_export(result: ExportResult, run_id: str) -> str:
             figures = "  ".join(f"{k} {metrics[k]:.4f}" for k in ("roc_auc", "log_loss", "brier", "ece"))
             lines.append(f"  {name:<10} {head:<18} {figures}  (n={int(metrics['count']):,})")
     header = ["test split, calibrated sequence model vs baselines:"] if lines else []
+    lines += _format_comparisons(result)
     where = f"model logged to run {run_id}: {result.model_uri}"
     if result.version is not None:
         where += f"; registered version {result.version} ({', '.join(result.aliases)})"
     return "\n".join([*header, *lines, where])
+
+
+def _format_comparisons(result: ExportResult) -> list[str]:
+    """Per baseline and head, the sequence model's ROC-AUC and log loss minus the baseline's with their
+    95% paired intervals, and which model each interval calls better."""
+    lines = []
+    for baseline, heads in result.comparisons.items():
+        better = {
+            "model": f"{SEQUENCE_MODEL} better",
+            "baseline": f"{baseline} better",
+            "neither": "no difference",
+        }
+        for head, metrics in heads.items():
+            figures = "  ".join(
+                f"{name} {d.difference.value:+.4f} [{d.difference.low:+.4f}, {d.difference.high:+.4f}]"
+                f" {better[d.verdict]}"
+                for name, d in metrics.items()
+            )
+            lines.append(f"  {SEQUENCE_MODEL} - {baseline:<8} {head:<18} {figures}")
+    if lines:
+        lines.insert(0, "paired differences (95% bootstrap over test customers):")
+    return lines
 
 
 def _restore_best_weights(trainer: Trainer, module: LightningModule) -> None:

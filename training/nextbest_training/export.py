@@ -2,7 +2,9 @@
 
 All of it lands in the training run's MLflow record: the data set's description and vocabularies, the
 calibrated model's test metrics (`test/scored/<head>/<metric>`) beside each baseline's (one child run
-per baseline, same metric names, same test rows), ROC / precision-recall / reliability plots of every
+per baseline, same metric names, same test rows), the sequence model's ROC-AUC and log loss minus each
+baseline's with a paired bootstrap interval over test customers (`test/compare/<baseline>/<head>/
+<metric>_diff`, `_low`, `_high`), ROC / precision-recall / reliability plots of every
 model together, and the pyfunc model, registered with alias `challenger` (and `champion` when the name
 has none yet).
 """
@@ -21,7 +23,7 @@ from mlflow import MlflowClient
 
 from nextbest.decisioning.catalog import ActionCatalog
 from nextbest.discovery.summary import DiscoveryOptions, summarise, write_report
-from nextbest.evaluation import evaluate_binary
+from nextbest.evaluation import PairedDifference, evaluate_binary, paired_differences
 from nextbest.journeys.labels import LabelRules
 from nextbest.model.calibration import CalibrationKind, Calibrator, NoCalibration, fit_calibrator
 from nextbest.model.heads import HEADS, OUTCOMES, Head
@@ -36,6 +38,8 @@ from nextbest_training.data import PreparedData
 from nextbest_training.plots import evaluation_figure
 
 SEQUENCE_MODEL = "sequence"
+# Bootstrap resamples of the test customers behind each paired comparison with a baseline.
+COMPARISON_RESAMPLES = 1000
 # The input example logged with the model: one real test request, its history cut to this many events.
 EXAMPLE_EVENTS = 20
 
@@ -74,9 +78,11 @@ class ExportSettings:
 
 @dataclass
 class ExportResult:
-    """What `export_run` did: the test metrics per model and head, and the registered version."""
+    """What `export_run` did: the test metrics per model and head, the sequence model's paired
+    differences with each baseline (per baseline, head and metric), and the registered version."""
 
     metrics: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    comparisons: dict[str, dict[str, dict[str, PairedDifference]]] = field(default_factory=dict)
     model_uri: str = ""
     version: str | None = None
     aliases: list[str] = field(default_factory=list)
@@ -110,7 +116,7 @@ def export_run(
     with mlflow.start_run(run_id=run_id):
         _log_dataset(prepared)
         if len(prepared.splits["test"]):
-            result.metrics = _compare_on_test(scorer, prepared, settings.baselines)
+            result.metrics, result.comparisons = _compare_on_test(scorer, prepared, settings.baselines)
         info = log_model(
             scorer,
             _input_example(prepared),
@@ -190,7 +196,7 @@ def _take(arrays: Mapping[str, np.ndarray], rows: np.ndarray) -> dict[str, np.nd
 
 def _compare_on_test(
     scorer: JourneyScorer, prepared: PreparedData, baselines: list[BaselineKind]
-) -> dict[str, dict[str, dict[str, float]]]:
+) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, dict[str, dict[str, PairedDifference]]]]:
     test = prepared.splits["test"]
     labels = _take(prepared.examples.labels, test)
     decision_action = prepared.examples.decision_action[test]
@@ -209,13 +215,52 @@ def _compare_on_test(
         ):
             mlflow.log_params({"baseline": kind, "features": "history aggregates + action taken"})
             _log_metrics(metrics[kind])
+    groups = np.asarray(prepared.examples.groups.to_numpy(zero_copy_only=False))[test]
+    comparisons: dict[str, dict[str, dict[str, PairedDifference]]] = {
+        kind: _paired_with(observed, kind, labels, decision_action, groups) for kind in baselines
+    }
+    _log_comparisons(comparisons)
     for head in HEADS:
         outcome = labels[head.outcome]
         known = head.rows(decision_action) & ~np.isnan(outcome)
         if len(np.unique(outcome[known])) == 2:
             curves = {name: (outcome[known], probs[head.outcome][known]) for name, probs in observed.items()}
             mlflow.log_figure(evaluation_figure(f"test: {head.name}", curves), f"plots/test_{head.name}.png")
-    return metrics
+    return metrics, comparisons
+
+
+def _paired_with(
+    observed: Mapping[str, Mapping[str, np.ndarray]],
+    baseline: str,
+    labels: Mapping[str, np.ndarray],
+    decision_action: np.ndarray,
+    groups: np.ndarray,
+) -> dict[str, dict[str, PairedDifference]]:
+    """Per head, the sequence model's paired differences with `baseline` on the head's labelled rows
+    (heads the baseline gives no probability for omitted), customers resampled by their split group."""
+    paired = {}
+    for head in HEADS:
+        outcome = labels[head.outcome]
+        rows = head.rows(decision_action) & ~np.isnan(outcome)
+        ours, theirs = observed[SEQUENCE_MODEL][head.outcome][rows], observed[baseline][head.outcome][rows]
+        if rows.any() and not np.isnan(theirs).any():
+            paired[head.name] = paired_differences(
+                outcome[rows], ours, theirs, groups[rows], resamples=COMPARISON_RESAMPLES
+            )
+    return paired
+
+
+def _log_comparisons(comparisons: Mapping[str, Mapping[str, Mapping[str, PairedDifference]]]) -> None:
+    mlflow.log_metrics(
+        {
+            f"test/compare/{baseline}/{head}/{name}_{part}": value
+            for baseline, heads in comparisons.items()
+            for head, metrics in heads.items()
+            for name, paired in metrics.items()
+            for part, value in zip(("diff", "low", "high"), paired.difference.to_dict().values(), strict=True)
+            if np.isfinite(value)
+        }
+    )
 
 
 def _baseline_probabilities(kind: BaselineKind, prepared: PreparedData) -> dict[str, np.ndarray]:
