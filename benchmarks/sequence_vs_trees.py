@@ -53,6 +53,7 @@ from nextbest.adapters.criteo import read_criteo
 from nextbest.data.schema import UTC_US
 from nextbest.evaluation import PairedDifference, pool_seeds
 from nextbest_training.cli import fit_and_export
+from nextbest_training.export import SEQUENCE_MODEL, ExportResult
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TREES = "gbt"
@@ -91,21 +92,15 @@ def default_data_dir() -> Path:
 
 def sample_groups(ds: ConvertedDataset, group_column: str, keep: int | None) -> ConvertedDataset:
     """The data of `keep` groups drawn at random (all of them when None or more than there are)."""
-    groups = (ds.customers if group_column != "customer_id" and ds.customers is not None else ds.labels)[
-        group_column
-    ]
-    distinct = pc.unique(groups.combine_chunks())
+    owners = ds.labels if group_column == "customer_id" else ds.customers
+    if owners is None:
+        raise SystemExit(f"the converter returned no customers table: no {group_column} to sample by")
+    groups = owners[group_column].combine_chunks()
+    distinct = pc.unique(groups)
     if keep is None or keep >= len(distinct):
         return ds
     chosen = distinct.take(pa.array(np.random.default_rng(0).permutation(len(distinct))[:keep]))
-    if group_column == "customer_id":
-        customer_ids = chosen
-    else:
-        assert ds.customers is not None
-        customer_ids = ds.customers.filter(pc.is_in(ds.customers[group_column], value_set=chosen))[
-            "customer_id"
-        ]
-    ids = customer_ids.combine_chunks() if isinstance(customer_ids, pa.ChunkedArray) else customer_ids
+    ids = owners.filter(pc.is_in(groups, value_set=chosen))["customer_id"].combine_chunks()
 
     def kept(table: pa.Table) -> pa.Table:
         return table.filter(pc.is_in(table["customer_id"], value_set=ids))
@@ -141,8 +136,10 @@ def shuffle_histories(events: pa.Table, labels: pa.Table, seed: int) -> pa.Table
     return events.set_column(column, "timestamp", pa.array(shuffled).cast(UTC_US))
 
 
-def train_once(dataset: str, folder: Path, seed: int, max_epochs: int | None, work: Path) -> dict[str, Any]:
-    """One config run on the converted tables in `folder`; the export's metrics and comparisons."""
+def train_once(
+    dataset: str, folder: Path, seed: int, max_epochs: int | None, work: Path
+) -> tuple[ExportResult, float]:
+    """One config run on the converted tables in `folder`: what its export did, and its seconds."""
     spec = DATASETS[dataset]
     args = ["--config", str(spec.config), "--seed_everything", str(seed), "--data.seed", str(seed)]
     args += [f"--data.{name}={folder / f'{name}.parquet'}" for name in ("events", "labels")]
@@ -157,51 +154,49 @@ def train_once(dataset: str, folder: Path, seed: int, max_epochs: int | None, wo
         exported = fit_and_export(args)
     if exported is None:
         raise SystemExit(f"{dataset}: the training run exported nothing (no MLflow run)")
-    result, _ = exported
-    return {"result": result, "seconds": time.perf_counter() - started}
+    return exported[0], time.perf_counter() - started
 
 
 def measurement(
-    dataset: str, variant: str, seed: int, head: str, run: dict[str, Any]
+    dataset: str, variant: str, seed: int, head: str, result: ExportResult, seconds: float
 ) -> tuple[dict[str, Any], dict[str, PairedDifference]]:
     """The JSON line of one run's head, and its paired differences (for pooling)."""
-    result = run["result"]
     paired = result.comparisons[TREES][head]
     line: dict[str, Any] = {"dataset": dataset, "variant": variant, "seed": seed, "head": head}
     for metric, d in paired.items():
-        line[metric] = {"sequence": round(d.model, 4), TREES: round(d.baseline, 4)}
+        line[metric] = {SEQUENCE_MODEL: round(d.model, 4), TREES: round(d.baseline, 4)}
         line[f"{metric}_diff"] = {k: round(v, 4) for k, v in d.difference.to_dict().items()}
-    line["test_rows"] = int(result.metrics["sequence"][head]["count"])
-    line["train_s"] = round(run["seconds"], 1)
+    line["test_rows"] = int(result.metrics[SEQUENCE_MODEL][head]["count"])
+    line["train_s"] = round(seconds, 1)
     return line, paired
 
 
 def summarise(
     lines: list[dict[str, Any]], pooled: dict[tuple[str, str], dict[str, list[PairedDifference]]]
-) -> dict:
-    """Per data set and variant, mean metrics, the pooled paired difference; and what shuffling costs."""
+) -> dict[str, Any]:
+    """Per data set and variant: each model's metrics over the seeds (mean, min, max) and the pooled paired
+    difference; with the ablation, the AUC each model loses to shuffling (per seed, same test rows)."""
     summary: dict[str, Any] = {}
     for (dataset, variant), metrics in pooled.items():
-        runs = [line for line in lines if (line["dataset"], line["variant"]) == (dataset, variant)]
+        runs = _runs(lines, dataset, variant)
         entry: dict[str, Any] = {
             "seeds": len(runs),
             "head": runs[0]["head"],
             "test_rows": runs[0]["test_rows"],
         }
         for metric, differences in metrics.items():
-            values = {m: [line[metric][m] for line in runs] for m in ("sequence", TREES)}
-            entry[metric] = {m: _mean_range(v) for m, v in values.items()}
+            entry[metric] = {m: _mean_range([r[metric][m] for r in runs]) for m in (SEQUENCE_MODEL, TREES)}
             entry[f"{metric}_diff"] = {k: round(v, 4) for k, v in pool_seeds(differences).to_dict().items()}
         summary.setdefault(dataset, {})[variant] = entry
     for dataset, variants in summary.items():
         if "shuffled" in variants:
-            drop = [
-                a["roc_auc"]["sequence"] - b["roc_auc"]["sequence"]
-                for a, b in zip(
-                    _runs(lines, dataset, "original"), _runs(lines, dataset, "shuffled"), strict=True
-                )
-            ]
-            variants["sequence_auc_lost_to_shuffling"] = _mean_range(drop)
+            pairs = list(
+                zip(_runs(lines, dataset, "original"), _runs(lines, dataset, "shuffled"), strict=True)
+            )
+            variants["auc_lost_to_shuffling"] = {
+                m: _mean_range([a["roc_auc"][m] - b["roc_auc"][m] for a, b in pairs])
+                for m in (SEQUENCE_MODEL, TREES)
+            }
     return summary
 
 
@@ -237,8 +232,8 @@ def run(args: argparse.Namespace) -> int:
                 folder = work / dataset / variant
                 write_dataset(data, folder)
                 for seed in range(args.seeds):
-                    trained = train_once(dataset, folder, seed, args.max_epochs, work)
-                    line, paired = measurement(dataset, variant, seed, spec.head, trained)
+                    result, seconds = train_once(dataset, folder, seed, args.max_epochs, work)
+                    line, paired = measurement(dataset, variant, seed, spec.head, result, seconds)
                     print(json.dumps(line), flush=True)
                     lines.append(line)
                     for metric, d in paired.items():

@@ -141,4 +141,4 @@ def test_sequence_vs_trees_benchmark_prints_runs_and_pooled_summary(shared_data:
     assert summary["original"]["seeds"] == summary["shuffled"]["seeds"] == 2
     pooled = summary["original"]["log_loss_diff"]
     assert pooled["low"] <= pooled["value"] <= pooled["high"]
-    assert set(summary["sequence_auc_lost_to_shuffling"]) == {"mean", "min", "max"}
+    assert set(summary["auc_lost_to_shuffling"]["sequence"]) == {"mean", "min", "max"}
