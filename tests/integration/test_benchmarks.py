@@ -112,25 +112,10 @@ def test_rejects_benchmark_prints_both_inputs_and_summary(tmp_path: Path) -> Non
 
 @pytest.mark.slow
 def test_sequence_vs_trees_benchmark_prints_runs_and_pooled_summary(shared_data: Path) -> None:
-    script = REPO_ROOT / "benchmarks" / "sequence_vs_trees.py"
     scale = ["--sample-customers", "300", "--max-epochs", "1", "--seeds", "2"]
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(script),
-            "--dataset",
-            "cdnow",
-            "--ablation",
-            "--data-dir",
-            str(shared_data),
-            *scale,
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    lines = run_benchmark(
+        "sequence_vs_trees.py", "--dataset", "cdnow", "--ablation", "--data-dir", str(shared_data), *scale
     )
-    lines = [json.loads(line) for line in result.stdout.splitlines()]
     runs = [(line["variant"], line["seed"], line["head"]) for line in lines[:-1]]
     assert runs == [(variant, seed, "churn") for variant in ("original", "shuffled") for seed in (0, 1)]
     for line in lines[:-1]:
