@@ -25,6 +25,7 @@ from nextbest.scoring.tables import records_from_tables
 from nextbest.simulate import SimulationConfig, simulate, write_world
 from tests.integration.conftest import registered_world
 from tests.unit.test_scoring import make_scorer
+from tests.unit.test_stacking import make_hybrid
 
 pytestmark = pytest.mark.integration
 
@@ -63,6 +64,31 @@ def test_logged_model_loads_by_alias_and_scores_like_the_scorer(
     second = log_model(scorer, records[:1], registered_model_name="nextbest")
     assert assign_aliases(registry, "nextbest", str(second.registered_model_version)) == ["challenger"]
     assert str(registry.get_model_version_by_alias("nextbest", "champion").version) == "1"
+
+
+def test_a_logged_hybrid_loads_with_its_trees_and_scores_like_the_scorer(
+    registry: mlflow.MlflowClient, tmp_path: Path
+) -> None:
+    """The hybrid travels in the same pyfunc: trees and blends come back, and online records and batch
+    tables score exactly as the in-memory hybrid."""
+    world = simulate(SimulationConfig(n_customers=120, seed=5))
+    log = load_events(world.events)
+    hybrid = make_hybrid(log, world.customers)
+    records = records_from_tables(log, requests_at_end(log).slice(0, 25), world.customers)
+    with mlflow.start_run():
+        info = log_model(hybrid, records[:1], registered_model_name="nextbest")
+    restored = load_scorer(f"models:/nextbest/{info.registered_model_version}")
+    assert restored.stacking is not None
+    assert restored.stacking.blends == (hybrid.stacking.blends if hybrid.stacking else {})
+    answers = mlflow.pyfunc.load_model(info.model_uri).predict(
+        [r.model_dump() for r in records], params={"model_version": "1"}
+    )
+    assert [a.model_dump() for a in answers] == [e.model_dump() for e in score_records(hybrid, records, "1")]
+    requests = requests_at_end(log)
+    np.testing.assert_array_equal(
+        restored.score(log, requests, world.customers).action_p_conversion,
+        hybrid.score(log, requests, world.customers).action_p_conversion,
+    )
 
 
 def test_score_command_writes_the_batch_output(

@@ -12,6 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from nextbest.cli import main
+from nextbest.model import HEADS
+from nextbest.scoring.pyfunc import load_scorer
 from nextbest.simulate import SimulationConfig, simulate, write_world
 from nextbest_training.cli import NextbestCLI, trainer_defaults
 from nextbest_training.data import JourneyDataModule
@@ -92,6 +94,30 @@ def test_fast_dev_run_through_the_cli(world: Path) -> None:
     config = REPO_ROOT / "configs" / "demo.yaml"
     rc = main(["train", "--config", str(config), *data_args(world, config), "--trainer.fast_dev_run", "2"])
     assert rc == 0
+
+
+@pytest.mark.slow
+def test_a_hybrid_run_exports_the_stacked_model_and_compares_the_network_beside_it(
+    world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = REPO_ROOT / "configs" / "demo.yaml"
+    short = [
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "2",
+        "--trainer.limit_val_batches",
+        "2",
+    ]
+    export = ["--export.hybrid", "true", "--export.baselines", "[]", "--export.journey_report", "false"]
+    assert main(["train", "--config", str(config), *data_args(world, config), *short, *export]) == 0
+    table = capsys.readouterr().out
+    assert "  hybrid " in table
+    assert "  sequence " in table
+    scorer = load_scorer("models:/nextbest@champion")
+    assert scorer.stacking is not None
+    assert set(scorer.stacking.blends) <= {head.name for head in HEADS}
+    assert scorer.metadata["stacking"] == "gbt"
 
 
 @pytest.mark.slow

@@ -1,16 +1,17 @@
 """After training: calibrate, compare with the baselines, log the evidence, register the deployable model.
 
 All of it lands in the training run's MLflow record: the data set's description and vocabularies, the
-calibrated model's test metrics (`test/scored/<head>/<metric>`) beside each baseline's (one child run
-per baseline, same metric names, same test rows), the sequence model's ROC-AUC and log loss minus each
-baseline's with a paired bootstrap interval over test customers (`test/compare/<baseline>/<head>/
-<metric>_diff`, `_low`, `_high`), ROC / precision-recall / reliability plots of every
-model together, and the pyfunc model, registered with alias `challenger` (and `champion` when the name
+exported model's test metrics (`test/scored/<head>/<metric>`) beside those of the network alone when the
+hybrid is exported and of each baseline (one child run each, same metric names, same test rows), each of
+our models' ROC-AUC and log loss minus every later model's with a paired bootstrap interval over test
+customers (`test/compare/<model>_vs_<reference>/<head>/<metric>_diff`, `_low`, `_high`), ROC /
+precision-recall / reliability plots of every model together, and the pyfunc model, registered with alias `challenger` (and `champion` when the name
 has none yet).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from nextbest.journeys.labels import LabelRules
 from nextbest.model.calibration import CalibrationKind, Calibrator, NoCalibration, fit_calibrator
 from nextbest.model.heads import HEADS, OUTCOMES, Head
 from nextbest.model.network import JourneyNetwork
+from nextbest.model.stacking import Stacking
 from nextbest.registry import MODEL_NAME, assign_aliases
 from nextbest.scoring.pyfunc import log_model
 from nextbest.scoring.schemas import ScoringRequest
@@ -36,9 +38,11 @@ from nextbest.scoring.tables import records_from_tables
 from nextbest_training.baselines import BaselineKind, BaselineModel
 from nextbest_training.data import PreparedData
 from nextbest_training.plots import evaluation_figure
+from nextbest_training.stacking import fit_blend, fit_trees, tree_features
 
 SEQUENCE_MODEL = "sequence"
-# Bootstrap resamples of the test customers behind each paired comparison with a baseline.
+HYBRID_MODEL = "hybrid"
+# Bootstrap resamples of the test customers behind each paired comparison.
 COMPARISON_RESAMPLES = 1000
 # The input example logged with the model: one real test request, its history cut to this many events.
 EXAMPLE_EVENTS = 20
@@ -56,6 +60,8 @@ class ExportSettings:
         catalog: action catalog (YAML) packaged with the model; None: every action, value 1, cost 0.
         journey_report: log the journey discovery report of the training events (`nextbest journeys`,
             with the trained model's moments of truth and segments) to the run, under `journeys/`.
+        hybrid: export the network stacked with gradient-boosted trees on its history block (`fit_hybrid`)
+            instead of the network alone, which is still compared on the test split beside it.
     """
 
     def __init__(
@@ -66,23 +72,30 @@ class ExportSettings:
         model_name: str = MODEL_NAME,
         catalog: str | None = None,
         journey_report: bool = True,
+        hybrid: bool = False,
     ) -> None:
         self.calibration = calibration
         self.journey_report = journey_report
         self.baselines = list(baselines or [])
         self.register = register
         self.model_name = model_name
+        self.hybrid = hybrid
         # Read now, when the CLI builds the config, so that a bad catalog fails before training.
         self.catalog = None if catalog is None else ActionCatalog.from_yaml(catalog)
 
 
+# Per head and metric ("roc_auc", "log_loss"), one model's paired difference with another.
+HeadComparisons = dict[str, dict[str, PairedDifference]]
+
+
 @dataclass
 class ExportResult:
-    """What `export_run` did: the test metrics per model and head, the sequence model's paired
-    differences with each baseline (per baseline, head and metric), and the registered version."""
+    """What `export_run` did: the test metrics per model and head, the paired differences per (model,
+    reference) pair (the hybrid with the network and the baselines, the network with the baselines), and
+    the registered version."""
 
     metrics: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
-    comparisons: dict[str, dict[str, dict[str, PairedDifference]]] = field(default_factory=dict)
+    comparisons: dict[tuple[str, str], HeadComparisons] = field(default_factory=dict)
     model_uri: str = ""
     version: str | None = None
     aliases: list[str] = field(default_factory=list)
@@ -112,18 +125,22 @@ def export_run(
         _take(prepared.examples.labels, validation),
         prepared.examples.decision_action[validation],
     )
+    compared = {SEQUENCE_MODEL: scorer}
+    if settings.hybrid:
+        compared = {HYBRID_MODEL: fit_hybrid(scorer, prepared), **compared}
+    exported = next(iter(compared.values()))
     result = ExportResult()
     with mlflow.start_run(run_id=run_id):
         _log_dataset(prepared)
         if len(prepared.splits["test"]):
-            result.metrics, result.comparisons = _compare_on_test(scorer, prepared, settings.baselines)
+            result.metrics, result.comparisons = _compare_on_test(compared, prepared, settings.baselines)
         info = log_model(
-            scorer,
+            exported,
             _input_example(prepared),
             registered_model_name=settings.model_name if settings.register else None,
         )
         if settings.journey_report:
-            _log_journey_report(prepared, scorer, rules or LabelRules())
+            _log_journey_report(prepared, exported, rules or LabelRules())
     result.model_uri = info.model_uri
     if settings.register and info.registered_model_version is not None:
         result.version = str(info.registered_model_version)
@@ -142,16 +159,61 @@ def fit_head_calibrators(
     without both classes among its labelled rows keeps the plain sigmoid."""
     calibrators: dict[str, Calibrator] = {}
     for head in HEADS:
-        rows = head.rows(decision_action)
-        values = logits[head.name]
-        if head.per_action:
-            values = at_taken_action(values, decision_action)
-        outcome = labels[head.outcome][rows]
-        if len(np.unique(outcome[~np.isnan(outcome)])) == 2:
-            calibrators[head.name] = fit_calibrator(kind, values[rows], outcome)
+        values, outcome = _on_head_rows(head, logits, labels, decision_action)
+        if _both_classes(outcome):
+            calibrators[head.name] = fit_calibrator(kind, values, outcome)
         else:
             calibrators[head.name] = NoCalibration()
     return calibrators
+
+
+def fit_hybrid(scorer: JourneyScorer, prepared: PreparedData) -> JourneyScorer:
+    """`scorer` stacked with gradient-boosted trees on its history block and the action taken.
+
+    The trees are fitted on the training split, like the network; each head's blend of the two logits on
+    the validation split, which neither saw. A blend is a logistic regression fitted there, so it is the
+    stacked head's calibration: the network's calibrator stays only on heads left without a blend.
+    """
+    examples, journeys = prepared.examples, prepared.journeys
+    train, validation = prepared.splits["train"], prepared.splits["validation"]
+    history = journeys.static["history"]
+    features = tree_features(history, examples.decision_action, len(examples.actions))
+    stacking = Stacking(fit_trees(features[train], _take(examples.labels, train)), {}, len(examples.actions))
+    network = scorer.logits(journeys, validation)
+    trees = stacking.tree_logits(history[validation])
+    labels = _take(examples.labels, validation)
+    decision_action = examples.decision_action[validation]
+    blends = {}
+    for head in HEADS:
+        if head.name not in trees:
+            continue
+        from_network, outcome = _on_head_rows(head, network, labels, decision_action)
+        from_trees, _ = _on_head_rows(head, trees, labels, decision_action)
+        if _both_classes(outcome):
+            blends[head.name] = fit_blend(from_network, from_trees, outcome)
+    calibrators = {h: c for h, c in scorer.calibrators.items() if h not in blends}
+    stacking = dataclasses.replace(stacking, blends=blends)
+    metadata = {**scorer.metadata, "stacking": "gbt"}
+    return dataclasses.replace(scorer, calibrators=calibrators, metadata=metadata, stacking=stacking)
+
+
+def _on_head_rows(
+    head: Head,
+    logits: Mapping[str, np.ndarray],
+    labels: Mapping[str, np.ndarray],
+    decision_action: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A head's logits and labels on the rows it is fitted on (`Head.rows`); per-action heads' logits are
+    read at the action taken."""
+    rows = head.rows(decision_action)
+    values = logits[head.name]
+    if head.per_action:
+        values = at_taken_action(values, decision_action)
+    return values[rows], labels[head.outcome][rows]
+
+
+def _both_classes(labels: np.ndarray) -> bool:
+    return len(np.unique(labels[~np.isnan(labels)])) == 2
 
 
 def observed_action_probabilities(
@@ -195,19 +257,31 @@ def _take(arrays: Mapping[str, np.ndarray], rows: np.ndarray) -> dict[str, np.nd
 
 
 def _compare_on_test(
-    scorer: JourneyScorer, prepared: PreparedData, baselines: list[BaselineKind]
-) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, dict[str, dict[str, PairedDifference]]]]:
+    scorers: Mapping[str, JourneyScorer], prepared: PreparedData, baselines: list[BaselineKind]
+) -> tuple[dict[str, dict[str, dict[str, float]]], dict[tuple[str, str], HeadComparisons]]:
+    """Test metrics of `scorers` (the exported model first: its metrics land in the run itself; the others
+    get a child run each) and of the baselines (a child run each), and each scorer's paired differences
+    with every model after it."""
     test = prepared.splits["test"]
     labels = _take(prepared.examples.labels, test)
     decision_action = prepared.examples.decision_action[test]
-    probabilities = scorer.probabilities(scorer.logits(prepared.journeys, test))
-    observed = {SEQUENCE_MODEL: observed_action_probabilities(probabilities, decision_action)}
+    observed = {
+        name: observed_action_probabilities(
+            scorer.probabilities(scorer.logits(prepared.journeys, test)), decision_action
+        )
+        for name, scorer in scorers.items()
+    }
     for kind in baselines:
         observed[kind] = _baseline_probabilities(kind, prepared)
     metrics = {name: head_metrics(probs, labels, decision_action) for name, probs in observed.items()}
-    _log_metrics(metrics[SEQUENCE_MODEL])
+    exported, *others = scorers
+    _log_metrics(metrics[exported])
     parent = mlflow.active_run()
     assert parent is not None
+    for name in others:
+        with mlflow.start_run(run_name=name, nested=True, experiment_id=parent.info.experiment_id):
+            mlflow.log_params({"model": name})
+            _log_metrics(metrics[name])
     for kind in baselines:
         # A nested run lands in the default experiment unless told otherwise.
         with mlflow.start_run(
@@ -216,8 +290,11 @@ def _compare_on_test(
             mlflow.log_params({"baseline": kind, "features": "history aggregates + action taken"})
             _log_metrics(metrics[kind])
     groups = np.asarray(prepared.examples.groups.to_numpy(zero_copy_only=False))[test]
-    comparisons: dict[str, dict[str, dict[str, PairedDifference]]] = {
-        kind: _paired_with(observed, kind, labels, decision_action, groups) for kind in baselines
+    names = [*scorers, *baselines]
+    comparisons = {
+        (model, reference): _paired(observed[model], observed[reference], labels, decision_action, groups)
+        for position, model in enumerate(scorers)
+        for reference in names[position + 1 :]
     }
     _log_comparisons(comparisons)
     for head in HEADS:
@@ -229,20 +306,21 @@ def _compare_on_test(
     return metrics, comparisons
 
 
-def _paired_with(
-    observed: Mapping[str, Mapping[str, np.ndarray]],
-    baseline: str,
+def _paired(
+    model: Mapping[str, np.ndarray],
+    reference: Mapping[str, np.ndarray],
     labels: Mapping[str, np.ndarray],
     decision_action: np.ndarray,
     groups: np.ndarray,
-) -> dict[str, dict[str, PairedDifference]]:
-    """Per head, the sequence model's paired differences with `baseline` on the head's labelled rows
-    (heads the baseline gives no probability for omitted), customers resampled by their split group."""
+) -> HeadComparisons:
+    """Per head, `model`'s paired differences with `reference` (probabilities per outcome) on the head's
+    labelled rows (heads the reference gives no probability for omitted), customers resampled by their
+    split group."""
     paired = {}
     for head in HEADS:
         outcome = labels[head.outcome]
         rows = head.rows(decision_action) & ~np.isnan(outcome)
-        ours, theirs = observed[SEQUENCE_MODEL][head.outcome][rows], observed[baseline][head.outcome][rows]
+        ours, theirs = model[head.outcome][rows], reference[head.outcome][rows]
         if rows.any() and not np.isnan(theirs).any():
             paired[head.name] = paired_differences(
                 outcome[rows], ours, theirs, groups[rows], resamples=COMPARISON_RESAMPLES
@@ -250,11 +328,11 @@ def _paired_with(
     return paired
 
 
-def _log_comparisons(comparisons: Mapping[str, Mapping[str, Mapping[str, PairedDifference]]]) -> None:
+def _log_comparisons(comparisons: Mapping[tuple[str, str], HeadComparisons]) -> None:
     mlflow.log_metrics(
         {
-            f"test/compare/{baseline}/{head}/{name}_{part}": value
-            for baseline, heads in comparisons.items()
+            f"test/compare/{model}_vs_{reference}/{head}/{name}_{part}": value
+            for (model, reference), heads in comparisons.items()
             for head, metrics in heads.items()
             for name, paired in metrics.items()
             for part, value in zip(("diff", "low", "high"), paired.difference.to_dict().values(), strict=True)

@@ -26,6 +26,7 @@ from nextbest.model.calibration import Calibrator, NoCalibration, calibrator_fro
 from nextbest.model.config import ModelConfig
 from nextbest.model.heads import HEADS
 from nextbest.model.network import JourneyNetwork
+from nextbest.model.stacking import Stacking
 
 WEIGHTS_FILE = "weights.pt"
 SCORER_FILE = "scorer.json"
@@ -69,6 +70,8 @@ class JourneyScorer:
         metadata: free-form facts about the model (training run, data), saved with it.
         catalog: the packaged action catalog (values, costs, rules); None: the default catalog (every
             action, value 1, cost 0).
+        stacking: the hybrid's trees and blends, which turn the network's logits into the hybrid's (the
+            calibrators then apply to those); None: the network alone.
     """
 
     network: JourneyNetwork
@@ -77,6 +80,7 @@ class JourneyScorer:
     calibrators: dict[str, Calibrator] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
     catalog: ActionCatalog | None = None
+    stacking: Stacking | None = None
 
     def __post_init__(self) -> None:
         self.network.eval()
@@ -86,6 +90,18 @@ class JourneyScorer:
             )
         if self.catalog is not None:
             self.check_catalog(self.catalog)
+        if self.stacking is not None:
+            self._check_stacking(self.stacking)
+
+    def _check_stacking(self, stacking: Stacking) -> None:
+        """The trees must read this encoder's history block and one column per action."""
+        width = self.encoder.history_dim + len(self.actions)
+        for outcome, trees in stacking.trees.items():
+            if trees.num_features != width:
+                raise ValueError(
+                    f"stacking.trees[{outcome!r}] reads {trees.num_features} features; this model's history "
+                    f"block and actions give {width}"
+                )
 
     def check_catalog(self, catalog: ActionCatalog) -> None:
         """Raises `CatalogError`, naming the entry, unless `catalog` ranks this model's actions with rules
@@ -106,12 +122,15 @@ class JourneyScorer:
         progress: bool = False,
     ) -> dict[str, np.ndarray]:
         """Uncalibrated logits of every head (by name) for the requests `indices` of `journeys` (all when
-        None): [N, A] for per-action heads, [N] for the others."""
+        None): [N, A] for per-action heads, [N] for the others; the hybrid's when the model is stacked."""
         outputs = self._outputs(journeys, indices, {h.name: h.output for h in HEADS}, batch_size, progress)
         for head in HEADS:  # an empty batch has no action axis to concatenate
             if not len(outputs[head.name]):
                 outputs[head.name] = np.zeros((0, len(self.actions)) if head.per_action else 0)
-        return outputs
+        if self.stacking is None:
+            return outputs
+        history = journeys.static["history"]
+        return self.stacking.combine(outputs, history if indices is None else history[indices])
 
     def embeddings(self, journeys: EncodedJourneys, *, batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
         """[N, d_model] the network's representation of each request (what its heads read)."""
@@ -199,6 +218,7 @@ class JourneyScorer:
             "calibrators": {head: c.to_dict() for head, c in self.calibrators.items()},
             "metadata": self.metadata,
             "catalog": None if self.catalog is None else self.catalog.to_dict(),
+            "stacking": None if self.stacking is None else self.stacking.to_dict(),
         }
         (path / SCORER_FILE).write_text(json.dumps(description, indent=1))
         return path
@@ -219,6 +239,10 @@ class JourneyScorer:
             catalog=None
             if description["catalog"] is None
             else ActionCatalog.from_dict(description["catalog"]),
+            # Scorers saved before the hybrid existed have no "stacking" entry: they are the network alone.
+            stacking=None
+            if description.get("stacking") is None
+            else Stacking.from_dict(description["stacking"]),
         )
 
 
