@@ -2,9 +2,11 @@
 (a tight loop, the one-client case) and with 256 requests (a micro-batch), against the network's forward
 pass on the same requests (the baseline: what no amount of request handling can save).
 
-    python benchmarks/scoring_calls.py [--customers 2000] [--repeats 7]
+    python benchmarks/scoring_calls.py [--customers 2000] [--repeats 7] [--hybrid-trees N]
 
-The model has the demo architecture and catalog, untrained (`demo_model.py`); requests are simulated
+The model has the demo architecture and catalog, untrained (`demo_model.py`), stacked with N trees per
+outcome with `--hybrid-trees N` (the network-only case then includes the trees, as the scorer's logits do);
+requests are simulated
 customers' last 100 events with their profiles. Each figure is the median over `--repeats` timed
 rounds, after a warm-up round. Prints one JSON object per case (`ms_per_call` wall-clock, `cpu_ms_per_call`,
 `requests_per_cpu_s`) and a summary with each case's share of its CPU time spent outside the network.
@@ -63,11 +65,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--customers", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--hybrid-trees", type=int, default=0, help="stack N trees per outcome (0: none)")
     args = parser.parse_args()
     torch.set_num_threads(1)  # one service worker's share of the machine
     world = simulate(SimulationConfig(n_customers=args.customers, seed=21))
     log = load_events(world.events)
-    scorer = demo_scorer(log, world.customers)
+    scorer = demo_scorer(log, world.customers, args.hybrid_trees)
     bodies = long_histories(log, world.customers, HISTORY)
     records = [ScoringRequest.model_validate(body) for body in bodies]
     summary = {}

@@ -1,9 +1,11 @@
 """Load test of the online service against a model-free BentoML service that parses the same payload.
 
     python benchmarks/serving_load.py [--requests 400] [--clients 8] [--batch 500] [--rounds 3]
+        [--hybrid-trees N]
 
 Both servers run as real processes (`nextbest serve`, `bentoml serve`) on this machine. The model has the
-demo architecture and catalog, untrained (`demo_model.py`), registered in a temporary MLflow store.
+demo architecture and catalog, untrained (`demo_model.py`; stacked with N trees per outcome with
+`--hybrid-trees N`), registered in a temporary MLflow store.
 Requests are simulated customers' last 100 events, with every catalog action a candidate.
 
 Both servers stay up while the measurements alternate between them, round after round; each figure is
@@ -42,11 +44,11 @@ REPO_ROOT = HERE.parent
 HISTORY = 100
 
 
-def register_demo_model(folder: Path) -> tuple[str, list[dict[str, Any]]]:
+def register_demo_model(folder: Path, hybrid_trees: int = 0) -> tuple[str, list[dict[str, Any]]]:
     """An untrained demo-architecture model registered as nextbest@champion, and request bodies."""
     world = simulate(SimulationConfig(n_customers=3000, seed=21))
     log = load_events(world.events)
-    uri = register(demo_scorer(log, world.customers), log, folder)
+    uri = register(demo_scorer(log, world.customers, hybrid_trees), log, folder)
     return uri, long_histories(log, world.customers, HISTORY)
 
 
@@ -133,12 +135,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--batch", type=int, default=500, help="customers per /rank_batch call")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of every measurement (medians kept)")
+    parser.add_argument("--hybrid-trees", type=int, default=0, help="stack N trees per outcome (0: none)")
     args = parser.parse_args(argv)
     bin_dir = Path(sys.executable).parent
     with tempfile.TemporaryDirectory() as scratch, ExitStack() as servers:
         folder = Path(scratch)
         os.chdir(folder)
-        uri, records = register_demo_model(folder)
+        uri, records = register_demo_model(folder, args.hybrid_trees)
         bodies = [json.dumps(r).encode() for r in records]
         env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "BENTOML_DO_NOT_TRACK": "true"}
         baseline_env = {**env, "BENTOML_HOME": str(folder / "bentoml-free"), "PYTHONPATH": str(HERE)}
