@@ -108,6 +108,7 @@ def test_a_hybrid_run_exports_the_stacked_model_and_compares_the_network_beside_
         "2",
         "--trainer.limit_val_batches",
         "2",
+        "--trainer.log_every_n_steps=1",
     ]
     export = ["--export.hybrid", "true", "--export.baselines", "[]", "--export.journey_report", "false"]
     assert main(["train", "--config", str(config), *data_args(world, config), *short, *export]) == 0
