@@ -5,8 +5,9 @@
 
 Each data set is converted with the project's adapter (`nextbest convert criteo|cdnow`) and trained with
 its config (`configs/criteo.yaml`, `configs/cdnow.yaml`) by the training command itself, its `export`
-comparing the calibrated sequence model with the trees (`gbt`: `BaselineModel` on the history aggregates)
-fitted on the same training split and scored on the same test rows.
+comparing the calibrated models (the network alone, `sequence`, and the model the config exports when that
+is the network stacked with trees, `hybrid`) with the trees (`gbt`: `BaselineModel` on the history
+aggregates) fitted on the same training split and scored on the same test rows.
 
 The split, per seed (the seed of the split and of the training alike):
 
@@ -16,7 +17,7 @@ The split, per seed (the seed of the split and of the training alike):
   purchases before it, so the test customers are held out by customer and their outcomes by time.
 
 The head compared is the one the issue asks about: conversion on criteo, churn on cdnow. Per seed and
-data set, the sequence model's ROC-AUC and log loss minus the trees', with a 95% paired
+data set, each model's ROC-AUC and log loss minus the trees', with a 95% paired
 bootstrap interval over test customers (`nextbest.evaluation.paired_differences`, as every training run
 logs); over the seeds, the mean difference with a two-level bootstrap interval over seeds and customers
 (`pool_seeds`). `--ablation` trains both again on shuffled events: within every history, the events
@@ -54,11 +55,13 @@ from nextbest.adapters.criteo import read_criteo
 from nextbest.data.schema import UTC_US
 from nextbest.evaluation import PairedDifference, pool_seeds
 from nextbest_training.cli import fit_and_export
-from nextbest_training.export import SEQUENCE_MODEL, ExportResult
+from nextbest_training.export import ExportResult
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TREES = "gbt"
 MICROS_PER_SECOND = 1_000_000
+# Per model compared with the trees and metric, its paired differences over the seeds.
+Pooled = dict[str, dict[str, list[PairedDifference]]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,34 +163,43 @@ def train_once(
 
 def measurement(
     dataset: str, variant: str, seed: int, head: str, result: ExportResult, seconds: float
-) -> tuple[dict[str, Any], dict[str, PairedDifference]]:
-    """The JSON line of one run's head, and its paired differences (for pooling)."""
-    paired = result.comparisons[TREES][head]
+) -> tuple[dict[str, Any], dict[str, dict[str, PairedDifference]]]:
+    """The JSON line of one run's head, and per model compared with the trees (the exported model and,
+    when that is the hybrid, the network alone) its paired differences (for pooling)."""
+    paired = {
+        model: heads[head] for (model, reference), heads in result.comparisons.items() if reference == TREES
+    }
     line: dict[str, Any] = {"dataset": dataset, "variant": variant, "seed": seed, "head": head}
-    for metric, d in paired.items():
-        line[metric] = {SEQUENCE_MODEL: round(d.model, 4), TREES: round(d.baseline, 4)}
-        line[f"{metric}_diff"] = {k: round(v, 4) for k, v in d.difference.to_dict().items()}
-    line["test_rows"] = int(result.metrics[SEQUENCE_MODEL][head]["count"])
+    for metric in next(iter(paired.values())):
+        line[metric] = {model: round(d[metric].model, 4) for model, d in paired.items()}
+        line[metric][TREES] = round(next(iter(paired.values()))[metric].baseline, 4)
+        line[f"{metric}_diff"] = {
+            model: {k: round(v, 4) for k, v in d[metric].difference.to_dict().items()}
+            for model, d in paired.items()
+        }
+    line["test_rows"] = int(result.metrics[TREES][head]["count"])
     line["train_s"] = round(seconds, 1)
     return line, paired
 
 
-def summarise(
-    lines: list[dict[str, Any]], pooled: dict[tuple[str, str], dict[str, list[PairedDifference]]]
-) -> dict[str, Any]:
-    """Per data set and variant: each model's metrics over the seeds (mean, min, max) and the pooled paired
-    difference; with the ablation, the AUC each model loses to shuffling (per seed, same test rows)."""
+def summarise(lines: list[dict[str, Any]], pooled: dict[tuple[str, str], Pooled]) -> dict[str, Any]:
+    """Per data set and variant: each model's metrics over the seeds (mean, min, max) and each of ours'
+    pooled paired difference with the trees; with the ablation, the AUC each model loses to shuffling (per
+    seed, same test rows)."""
     summary: dict[str, Any] = {}
-    for (dataset, variant), metrics in pooled.items():
+    for (dataset, variant), models in pooled.items():
         runs = _runs(lines, dataset, variant)
         entry: dict[str, Any] = {
             "seeds": len(runs),
             "head": runs[0]["head"],
             "test_rows": runs[0]["test_rows"],
         }
-        for metric, differences in metrics.items():
-            entry[metric] = {m: _mean_range([r[metric][m] for r in runs]) for m in (SEQUENCE_MODEL, TREES)}
-            entry[f"{metric}_diff"] = {k: round(v, 4) for k, v in pool_seeds(differences).to_dict().items()}
+        for metric in next(iter(models.values())):
+            entry[metric] = {m: _mean_range([r[metric][m] for r in runs]) for m in runs[0][metric]}
+            entry[f"{metric}_diff"] = {
+                model: {k: round(v, 4) for k, v in pool_seeds(differences[metric]).to_dict().items()}
+                for model, differences in models.items()
+            }
         summary.setdefault(dataset, {})[variant] = entry
     for dataset, variants in summary.items():
         if {"original", "shuffled"} <= variants.keys():
@@ -196,7 +208,7 @@ def summarise(
             )
             variants["auc_lost_to_shuffling"] = {
                 m: _mean_range([a["roc_auc"][m] - b["roc_auc"][m] for a, b in pairs])
-                for m in (SEQUENCE_MODEL, TREES)
+                for m in pairs[0][0]["roc_auc"]
             }
     return summary
 
@@ -217,7 +229,7 @@ def _mean_range(values: list[float]) -> dict[str, float]:
 
 def run(args: argparse.Namespace) -> int:
     lines: list[dict[str, Any]] = []
-    pooled: dict[tuple[str, str], dict[str, list[PairedDifference]]] = {}
+    pooled: dict[tuple[str, str], Pooled] = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
@@ -237,8 +249,10 @@ def run(args: argparse.Namespace) -> int:
                     line, paired = measurement(dataset, variant, seed, spec.head, result, seconds)
                     print(json.dumps(line), flush=True)
                     lines.append(line)
-                    for metric, d in paired.items():
-                        pooled.setdefault((dataset, variant), {}).setdefault(metric, []).append(d)
+                    for model, metrics in paired.items():
+                        for metric, d in metrics.items():
+                            models = pooled.setdefault((dataset, variant), {})
+                            models.setdefault(model, {}).setdefault(metric, []).append(d)
     print(json.dumps({"summary": summarise(lines, pooled)}), flush=True)
     return 0
 

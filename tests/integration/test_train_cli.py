@@ -115,6 +115,7 @@ def test_a_hybrid_run_exports_the_stacked_model_and_compares_the_network_beside_
     table = capsys.readouterr().out
     assert "  hybrid " in table
     assert "  sequence " in table
+    assert "  hybrid - sequence" in table  # the paired difference that says what stacking adds
     scorer = load_scorer("models:/nextbest@champion")
     assert scorer.stacking is not None
     assert set(scorer.stacking.blends) <= {head.name for head in HEADS}
@@ -141,7 +142,7 @@ def test_an_epoch_is_tracked_in_mlflow_and_registered(
     catalog = ["--export.catalog", str(REPO_ROOT / "configs" / "catalogs" / "demo.yaml")]
     assert main(["train", "--config", str(config), *data_args(world, config), *limits, *catalog]) == 0
     printed = capsys.readouterr().out
-    assert "test split, calibrated sequence model vs baselines" in printed
+    assert "test split, the calibrated models vs baselines" in printed
     assert "sequence - gbt" in printed
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("nextbest").experiment_id])
@@ -151,8 +152,8 @@ def test_an_epoch_is_tracked_in_mlflow_and_registered(
     assert "test/scored/action_conversion/roc_auc" in run.data.metrics
     compared = run.data.metrics
     assert (
-        compared["test/compare/gbt/action_conversion/roc_auc_low"]
-        <= compared["test/compare/gbt/action_conversion/roc_auc_high"]
+        compared["test/compare/sequence_vs_gbt/action_conversion/roc_auc_low"]
+        <= compared["test/compare/sequence_vs_gbt/action_conversion/roc_auc_high"]
     )
     assert run.data.params["learning_rate"] == "0.002"
     assert int(run.data.params["dataset.test_examples"]) > 0

@@ -142,7 +142,7 @@ def format_export(result: ExportResult, run_id: str) -> str:
         for head, metrics in heads.items():
             figures = "  ".join(f"{k} {metrics[k]:.4f}" for k in ("roc_auc", "log_loss", "brier", "ece"))
             lines.append(f"  {name:<10} {head:<18} {figures}  (n={int(metrics['count']):,})")
-    header = ["test split, calibrated sequence model vs baselines:"] if lines else []
+    header = ["test split, the calibrated models vs baselines:"] if lines else []
     lines += _format_comparisons(result)
     where = f"model logged to run {run_id}: {result.model_uri}"
     if result.version is not None:
@@ -151,22 +151,18 @@ def format_export(result: ExportResult, run_id: str) -> str:
 
 
 def _format_comparisons(result: ExportResult) -> list[str]:
-    """Per baseline and head, the sequence model's ROC-AUC and log loss minus the baseline's with their
+    """Per pair of models and head, the first one's ROC-AUC and log loss minus the second's with their
     95% paired intervals, and which model each interval calls better."""
     lines = []
-    for baseline, heads in result.comparisons.items():
-        better = {
-            "model": f"{SEQUENCE_MODEL} better",
-            "baseline": f"{baseline} better",
-            "neither": "no difference",
-        }
+    for (model, reference), heads in result.comparisons.items():
+        better = {"model": f"{model} better", "baseline": f"{reference} better", "neither": "no difference"}
         for head, metrics in heads.items():
             figures = "  ".join(
                 f"{name} {d.difference.value:+.4f} [{d.difference.low:+.4f}, {d.difference.high:+.4f}]"
                 f" {better[d.verdict]}"
                 for name, d in metrics.items()
             )
-            lines.append(f"  {SEQUENCE_MODEL} - {baseline:<8} {head:<18} {figures}")
+            lines.append(f"  {model} - {reference:<8} {head:<18} {figures}")
     if lines:
         lines.insert(0, "paired differences (95% bootstrap over test customers):")
     return lines
