@@ -2,7 +2,7 @@
 gradient-boosted-trees policy trained on the same decisions.
 
     python benchmarks/policy_value.py [--customers 20000] [--holdout-customers 5000] [--epochs 5] [--seed 0]
-                                      [--out DIR]
+                                      [--pretrain FILE] [--out DIR]
 
 Simulates a training world and a held-out world (another seed: other customers), trains the demo
 configuration (`configs/demo.yaml`, catalog `configs/catalogs/demo.yaml`) on the first, and ranks the
@@ -52,12 +52,13 @@ def simulate(folder: Path, customers: int, seed: int) -> None:
         raise SystemExit(f"simulate failed ({code})")
 
 
-def train(world: Path, epochs: int) -> None:
+def train(world: Path, epochs: int, pretrain: Path | None) -> None:
     tables = {name: str(world / f"{name}.parquet") for name in ("events", "customers", "decisions")}
     args = [
         "train",
         "--config",
         str(REPO_ROOT / "configs" / "demo.yaml"),
+        *(["--config", str(pretrain)] if pretrain else []),
         "--trainer.max_epochs",
         str(epochs),
     ]
@@ -129,9 +130,13 @@ def main(argv: list[str] | None = None) -> int:
         "--seed", type=int, default=0, help="training world seed (the holdout's is seed + 1000)"
     )
     parser.add_argument(
+        "--pretrain", type=Path, help="YAML with a `pretrain:` section: pretrain the encoder first"
+    )
+    parser.add_argument(
         "--out", type=Path, help="keep the worlds and the MLflow store here (default: temporary)"
     )
     args = parser.parse_args(argv)
+    pretrain = args.pretrain.resolve() if args.pretrain else None
     with tempfile.TemporaryDirectory() as scratch:
         folder = args.out or Path(scratch)
         folder.mkdir(parents=True, exist_ok=True)
@@ -140,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         began = time.perf_counter()
         simulate(folder / "train", args.customers, args.seed)
         simulate(folder / "holdout", args.holdout_customers, args.seed + 1000)
-        train(folder / "train", args.epochs)
+        train(folder / "train", args.epochs, pretrain)
         trained = time.perf_counter() - began
         figures = evaluate(folder, args)
     for figure in figures:

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
+from torch import nn
 
+import nextbest_training.cli as training_cli
 from nextbest.cli import main
 from nextbest.model import HEADS
 from nextbest.scoring.pyfunc import load_scorer
@@ -94,6 +98,55 @@ def test_fast_dev_run_through_the_cli(world: Path) -> None:
     config = REPO_ROOT / "configs" / "demo.yaml"
     rc = main(["train", "--config", str(config), *data_args(world, config), "--trainer.fast_dev_run", "2"])
     assert rc == 0
+
+
+def encoder_state(network: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the weights that pretraining trains: the event embedding and the history encoder."""
+    parts = {"event_embedding": network.event_embedding, "history_encoder": network.history_encoder}
+    return {
+        f"{part}.{name}": value.detach().clone()
+        for part, module in parts.items()
+        for name, value in module.state_dict().items()
+    }
+
+
+@pytest.mark.slow
+def test_a_pretrain_section_pretrains_the_encoder_the_supervised_run_starts_from(
+    world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    states: dict[str, dict[str, torch.Tensor]] = {}
+    real_pretrain = training_cli.pretrain
+
+    def pretrain(network: nn.Module, *args: Any, **kwargs: Any) -> None:
+        states["initial"] = encoder_state(network)
+        real_pretrain(network, *args, **kwargs)
+        states["pretrained"] = encoder_state(network)
+
+    def on_train_start(module: JourneyModule) -> None:
+        states["supervised start"] = encoder_state(module.network)
+
+    monkeypatch.setattr(training_cli, "pretrain", pretrain)
+    monkeypatch.setattr(JourneyModule, "on_train_start", on_train_start)
+    section = tmp_path / "pretrain.yaml"
+    section.write_text("pretrain:\n  epochs: 1\n  batch_size: 64\n  min_length: 2\n  max_length: 10\n")
+    config = REPO_ROOT / "configs" / "demo.yaml"
+    args = ["--config", str(config), "--config", str(section), *data_args(world, config)]
+    short = [
+        *("--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1"),
+        *("--trainer.limit_val_batches", "1", "--trainer.log_every_n_steps", "1"),
+    ]
+    quick_export = ["--export.journey_report", "false", "--export.register", "false"]
+    assert main(["train", *args, *short, *quick_export]) == 0
+
+    initial, pretrained, started = states["initial"], states["pretrained"], states["supervised start"]
+    assert any(not torch.equal(initial[name], pretrained[name]) for name in initial)
+    assert all(torch.equal(pretrained[name], started[name]) for name in pretrained)
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("nextbest").experiment_id])
+    (run,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert {"pretrain/loss", "val/loss"} <= run.data.metrics.keys()
+    assert run.data.params["pretrain.batch_size"] == "64"
+    assert int(run.data.params["pretrain.customers"]) > 0
 
 
 @pytest.mark.slow

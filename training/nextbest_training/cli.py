@@ -25,6 +25,7 @@ from nextbest.registry import tracking_uri
 from nextbest_training.data import JourneyDataModule
 from nextbest_training.export import SEQUENCE_MODEL, ExportResult, ExportSettings, export_run
 from nextbest_training.module import JourneyModule
+from nextbest_training.pretrain import PretrainSettings, pretrain
 
 # LightningCLI itself calls jsonargparse APIs that jsonargparse now deprecates; users can do nothing about it.
 os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
@@ -52,9 +53,16 @@ class SaveConfigToMlflow(SaveConfigCallback):
 
 
 class NextbestCLI(LightningCLI):
-    """LightningCLI with the data-to-network links and an `export:` section (what follows training)."""
+    """LightningCLI with the data-to-network links, an optional `pretrain:` section (what precedes
+    training) and an `export:` section (what follows it)."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument(
+            "--pretrain",
+            type=PretrainSettings | None,
+            default=None,
+            help="self-supervised pretraining of the encoder on every customer's history (off when absent)",
+        )
         parser.add_class_arguments(ExportSettings, "export")
         for size in LINKED_SIZES:
             parser.link_arguments(
@@ -115,13 +123,24 @@ def fit_and_export(args: Sequence[str]) -> tuple[ExportResult, str] | None:
     if settings.catalog is not None:  # the model's actions and profile are known now: fail before fitting
         prepared = cli.datamodule.prepared
         settings.catalog.check_model(prepared.examples.actions, prepared.encoder.profile)
+    # Lightning sets `fast_dev_run` on the trainer at run time; its class does not declare it.
+    fast_dev_run = getattr(cli.trainer, "fast_dev_run", False)
+    pretraining: PretrainSettings | None = cli.config_init["pretrain"]
+    if pretraining is not None:
+        pretrain(
+            cli.model.network,
+            cli.datamodule.prepared,
+            pretraining,
+            logger=cli.trainer.logger or False,
+            accelerator=cli.config["trainer"]["accelerator"],
+            fast_dev_run=fast_dev_run,
+            seed=cli.datamodule.seed,
+        )
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     _restore_best_weights(cli.trainer, cli.model)
     if len(cli.datamodule.prepared.splits["test"]):
         cli.trainer.test(cli.model, datamodule=cli.datamodule)
     logger = cli.trainer.logger
-    # Lightning sets `fast_dev_run` on the trainer at run time; its class does not declare it.
-    fast_dev_run = getattr(cli.trainer, "fast_dev_run", False)
     if fast_dev_run or not isinstance(logger, MLFlowLogger) or logger.run_id is None:
         return None
     mlflow.set_tracking_uri(logger.experiment.tracking_uri)

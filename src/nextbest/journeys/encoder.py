@@ -100,29 +100,36 @@ class EncodedJourneys:
         L is the longest history in the batch, at most `max_events`.
         """
         idx = np.arange(len(self)) if indices is None else np.asarray(indices)
-        start, end = self.windows.start[idx], self.windows.end[idx]
-        lengths = end - start
-        width = int(lengths.max(initial=0))
-        positions = start[:, None] + np.arange(width)[None, :]
-        mask = positions < end[:, None]
-        rows = np.where(mask, positions, 0)
-        events = self.events
-        out: dict[str, np.ndarray] = {
-            name: np.where(mask, codes[rows], PAD).astype(np.int32) for name, codes in events.tokens.items()
-        }
-        recency = (self.as_of[idx][:, None] - events.timestamps[rows]) / MICROS_PER_SECOND
-        out["log_recency_seconds"] = np.where(mask, np.log1p(np.maximum(recency, 0.0)), 0.0).astype(
-            np.float32
-        )
-        for name in ("log_gap_seconds", "log_value", "has_value"):
-            out[name] = np.where(mask, getattr(events, name)[rows], 0.0).astype(np.float32)
-        for name in ("hour", "weekday"):
-            out[name] = np.where(mask, getattr(events, name)[rows], 0).astype(np.int32)
-        out["mask"] = mask
-        out["length"] = lengths.astype(np.int32)
+        out = event_batch(self.events, self.windows.start[idx], self.windows.end[idx], self.as_of[idx])
         out.update({name: block[idx] for name, block in self.static.items()})
         out.update({name: values[idx] for name, values in self.labels.items()})
         return out
+
+
+def event_batch(
+    events: EventFeatures, start: np.ndarray, end: np.ndarray, as_of: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The per-event keys of `EncodedJourneys.batch` of the sorted rows `start[i]:end[i]` seen at `as_of[i]`.
+
+    Any slices of a customer's rows will do (self-supervised pretraining reads random sub-sequences).
+    """
+    lengths = end - start
+    width = int(lengths.max(initial=0))
+    positions = start[:, None] + np.arange(width)[None, :]
+    mask = positions < end[:, None]
+    rows = np.where(mask, positions, 0)
+    out: dict[str, np.ndarray] = {
+        name: np.where(mask, codes[rows], PAD).astype(np.int32) for name, codes in events.tokens.items()
+    }
+    recency = (as_of[:, None] - events.timestamps[rows]) / MICROS_PER_SECOND
+    out["log_recency_seconds"] = np.where(mask, np.log1p(np.maximum(recency, 0.0)), 0.0).astype(np.float32)
+    for name in ("log_gap_seconds", "log_value", "has_value"):
+        out[name] = np.where(mask, getattr(events, name)[rows], 0.0).astype(np.float32)
+    for name in ("hour", "weekday"):
+        out[name] = np.where(mask, getattr(events, name)[rows], 0).astype(np.int32)
+    out["mask"] = mask
+    out["length"] = lengths.astype(np.int32)
+    return out
 
 
 @dataclass(frozen=True)
