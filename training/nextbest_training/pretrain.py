@@ -196,8 +196,9 @@ def pretrain(
     if isinstance(logger, Logger):
         params = {f"pretrain.{name}": value for name, value in asdict(settings).items()}
         logger.log_hyperparams({**params, "pretrain.customers": len(histories.start)})
+    customers: np.ndarray = np.arange(len(histories.start))
     loader: DataLoader[dict[str, Tensor]] = DataLoader(
-        np.arange(len(histories.start)).tolist(),
+        customers.tolist(),
         batch_size=settings.batch_size,
         shuffle=True,
         collate_fn=SubSequenceBatches(prepared.journeys.events, histories, settings, seed),
