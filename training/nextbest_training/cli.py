@@ -26,6 +26,7 @@ from nextbest_training.data import JourneyDataModule
 from nextbest_training.export import SEQUENCE_MODEL, ExportResult, ExportSettings, export_run
 from nextbest_training.module import JourneyModule
 from nextbest_training.pretrain import PretrainSettings, pretrain
+from nextbest_training.search_space import TuneSettings
 
 # LightningCLI itself calls jsonargparse APIs that jsonargparse now deprecates; users can do nothing about it.
 os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
@@ -54,7 +55,8 @@ class SaveConfigToMlflow(SaveConfigCallback):
 
 class NextbestCLI(LightningCLI):
     """LightningCLI with the data-to-network links, an optional `pretrain:` section (what precedes
-    training) and an `export:` section (what follows it)."""
+    training), an `export:` section (what follows it) and a `tune:` section (the search space of
+    `nextbest tune`)."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(
@@ -64,6 +66,7 @@ class NextbestCLI(LightningCLI):
             help="self-supervised pretraining of the encoder on every customer's history (off when absent)",
         )
         parser.add_class_arguments(ExportSettings, "export")
+        parser.add_class_arguments(TuneSettings, "tune")
         for size in LINKED_SIZES:
             parser.link_arguments(
                 f"data.{size}", f"model.network.init_args.config.{size}", apply_on="instantiate"
@@ -107,18 +110,7 @@ def train(args: Sequence[str]) -> int:
 def fit_and_export(args: Sequence[str]) -> tuple[ExportResult, str] | None:
     """The config run of `train` without the printing: what `export_run` did and the MLflow run id, or None
     when there is no MLflow run to export to (`fast_dev_run`, another logger)."""
-    # Raised inside Lightning by torch 2.13 on every step; nothing a user can act on.
-    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
-    with _command_line("nextbest train", args):
-        cli = NextbestCLI(
-            JourneyModule,
-            JourneyDataModule,
-            run=False,
-            seed_everything_default=0,
-            trainer_defaults=trainer_defaults(),
-            save_config_callback=SaveConfigToMlflow,
-            save_config_kwargs={"save_to_log_dir": False},
-        )
+    cli = build_cli("nextbest train", args, trainer_defaults())
     settings: ExportSettings = cli.config_init["export"]
     if settings.catalog is not None:  # the model's actions and profile are known now: fail before fitting
         prepared = cli.datamodule.prepared
@@ -152,6 +144,25 @@ def fit_and_export(args: Sequence[str]) -> tuple[ExportResult, str] | None:
         cli.datamodule.rules,
     )
     return result, logger.run_id
+
+
+def build_cli(
+    program: str, args: Sequence[str], defaults: dict[str, Any], cli_class: type[NextbestCLI] = NextbestCLI
+) -> NextbestCLI:
+    """The config run of `args` (parsed, and its model, data and trainer built unless `cli_class` skips
+    that), seeded by `seed_everything` (default 0)."""
+    # Raised inside Lightning by torch 2.13 on every step; nothing a user can act on.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    with _command_line(program, args):
+        return cli_class(
+            JourneyModule,
+            JourneyDataModule,
+            run=False,
+            seed_everything_default=0,
+            trainer_defaults=defaults,
+            save_config_callback=SaveConfigToMlflow,
+            save_config_kwargs={"save_to_log_dir": False},
+        )
 
 
 def format_export(result: ExportResult, run_id: str) -> str:
