@@ -1,6 +1,6 @@
 """`nextbest tune`: a bad search space fails before any training with a message naming its key, and a
-two-trial search through the real CLI logs nested MLflow runs and writes a config that `nextbest train`
-runs."""
+two-trial search through the real CLI, starting from the config's own values, logs nested MLflow runs and
+writes a config that `nextbest train` runs."""
 
 from __future__ import annotations
 
@@ -69,6 +69,7 @@ def test_two_trials_write_a_config_that_train_runs(
     printed = capsys.readouterr().out
     assert printed.count("val/loss") >= 3  # the header, a line per trial, the best
     assert f"written to {out}" in printed
+    assert "the config's own values (trial 0)" in printed  # demo.yaml's values lie in SPACE: tried first
 
     tuned = yaml.safe_load(out.read_text())
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")

@@ -38,6 +38,16 @@ def test_lists_are_choices_and_mappings_are_ranges() -> None:
     assert not rate.integer
 
 
+def test_a_config_value_is_in_the_space_or_not() -> None:
+    assert Choice("k", ("gru", "transformer")).contains("gru")
+    assert not Choice("k", ("gru",)).contains("lstm")
+    assert Range("k", 10, 50).contains(25)
+    assert not Range("k", 10, 50).contains(25.5)  # an integer range draws integers only
+    assert Range("k", 1.0e-3, 1.0e-2).contains(0.002)
+    assert not Range("k", 1.0e-3, 1.0e-2).contains(0.02)
+    assert not Range("k", 0, 1).contains(True)
+
+
 def test_suggestions_stay_in_the_space() -> None:
     parameters = parse_space(None, known)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))

@@ -60,6 +60,9 @@ class Choice:
     def suggest(self, trial: optuna.Trial) -> Any:
         return trial.suggest_categorical(self.key, self.values)
 
+    def contains(self, value: Any) -> bool:
+        return value in self.values
+
 
 @dataclass(frozen=True)
 class Range:
@@ -78,6 +81,11 @@ class Range:
         if self.integer:
             return trial.suggest_int(self.key, int(self.low), int(self.high), log=self.log)
         return trial.suggest_float(self.key, self.low, self.high, log=self.log)
+
+    def contains(self, value: Any) -> bool:
+        kinds = int if self.integer else int | float
+        number = isinstance(value, kinds) and not isinstance(value, bool)
+        return number and self.low <= value <= self.high
 
 
 Parameter = Choice | Range

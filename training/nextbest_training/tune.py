@@ -4,7 +4,8 @@ A small Optuna search over the config's `tune.space` (`search_space.py`). Each t
 `nextbest train` with the trial's values as dotted overrides, fitted on the train split and scored by its
 best validation loss (the test split is never read); trials whose validation loss trails the median of
 earlier trials at the same epoch are pruned. The search is one MLflow run with a nested run per trial, and
-the winning values are written into a copy of the config that `nextbest train --config` takes.
+the winning values are written into a copy of the config that `nextbest train --config` takes. When the
+config's own values lie in the space they are the first trial, so the search says whether it beat them.
 """
 
 from __future__ import annotations
@@ -95,6 +96,10 @@ def tune(args: Sequence[str], trials: int, timeout: float | None, out: Path) -> 
                 # Two full trials set the median; the first two epochs are too noisy to judge a trial by.
                 pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2),
             )
+            current = {p.key: config[p.key] for p in parameters}
+            enqueued = all(p.contains(current[p.key]) for p in parameters)
+            if enqueued:
+                study.enqueue_trial(current)
             study.optimize(
                 partial(_trial, search=search), n_trials=trials, timeout=timeout, callbacks=[_print_trial]
             )
@@ -108,7 +113,7 @@ def tune(args: Sequence[str], trials: int, timeout: float | None, out: Path) -> 
     best = study.best_trial
     out.write_text(best_config(_config_files(args), best.params, _header(args, best, len(study.trials))))
     _log_search(client, search, study, out)
-    print(f"best: trial {best.number}, {MONITOR} {best.value:.4f}")
+    print(f"best: trial {best.number}, {MONITOR} {best.value:.4f}{_against_current(study, enqueued)}")
     print(yaml.safe_dump(_nested(best.params), sort_keys=False).rstrip())
     print(f"written to {out}: nextbest train --config {out}")
     return 0
@@ -135,6 +140,14 @@ def _trial(trial: optuna.Trial, search: Search) -> float:
         client.set_terminated(run.info.run_id, "KILLED")
         raise optuna.TrialPruned(f"pruned after epoch {pruning.pruned_at}")
     return _best_validation_loss(cli.trainer)
+
+
+def _against_current(study: optuna.Study, enqueued: bool) -> str:
+    """How the config's own values (the enqueued first trial) did, when they were tried to the end."""
+    first = study.trials[0]
+    if not enqueued or first.state != optuna.trial.TrialState.COMPLETE:
+        return ""
+    return f"; the config's own values (trial 0): {first.value:.4f}"
 
 
 def _best_validation_loss(trainer: Trainer) -> float:
