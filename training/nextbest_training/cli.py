@@ -23,7 +23,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 
 from nextbest.registry import tracking_uri
 from nextbest_training.data import JourneyDataModule
-from nextbest_training.export import SEQUENCE_MODEL, ExportResult, ExportSettings, export_run
+from nextbest_training.export import ExportResult, ExportSettings, export_run
 from nextbest_training.module import JourneyModule
 from nextbest_training.pretrain import PretrainSettings, pretrain
 from nextbest_training.search_space import TuneSettings
@@ -115,25 +115,12 @@ def fit_and_export(args: Sequence[str]) -> tuple[ExportResult, str] | None:
     if settings.catalog is not None:  # the model's actions and profile are known now: fail before fitting
         prepared = cli.datamodule.prepared
         settings.catalog.check_model(prepared.examples.actions, prepared.encoder.profile)
-    # Lightning sets `fast_dev_run` on the trainer at run time; its class does not declare it.
-    fast_dev_run = getattr(cli.trainer, "fast_dev_run", False)
-    pretraining: PretrainSettings | None = cli.config_init["pretrain"]
-    if pretraining is not None:
-        pretrain(
-            cli.model.network,
-            cli.datamodule.prepared,
-            pretraining,
-            logger=cli.trainer.logger or False,
-            accelerator=cli.config["trainer"]["accelerator"],
-            fast_dev_run=fast_dev_run,
-            seed=cli.datamodule.seed,
-        )
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    fit(cli)
     _restore_best_weights(cli.trainer, cli.model)
     if len(cli.datamodule.prepared.splits["test"]):
         cli.trainer.test(cli.model, datamodule=cli.datamodule)
     logger = cli.trainer.logger
-    if fast_dev_run or not isinstance(logger, MLFlowLogger) or logger.run_id is None:
+    if _fast_dev_run(cli) or not isinstance(logger, MLFlowLogger) or logger.run_id is None:
         return None
     mlflow.set_tracking_uri(logger.experiment.tracking_uri)
     result = export_run(
@@ -144,6 +131,27 @@ def fit_and_export(args: Sequence[str]) -> tuple[ExportResult, str] | None:
         cli.datamodule.rules,
     )
     return result, logger.run_id
+
+
+def fit(cli: NextbestCLI) -> None:
+    """The config's pretraining of the encoder when it has a `pretrain:` section, then its training."""
+    pretraining: PretrainSettings | None = cli.config_init["pretrain"]
+    if pretraining is not None:
+        pretrain(
+            cli.model.network,
+            cli.datamodule.prepared,
+            pretraining,
+            logger=cli.trainer.logger or False,
+            accelerator=cli.config["trainer"]["accelerator"],
+            fast_dev_run=_fast_dev_run(cli),
+            seed=cli.datamodule.seed,
+        )
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+
+
+def _fast_dev_run(cli: NextbestCLI) -> bool:
+    # Lightning sets `fast_dev_run` on the trainer at run time; its class does not declare it.
+    return bool(getattr(cli.trainer, "fast_dev_run", False))
 
 
 def build_cli(

@@ -5,8 +5,8 @@ exported model's test metrics (`test/scored/<head>/<metric>`) beside those of th
 hybrid is exported and of each baseline (one child run each, same metric names, same test rows), each of
 our models' ROC-AUC and log loss minus every later model's with a paired bootstrap interval over test
 customers (`test/compare/<model>_vs_<reference>/<head>/<metric>_diff`, `_low`, `_high`), ROC /
-precision-recall / reliability plots of every model together, and the pyfunc model, registered with alias `challenger` (and `champion` when the name
-has none yet).
+precision-recall / reliability plots of every model together, and the pyfunc model, registered with
+alias `challenger` (and `champion` when the name has none yet).
 """
 
 from __future__ import annotations

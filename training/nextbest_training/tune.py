@@ -28,7 +28,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from nextbest.errors import NextbestError
-from nextbest_training.cli import NextbestCLI, build_cli, trainer_defaults
+from nextbest_training.cli import NextbestCLI, build_cli, fit, trainer_defaults
 from nextbest_training.search_space import Parameter, parse_space, suggest
 
 PROGRAM = "nextbest tune"
@@ -135,7 +135,7 @@ def _trial(trial: optuna.Trial, search: Search) -> float:
     overrides = [f"--{key}={value}" for key, value in values.items()]
     overrides.append(f"--{LOGGER_ARGS}.run_id={run.info.run_id}")
     cli = build_cli(PROGRAM, [*search.args, *overrides], defaults)
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    fit(cli)  # a config that pretrains pretrains in every trial, as `nextbest train` would
     if pruning.pruned_at is not None:
         client.set_terminated(run.info.run_id, "KILLED")
         raise optuna.TrialPruned(f"pruned after epoch {pruning.pruned_at}")
