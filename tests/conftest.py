@@ -8,6 +8,13 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# A config run cut to one epoch of two batches, logging every step: enough to exercise what surrounds it.
+SHORT_TRAINING = [
+    "--trainer.max_epochs=1",
+    "--trainer.limit_train_batches=2",
+    "--trainer.limit_val_batches=2",
+    "--trainer.log_every_n_steps=1",
+]
 
 
 def shared_data_dir() -> Path:

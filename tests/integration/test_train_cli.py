@@ -22,7 +22,7 @@ from nextbest.simulate import SimulationConfig, simulate, write_world
 from nextbest_training.cli import NextbestCLI, trainer_defaults
 from nextbest_training.data import JourneyDataModule
 from nextbest_training.module import JourneyModule
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, SHORT_TRAINING
 
 CONFIGS = sorted((REPO_ROOT / "configs").glob("*.yaml"))
 
@@ -131,12 +131,8 @@ def test_a_pretrain_section_pretrains_the_encoder_the_supervised_run_starts_from
     section.write_text("pretrain:\n  epochs: 1\n  batch_size: 64\n  min_length: 2\n  max_length: 10\n")
     config = REPO_ROOT / "configs" / "demo.yaml"
     args = ["--config", str(config), "--config", str(section), *data_args(world, config)]
-    short = [
-        *("--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1"),
-        *("--trainer.limit_val_batches", "1", "--trainer.log_every_n_steps", "1"),
-    ]
     quick_export = ["--export.journey_report", "false", "--export.register", "false"]
-    assert main(["train", *args, *short, *quick_export]) == 0
+    assert main(["train", *args, *SHORT_TRAINING, *quick_export]) == 0
 
     initial, pretrained, started = states["initial"], states["pretrained"], states["supervised start"]
     assert any(not torch.equal(initial[name], pretrained[name]) for name in initial)
@@ -154,17 +150,8 @@ def test_a_hybrid_run_exports_the_stacked_model_and_compares_the_network_beside_
     world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = REPO_ROOT / "configs" / "demo.yaml"
-    short = [
-        "--trainer.max_epochs",
-        "1",
-        "--trainer.limit_train_batches",
-        "2",
-        "--trainer.limit_val_batches",
-        "2",
-        "--trainer.log_every_n_steps=1",
-    ]
     export = ["--export.hybrid", "true", "--export.baselines", "[]", "--export.journey_report", "false"]
-    assert main(["train", "--config", str(config), *data_args(world, config), *short, *export]) == 0
+    assert main(["train", "--config", str(config), *data_args(world, config), *SHORT_TRAINING, *export]) == 0
     table = capsys.readouterr().out
     assert "  hybrid " in table
     assert "  sequence " in table
@@ -182,18 +169,8 @@ def test_an_epoch_is_tracked_in_mlflow_and_registered(
     """A real (short) run logs its resolved config, parameters, namespaced metrics, data set, plots and
     baselines, and registers a model that loads by alias and scores; a second run is only the challenger."""
     config = REPO_ROOT / "configs" / "demo.yaml"
-    limits = [
-        "--trainer.max_epochs",
-        "1",
-        "--trainer.limit_train_batches",
-        "2",
-        "--trainer.limit_val_batches",
-        "2",
-        "--trainer.log_every_n_steps",
-        "1",
-    ]
     catalog = ["--export.catalog", str(REPO_ROOT / "configs" / "catalogs" / "demo.yaml")]
-    assert main(["train", "--config", str(config), *data_args(world, config), *limits, *catalog]) == 0
+    assert main(["train", "--config", str(config), *data_args(world, config), *SHORT_TRAINING, *catalog]) == 0
     printed = capsys.readouterr().out
     assert "test split, the calibrated models vs baselines" in printed
     assert "sequence - gbt" in printed
@@ -235,7 +212,7 @@ def test_an_epoch_is_tracked_in_mlflow_and_registered(
     reasons = {s["reason"] for row in scored.column("suppressed").to_pylist() for s in row}
     assert 'not eligible: profile.segment in ["gold", "silver"]' in reasons
 
-    assert main(["train", "--config", str(config), *data_args(world, config), *limits]) == 0
+    assert main(["train", "--config", str(config), *data_args(world, config), *SHORT_TRAINING]) == 0
     challenger = client.get_model_version_by_alias("nextbest", "challenger")
     assert int(challenger.version) == int(champion.version) + 1
     assert client.get_model_version_by_alias("nextbest", "champion").version == champion.version

@@ -14,19 +14,9 @@ import yaml
 
 from nextbest.cli import main
 from nextbest.simulate import SimulationConfig, simulate, write_world
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, SHORT_TRAINING
 
 CONFIG = REPO_ROOT / "configs" / "demo.yaml"
-LIMITS = [
-    "--trainer.max_epochs",
-    "1",
-    "--trainer.limit_train_batches",
-    "2",
-    "--trainer.limit_val_batches",
-    "2",
-    "--trainer.log_every_n_steps",
-    "1",
-]
 SPACE = {
     "model.network.init_args.config.encoder": ["transformer", "gru"],
     "model.learning_rate": {"low": 1.0e-3, "high": 1.0e-2, "log": True},
@@ -64,7 +54,7 @@ def test_two_trials_write_a_config_that_train_runs(
     out = tmp_path / "tuned.yaml"
     space = f"--tune.space={json.dumps(SPACE)}"
     search = ["tune", "--config", str(CONFIG), "--trials", "2", "--out", str(out)]
-    rc = main([*search, *data_args, *LIMITS, space])
+    rc = main([*search, *data_args, *SHORT_TRAINING, space])
     assert rc == 0
     printed = capsys.readouterr().out
     assert printed.count("val/loss") >= 3  # the header, a line per trial, the best

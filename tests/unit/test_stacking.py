@@ -64,6 +64,28 @@ def test_converted_trees_give_scikit_learns_raw_scores() -> None:
     assert restored.depth == trees.depth > 0
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_action_variants_from_one_walk_equal_the_trees_on_each_one_hot(seed: int) -> None:
+    """Trees whose outcome turns on the action (so many nodes split on its columns) give, per action
+    variant, exactly what they give on the explicit history + one-hot rows."""
+    rng = np.random.default_rng(seed)
+    num_actions = 5
+    history = rng.normal(size=(3_000, 4))
+    actions = rng.integers(-1, num_actions, len(history))
+    uplift = np.where(actions >= 0, np.array([-1.0, 0.0, 1.0, 2.0, -2.0])[actions] * history[:, 1], 0.0)
+    labels = (history[:, 0] + uplift + rng.normal(size=len(history)) > 0).astype(np.int8)
+    features = tree_features(history, actions, num_actions)
+    trees = trees_from_sklearn(make_estimator("gbt").fit(features, labels))
+    assert (trees.feature[trees.left != np.arange(trees.left.shape[1])] >= 4).sum() > 10
+    rows = history[:500]
+    variants = trees.action_logits(rows, num_actions)
+    for taken in range(-1, num_actions):
+        expected = trees.logits(tree_features(rows, np.full(len(rows), taken), num_actions))
+        np.testing.assert_allclose(variants[taken + 1], expected, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="the trees read 9 features, got 4 \\+ 4 actions"):
+        trees.action_logits(rows, num_actions - 1)
+
+
 def test_the_hybrid_blends_network_and_trees_per_action(hybrid: JourneyScorer, log: EventLog) -> None:
     journeys = hybrid.encoder.encode(log, requests_at_end(log))
     assert hybrid.stacking is not None

@@ -63,21 +63,83 @@ class TreeEnsemble:
         children = np.stack([self.right, self.left], axis=-1) + roots[:, None, None]  # [T, M, 2]
         flat = {"roots": roots, "children": children.ravel()}
         flat.update({name: getattr(self, name).ravel() for name in ("feature", "threshold", "value")})
+        flat["split"] = (self.left != np.arange(nodes)).ravel()
         object.__setattr__(self, "_flat", flat)
 
     def logits(self, features: np.ndarray) -> np.ndarray:
         """[N] raw scores of `features` [N, F] (finite values: the encoder never gives NaN)."""
         if features.shape[1] != self.num_features:
             raise ValueError(f"the trees read {self.num_features} features, got {features.shape[1]}")
+        leaves, _ = self._walk(features, watch=None)
+        return self.baseline + self._flat["value"].take(leaves).sum(axis=1)  # [N]
+
+    def action_logits(self, history: np.ndarray, num_actions: int) -> np.ndarray:
+        """[A+1, N] raw scores of each `history` row [N, H] followed by an action one-hot: all zeros (no
+        action) in row 0, action k in row k + 1; what `logits` gives for those A+1 inputs, from one walk per
+        history row and tree. A variant's walk leaves the no-action walk only at a node that splits on its
+        own action's column where 1 and 0 part ways, which few nodes do; only those walks are continued
+        apart, so the cost grows with the trees' action splits rather than with A."""
+        n, width = history.shape
+        if width + num_actions != self.num_features:
+            raise ValueError(
+                f"the trees read {self.num_features} features, got {width} + {num_actions} actions"
+            )
+        flat = self._flat
+        action = flat["feature"] - width
+        parts = flat["split"] & (action >= 0) & (flat["threshold"] >= 0) & (flat["threshold"] < 1)
+        no_action = np.hstack([history, np.zeros((n, num_actions), history.dtype)])
+        leaves, (walk, node) = self._walk(no_action, watch=parts)
+        base = flat["value"].take(leaves)  # [N, T] each tree's leaf value with no action
+        logits = np.broadcast_to(self.baseline + base.sum(axis=1), (num_actions + 1, n)).copy()
+        # A walk's first node on each action's column (the walk visits them in step order).
+        taken = action.take(node)
+        _, first = np.unique(walk * num_actions + taken, return_index=True)
+        walk, node, taken = walk[first], node[first], taken[first]
+        row = walk // leaves.shape[1]
+        parted = self._walk_on(flat["children"].take(2 * node), history, row, taken)  # right: 1 > threshold
+        np.add.at(logits, (taken + 1, row), flat["value"].take(parted) - base.ravel().take(walk))
+        return logits
+
+    def _walk(
+        self, features: np.ndarray, watch: np.ndarray | None
+    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        """The leaf [N, T] of every row's walk down every tree, and the walks (flat row · T + tree) that
+        pass a node where `watch` (over flat node ids) holds, with that node, in step order."""
         flat = self._flat
         feature, threshold, children = flat["feature"], flat["threshold"], flat["children"]
         values = np.ascontiguousarray(features, dtype=np.float64).ravel()  # [N·F]
-        row_start = (np.arange(len(features)) * self.num_features)[:, None]  # [N, 1]
+        row_start = (np.arange(len(features)) * features.shape[1])[:, None]  # [N, 1]
         node = np.broadcast_to(flat["roots"], (len(features), len(flat["roots"])))  # [N, T]
+        walks, nodes = [], []
         for _ in range(self.depth):
+            if watch is not None:
+                at = np.flatnonzero(watch.take(node))
+                walks.append(at)
+                nodes.append(node.ravel().take(at))
             go_left = values.take(row_start + feature.take(node)) <= threshold.take(node)  # [N, T]
             node = children.take(2 * node + go_left)  # [N, T]
-        return self.baseline + flat["value"].take(node).sum(axis=1)  # [N]
+        empty = np.zeros(0, np.intp)
+        return node, (np.concatenate([empty, *walks]), np.concatenate([empty, *nodes]))
+
+    def _walk_on(
+        self, node: np.ndarray, history: np.ndarray, row: np.ndarray, action: np.ndarray
+    ) -> np.ndarray:
+        """The leaves reached from `node` [W] by walks of `history` rows `row` [W], each with its `action`
+        [W] taken (its one-hot column 1, the others 0)."""
+        flat = self._flat
+        feature, threshold, children = flat["feature"], flat["threshold"], flat["children"]
+        values = np.ascontiguousarray(history, dtype=np.float64).ravel()
+        width = history.shape[1]
+        while flat["split"].take(node).any():  # they start part-way down: most end in a step or two
+            column = feature.take(node)
+            in_history = column < width
+            x = np.where(
+                in_history,
+                values.take(row * width + np.where(in_history, column, 0)),
+                column - width == action,
+            )
+            node = children.take(2 * node + (x <= threshold.take(node)))
+        return node
 
     def to_dict(self) -> dict[str, Any]:
         arrays = {name: getattr(self, name).tolist() for name in ARRAYS}
@@ -133,14 +195,10 @@ class Stacking:
 
     def tree_logits(self, history: np.ndarray) -> dict[str, np.ndarray]:
         """The trees' logits per head (by name) for requests with `history` blocks [N, H]: [N] with no
-        action, [N, A] for the per-action heads (one tree pass per action, as if it were taken)."""
-        n, a = len(history), self.num_actions
-        # Row block 0 takes no action, block k + 1 action k: every variant in one pass over the trees.
-        one_hot = np.repeat(np.eye(a + 1, a, k=-1, dtype=history.dtype), n, axis=0)  # [(A+1)·N, A]
-        features = np.hstack([np.tile(history, (a + 1, 1)), one_hot])  # [(A+1)·N, H + A]
+        action, [N, A] for the per-action heads (each action as if it were taken: `action_logits`)."""
         logits: dict[str, np.ndarray] = {}
         for outcome, trees in self.trees.items():
-            variants = trees.logits(features).reshape(a + 1, n)  # [A+1, N]
+            variants = trees.action_logits(history, self.num_actions)  # [A+1, N]
             for head in HEADS:
                 if head.outcome == outcome:
                     logits[head.name] = variants[1:].T if head.per_action else variants[0]
