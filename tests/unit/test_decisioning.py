@@ -3,6 +3,7 @@ ranking's promise that eligibility rules and contact limits are never broken."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,7 +28,7 @@ from nextbest.decisioning import (
     parse_rule,
     rank,
 )
-from nextbest.decisioning.policy import draw, request_uniforms, serving_probabilities
+from nextbest.decisioning.policy import control_members, draw, request_uniforms, serving_probabilities
 from nextbest.journeys.profile import ProfileEncoder
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -546,8 +547,12 @@ def test_serving_probabilities_cover_only_eligible_actions(
     values = np.array([[0.2, 0.5, 0.9], [0.1, 0.2, 0.3], [0.9, 0.5, 0.1]])
     eligible = np.array([[True, True, False], [False, False, False], [True, True, True]])
     catalog = ActionCatalog.from_dict({"actions": [{"id": "a"}], "exploration": exploration})
-    probabilities = serving_probabilities(exploration_ranking(values, eligible), catalog.exploration)
+    ranking = exploration_ranking(values, eligible)
+    probabilities = serving_probabilities(ranking, catalog.exploration, np.zeros(3, bool))
     np.testing.assert_allclose(probabilities, expected)
+    in_control = np.array([True, True, False])  # served any eligible action alike, whatever the exploration
+    probabilities = serving_probabilities(ranking, catalog.exploration, in_control)
+    np.testing.assert_allclose(probabilities, [[0.5, 0.5, 0.0], [0.0, 0.0, 0.0], expected[2]])
 
 
 def test_softmax_follows_expected_value_and_draws_follow_probabilities() -> None:
@@ -556,7 +561,7 @@ def test_softmax_follows_expected_value_and_draws_follow_probabilities() -> None
         {"actions": [{"id": "a"}], "exploration": {"policy": "softmax", "temperature": 1}}
     )
     probabilities = serving_probabilities(
-        exploration_ranking(values, np.ones_like(values, bool)), catalog.exploration
+        exploration_ranking(values, np.ones_like(values, bool)), catalog.exploration, np.zeros(20_000, bool)
     )
     np.testing.assert_allclose(probabilities[0], np.exp([1, 2, 3]) / np.exp([1, 2, 3]).sum())
     uniforms = request_uniforms([f"c{i}" for i in range(20_000)], np.zeros(20_000, np.int64), seed=1)
@@ -582,6 +587,34 @@ def test_softmax_follows_expected_value_and_draws_follow_probabilities() -> None
 def test_bad_exploration_settings_are_named(exploration: dict[str, Any], message: str) -> None:
     with pytest.raises(CatalogError, match=f"exploration: {message}"):
         ActionCatalog.from_dict({"actions": [{"id": "a"}], "exploration": exploration})
+
+
+def test_the_control_group_is_a_stable_seeded_share_of_customers() -> None:
+    ids = pa.array([f"c{i}" for i in range(20_000)])
+    control = ActionCatalog.from_dict({"actions": [{"id": "a"}], "control": {"share": 0.05}}).control
+    members = control_members(ids, control)
+    assert 0.045 < members.mean() < 0.055
+    np.testing.assert_array_equal(members, control_members(ids.slice(0, 20_000), control))
+    reseeded = control_members(ids, dataclasses.replace(control, seed=1))
+    assert 0.045 < reseeded.mean() < 0.055
+    assert (members & reseeded).mean() < 0.01  # another seed, another group
+    assert not control_members(ids, dataclasses.replace(control, share=0.0)).any()
+    assert control_members(ids, dataclasses.replace(control, share=1.0)).all()
+
+
+@pytest.mark.parametrize(
+    ("control", "message"),
+    [
+        ({"share": 1.5}, "share must be at most 1"),
+        ({"share": -0.1}, "share must be at least 0"),
+        ({"share": "5%"}, "share must be a finite number"),
+        ({"share": 0.1, "seed": 1.5}, "seed must be a whole number"),
+        ({"fraction": 0.1}, "fraction"),
+    ],
+)
+def test_bad_control_group_settings_are_named(control: dict[str, Any], message: str) -> None:
+    with pytest.raises(CatalogError, match=f"control: .*{message}"):
+        ActionCatalog.from_dict({"actions": [{"id": "a"}], "control": control})
 
 
 ANY_SCORE = st.one_of(
@@ -627,7 +660,8 @@ def test_no_suppressed_action_is_ever_ranked_or_served(
         ranking = rank(
             catalog, catalog.ids, conversion, churn, conversion[:, 0], churn[:, 0], columns, eligible
         )
-    probabilities = serving_probabilities(ranking, catalog.exploration)
+    in_control = uniforms < 0.2  # any rows: control must not open a way to a suppressed action either
+    probabilities = serving_probabilities(ranking, catalog.exploration, in_control)
     chosen = draw(probabilities, uniforms)
     rows = np.arange(len(eligible))
     has_any = eligible.any(axis=1)

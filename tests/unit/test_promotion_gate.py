@@ -89,7 +89,9 @@ def model(
         conversion,
         churn,
     )
-    return Decisions(scores, ranking, serving_probabilities(ranking, CATALOG.exploration), ranking.top)
+    no_control = np.zeros(len(ranking.top), dtype=bool)
+    probabilities = serving_probabilities(ranking, CATALOG.exploration, no_control)
+    return Decisions(scores, ranking, probabilities, ranking.top, no_control)
 
 
 def promoted(world: World, champion: Decisions, challenger: Decisions) -> bool:

@@ -282,7 +282,7 @@ def assert_arrow_shape(fields: list[pa.Field], model: type[BaseModel], leave_out
     """`fields` are `model`'s (but `leave_out`), in its order, each of the Arrow type of its Python type
     (times, which answers write as ISO text, are timestamps)."""
     assert [f.name for f in fields] == [name for name in model.model_fields if name != leave_out]
-    arrow_types = {str: pa.string(), float: pa.float64(), int: pa.int32()}
+    arrow_types = {str: pa.string(), float: pa.float64(), int: pa.int32(), bool: pa.bool_()}
     for field in fields:
         annotation = model.model_fields[field.name].annotation
         nullable = get_origin(annotation) is UnionType
@@ -330,6 +330,7 @@ def test_decision_rows_are_the_output_tables_rows(
                 {"id": "no_action", "value": 40.0, "eligible_if": 'profile.segment == "gold"'},
             ],
             "exploration": {"policy": policy, "epsilon": 0.3, "temperature": 0.5},
+            "control": {"share": 0.3},
         }
     )
     requests = requests_at_end(log).slice(0, 40)
@@ -341,6 +342,11 @@ def test_decision_rows_are_the_output_tables_rows(
     table = decisions_table(decisions, "2", top_k)
     assert table.column("chosen_action").null_count > 0  # some requests are served nothing
     assert decision_rows(decisions, "2", top_k) == table.to_pylist()
+    control = [row for row in table.to_pylist() if row["control"]]
+    assert 0 < len(control) < 40
+    for row in control:  # whatever the exploration: any eligible action, uniformly
+        eligible = len(decisions.ranking.actions) - len(row["suppressed"])
+        assert row["chosen_probability"] == (pytest.approx(1 / eligible) if eligible else None)
 
 
 @given(

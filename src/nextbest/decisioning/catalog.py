@@ -9,6 +9,7 @@ context:                         # what requests bring for rules to read (contex
   store_open: number
 profile:                         # profile attributes rules read that the model does not: name: number | text
   loyalty_tier: text
+control: {share: 0.05}           # a stable 5% of customers served a random eligible action (lift is measured)
 actions:
   - id: email_offer
     channel: email
@@ -120,6 +121,16 @@ EXPLORATION_POLICIES = ("off", "epsilon", "softmax")
 
 
 @dataclass(frozen=True)
+class ControlGroup:
+    """The customers served a uniformly random eligible action instead of the policy's, so that the
+    policy's lift is measured against them: a stable `share` of customer ids, chosen by a hash of the id
+    and `seed` (a customer stays in or out whatever the time, the model or the worker)."""
+
+    share: float = 0.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class ActionCatalog:
     """The actions in ranking order of ties, the cost of churn, and the contact caps across channels."""
 
@@ -128,6 +139,7 @@ class ActionCatalog:
     contact_events: tuple[str, ...] = tuple(sorted(BUSINESS_TOUCHES))
     contact_caps: tuple[ContactLimit, ...] = ()
     exploration: Exploration = Exploration()
+    control: ControlGroup = ControlGroup()
     context: Mapping[str, ValueType] = field(default_factory=dict)
     profile: Mapping[str, ValueType] = field(default_factory=dict)
     source: str = field(default="catalog", compare=False)
@@ -181,7 +193,15 @@ class ActionCatalog:
             raise CatalogError(f"{source}: expected a mapping with an `actions` list")
         _no_unknown_keys(
             data,
-            {"actions", "churn_cost", "contact_events", "contact_caps", "exploration", *NAMESPACES},
+            {
+                "actions",
+                "churn_cost",
+                "contact_events",
+                "contact_caps",
+                "exploration",
+                "control",
+                *NAMESPACES,
+            },
             source,
         )
         entries = data.get("actions")
@@ -205,6 +225,7 @@ class ActionCatalog:
             contact_events=tuple(contact_events),
             contact_caps=tuple(_limit(c, f"{source}: contact_caps[{i}]", None) for i, c in enumerate(caps)),
             exploration=_exploration(data.get("exploration", {}), f"{source}: exploration"),
+            control=_control(data.get("control", {}), f"{source}: control"),
             context=_declared_types(data.get("context", {}), f"{source}: context"),
             profile=_declared_types(data.get("profile", {}), f"{source}: profile"),
             source=source,
@@ -282,6 +303,7 @@ class ActionCatalog:
             "contact_caps": [_limit_dict(c) for c in self.contact_caps],
             "actions": [_action_dict(a) for a in self.actions],
             "exploration": dict(vars(self.exploration)),
+            "control": dict(vars(self.control)),
             "context": {name: str(kind) for name, kind in self.context.items()},
             "profile": {name: str(kind) for name, kind in self.profile.items()},
         }
@@ -374,10 +396,22 @@ def _exploration(entry: Any, where: str) -> Exploration:
     temperature = _number(entry, "temperature", 1.0, where)
     if not temperature > 0:
         raise CatalogError(f"{where}: temperature must be positive, got {temperature:g}")
+    return Exploration(policy, epsilon, temperature, _seed(entry, where))
+
+
+def _control(entry: Any, where: str) -> ControlGroup:
+    if not isinstance(entry, Mapping):
+        raise CatalogError(f"{where}: expected a mapping {{share, seed}}")
+    _no_unknown_keys(entry, {"share", "seed"}, where)
+    share = _number(entry, "share", 0.0, where, minimum=0.0, maximum=1.0)
+    return ControlGroup(share, _seed(entry, where))
+
+
+def _seed(entry: Mapping[str, Any], where: str) -> int:
     seed = entry.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise CatalogError(f"{where}: seed must be a whole number, got {seed!r}")
-    return Exploration(policy, epsilon, temperature, seed)
+    return seed
 
 
 def _number(

@@ -21,8 +21,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 
-from nextbest.decisioning.catalog import ActionCatalog, Exploration
+from nextbest.decisioning.catalog import ActionCatalog, ControlGroup, Exploration
 from nextbest.decisioning.expressions import HistoryQuery, RuleColumns
 
 NOT_A_CANDIDATE = "not among the request's candidates"
@@ -167,9 +168,17 @@ def _suppressions(catalog: ActionCatalog, columns: RuleColumns) -> np.ndarray:
     return np.array([*messages, None], dtype=object)[first]  # index -1: the None at the end
 
 
-def serving_probabilities(ranking: Ranking, exploration: Exploration) -> np.ndarray:
+def serving_probabilities(ranking: Ranking, exploration: Exploration, control: np.ndarray) -> np.ndarray:
     """[N, K] the probability with which each catalog action is served: exactly 0 for suppressed actions,
-    and each row sums to 1, or is all 0 where no action is eligible."""
+    and each row sums to 1, or is all 0 where no action is eligible. Requests of the control group
+    ([N] bool, `control_members`) are served any eligible action uniformly, whatever the exploration."""
+    policy = _policy_probabilities(ranking, exploration)
+    if not control.any():
+        return policy
+    return np.where(control[:, None], _normalised(ranking.eligible), policy)
+
+
+def _policy_probabilities(ranking: Ranking, exploration: Exploration) -> np.ndarray:
     n, k = ranking.eligible.shape
     eligible = ranking.eligible
     best = np.zeros((n, k))
@@ -214,8 +223,21 @@ def draw(probabilities: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
 def request_uniforms(customer_ids: Sequence[str], as_of: np.ndarray, seed: int) -> np.ndarray:
     """A uniform number in [0, 1) per request, fixed by (seed, customer, as_of): the same request is served
     the same way online, in batch and on a re-run."""
-    out = np.empty(len(customer_ids))
-    for i, (customer, instant) in enumerate(zip(customer_ids, as_of.tolist(), strict=True)):
-        digest = hashlib.blake2b(f"{seed}|{customer}|{instant}".encode(), digest_size=8).digest()
-        out[i] = int.from_bytes(digest, "big") / 2**64
-    return out
+    keys = (
+        f"{seed}|{customer}|{instant}" for customer, instant in zip(customer_ids, as_of.tolist(), strict=True)
+    )
+    return np.fromiter(map(_uniform, keys), np.float64, len(customer_ids))
+
+
+def control_members(customer_ids: pa.Array, control: ControlGroup) -> np.ndarray:
+    """[N] whether each customer is in the control group: a uniform number fixed by (seed, customer) below
+    the group's share, so membership is the same at every request, online, in batch and on every worker."""
+    if control.share == 0:
+        return np.zeros(len(customer_ids), dtype=bool)
+    keys = (f"control|{control.seed}|{customer}" for customer in customer_ids.to_pylist())
+    return np.fromiter(map(_uniform, keys), np.float64, len(customer_ids)) < control.share
+
+
+def _uniform(key: str) -> float:
+    """A number in [0, 1) that depends on `key` alone (a stable hash, unlike Python's `hash`)."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") / 2**64

@@ -14,6 +14,7 @@ from nextbest.decisioning.expressions import HistoryQuery, RuleColumns
 from nextbest.decisioning.history import history_values
 from nextbest.decisioning.policy import (
     Ranking,
+    control_members,
     draw,
     history_queries,
     rank,
@@ -36,6 +37,8 @@ class Decisions:
     Attributes:
         probabilities: [N, K] the probability with which each catalog action is served (exploration).
         chosen: [N] the catalog index of the served action (-1: none eligible).
+        control: [N] whether the request's customer is in the catalog's control group (served a random
+            eligible action).
         evidence: [N] when asked for, the history events that weighed most in each served action's value
             (see `nextbest.scoring.explain`); None otherwise.
     """
@@ -44,6 +47,7 @@ class Decisions:
     ranking: Ranking
     probabilities: np.ndarray
     chosen: np.ndarray
+    control: np.ndarray
     evidence: pa.Array | None = None
 
     @property
@@ -91,8 +95,9 @@ def decide(
         candidates,
     )
     exploration = catalog.exploration
-    probabilities = serving_probabilities(ranking, exploration)
-    if exploration.policy == "off":  # the best eligible action, no draw (and no per-request hashing) needed
+    control = control_members(scores.customer_ids, catalog.control)
+    probabilities = serving_probabilities(ranking, exploration, control)
+    if exploration.policy == "off" and not control.any():  # the best eligible action: nothing to draw
         chosen = ranking.top
     else:
         uniforms = request_uniforms(scores.customer_ids.to_pylist(), scores.as_of, exploration.seed)
@@ -101,7 +106,7 @@ def decide(
     if explain > 0:
         weights = event_weights(scorer, journeys, catalog, ranking, chosen, explain)
         evidence = weights.to_arrow(log)
-    return Decisions(scores, ranking, probabilities, chosen, evidence)
+    return Decisions(scores, ranking, probabilities, chosen, control, evidence)
 
 
 def rule_columns(

@@ -108,7 +108,8 @@ def is_decision_log(path: str | Path) -> bool:
 
 def read_decision_log(directory: str | Path) -> DecisionLog:
     """The served decisions as a decisions table: `customer_id`, `timestamp` (the request's as_of),
-    `action` (the served one), `propensity` (its serving probability), `model_version`. Fallback answers
+    `action` (the served one), `propensity` (its serving probability), `model_version`, `control` (the
+    customer was in the catalog's control group). Fallback answers
     and requests with nothing served are left out: no model chose them.
 
     Raises:
@@ -136,6 +137,8 @@ def read_decision_log(directory: str | Path) -> DecisionLog:
             "action": pa.array([r["chosen_action"] for r in rows], pa.string()),
             "propensity": pa.array([r["chosen_probability"] for r in rows], pa.float64()),
             "model_version": pa.array([r["model_version"] for r in rows], pa.string()),
+            # Logs written before control groups existed served no control group.
+            "control": pa.array([r.get("control", False) for r in rows], pa.bool_()),
         }
     )
     return DecisionLog(table, unreadable)

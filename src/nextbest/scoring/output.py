@@ -34,6 +34,7 @@ OUTPUT_SCHEMA = pa.schema(
         ("top_action", pa.string()),
         ("chosen_action", pa.string()),
         ("chosen_probability", pa.float64()),
+        ("control", pa.bool_()),
         ("actions", pa.list_(ACTION_STRUCT)),
         ("suppressed", pa.list_(SUPPRESSED_STRUCT)),
     ]
@@ -49,8 +50,9 @@ def output_schema(explained: bool) -> pa.Schema:
 def decisions_table(decisions: Decisions, model_version: str, top_k: int | None = None) -> pa.Table:
     """One row per request: no-action probabilities, the eligible actions best first (at most `top_k`),
     the served action with the probability it was chosen with (exploration; 1 for the top action when
-    exploration is off), and the suppressed actions with their reasons (catalog order). When the
-    decisions were explained, an `evidence` column lists the history events that weighed most.
+    exploration is off), whether the customer is in the control group, and the suppressed actions with
+    their reasons (catalog order). When the decisions were explained, an `evidence` column lists the
+    history events that weighed most.
 
     `score` is the action's expected value, `uplift` its expected value over taking no action.
     """
@@ -82,6 +84,7 @@ def decisions_table(decisions: Decisions, model_version: str, top_k: int | None 
             _action_names(ids, ranking.top),
             _action_names(ids, decisions.chosen),
             pa.array(decisions.chosen_probability, pa.float64(), from_pandas=True),
+            pa.array(decisions.control, pa.bool_()),
             _lists(ranked, layout.kept, OUTPUT_SCHEMA.field("actions").type),
             _lists(suppressed, layout.suppressed_counts, OUTPUT_SCHEMA.field("suppressed").type),
         ],
@@ -121,6 +124,7 @@ def decision_rows(decisions: Decisions, model_version: str, top_k: int | None = 
         [ids[i] if i >= 0 else None for i in ranking.top.tolist()],
         [ids[i] if i >= 0 else None for i in decisions.chosen.tolist()],
         [None if np.isnan(p) else p for p in decisions.chosen_probability.tolist()],
+        decisions.control.tolist(),
         ranked,
         suppressed,
     )

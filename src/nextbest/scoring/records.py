@@ -134,6 +134,7 @@ def _answer(record: BaseScoringRequest, row: dict[str, Any]) -> RankResponse:
             "top_action": ranked[0]["action"] if ranked else None,
             "chosen_action": row["chosen_action"],
             "chosen_probability": row["chosen_probability"],
+            "control": row["control"],
             "actions": ranked,
             "suppressed": [s for s in row["suppressed"] if s["reason"] != NOT_A_CANDIDATE],
             "evidence": None

@@ -169,6 +169,7 @@ class RankResponse(BaseModel):
                 "top_action": "call_back",
                 "chosen_action": "call_back",
                 "chosen_probability": 1.0,
+                "control": False,
                 "actions": [
                     {
                         "action": "call_back",
@@ -194,6 +195,10 @@ class RankResponse(BaseModel):
     top_action: str | None = None
     chosen_action: str | None = Field(default=None, description="the action served (exploration may differ)")
     chosen_probability: float | None = Field(default=None, description="probability it was served with")
+    control: bool = Field(
+        default=False,
+        description="the customer is in the catalog's control group, served a random eligible action",
+    )
     actions: list[RankedAction]
     suppressed: list[SuppressedAction]
     evidence: list[EventEvidence] | None = Field(
