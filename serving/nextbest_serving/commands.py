@@ -33,7 +33,9 @@ DESCRIPTION = f"""\
 Serve ranked next best actions over HTTP (BentoML): POST /rank, /rank_batch and /score, GET /metadata,
 and the probes /livez, /readyz, /healthz and Prometheus /metrics. The model is loaded once at start-up
 from --model (default {DEFAULT_MODEL_URI} in MLFLOW_TRACKING_URI's registry); a model that
-cannot be loaded stops the command with a message and exit status 1.
+cannot be loaded stops the command with a message and exit status 1. With --reload-seconds S, every
+worker checks the model's alias every S seconds and swaps in the version it moved to (after `nextbest
+promote`) without a restart and without failing a request; each answer names the version that made it.
 
 Settings come from --config (YAML, see configs/serving/default.yaml), then NEXTBEST_* environment
 variables, then these options. With an API key (NEXTBEST_API_KEY, or api_key in the config), every
@@ -60,6 +62,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--config", type=Path, metavar="FILE", help="serving settings (YAML)")
     parser.add_argument("--decision-log", type=Path, metavar="DIR", help="append every served decision here")
     parser.add_argument(
+        "--reload-seconds",
+        type=float,
+        metavar="S",
+        help="check the model's alias every S seconds and serve the version it moves to, without a restart",
+    )
+    parser.add_argument(
         "--insecure-no-api-key",
         action="store_true",
         help="allow binding a non-loopback address without an API key",
@@ -76,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
         settings = replace(settings, model_uri=args.model)
     if args.decision_log:
         settings = replace(settings, decision_log=args.decision_log)
+    if args.reload_seconds is not None:
+        settings = replace(settings, reload_seconds=args.reload_seconds)
     address = _listening_address(args.host, args.port)
     _check_exposure(args.host, address, settings.api_key, args.insecure_no_api_key)
     _check_model(settings.model_uri)

@@ -9,8 +9,9 @@
 
 Every refusal is a 4xx with an `ErrorResponse` body that names the field.
 
-Start it with `nextbest serve` (settings: `nextbest_serving.settings`). The model is loaded once per
-worker at start-up, only from the configured URI. Requests go through the same `score_records` as the
+Start it with `nextbest serve` (settings: `nextbest_serving.settings`). The model is loaded per worker at
+start-up, only from the configured URI, and again when its alias moves if `reload_seconds` is set
+(`ModelFollower`). Requests go through the same `score_records` as the
 pyfunc model and the batch job, batched across concurrent callers (`MicroBatcher`); a request whose
 deadline passes gets the catalog's default order, flagged as a fallback.
 """
@@ -22,7 +23,9 @@ import contextlib
 import functools
 import gc
 import logging
+import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, cast
 
 import bentoml
@@ -33,13 +36,15 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from nextbest import __version__
-from nextbest.errors import DataContractError
-from nextbest.registry import RegisteredModelUri
+from nextbest.decisioning.catalog import ActionCatalog
+from nextbest.errors import DataContractError, NextbestError
+from nextbest.registry import RegisteredModelUri, resolved_version
 from nextbest.scoring.decision_log import DecisionLogWriter
 from nextbest.scoring.memory import keep_freed_memory
-from nextbest.scoring.pyfunc import load_scorer, model_version
+from nextbest.scoring.pyfunc import load_version
 from nextbest.scoring.records import fallback_answer, probability_records, score_records
 from nextbest.scoring.schemas import RankResponse, ScoreResponse, ServedScoringRequest
+from nextbest.scoring.scorer import JourneyScorer
 from nextbest_serving import openapi, refusals
 from nextbest_serving.batching import MicroBatcher
 from nextbest_serving.guards import ApiKeyGuard, BodySizeGuard
@@ -81,9 +86,7 @@ class NextbestService:
         refusals.install()  # refused requests: one line without their values, and a metric
         self.settings = ServingSettings.from_env()
         torch.set_num_threads(1)
-        self.scorer = load_scorer(self.settings.model_uri)
-        self.catalog = self.scorer.action_catalog
-        self.version = model_version(self.settings.model_uri, self.scorer)
+        self.model = ServedModel.load(self.settings.model_uri)
         self.batch_sizes = _batch_size_histogram()
         self.ranker = MicroBatcher(self._rank, MAX_BATCH_SIZE, MAX_LATENCY_MS)
         self.prober = MicroBatcher(self._probabilities, MAX_BATCH_SIZE, MAX_LATENCY_MS)
@@ -94,13 +97,19 @@ class NextbestService:
         )
         _tune_garbage_collector()
         keep_freed_memory()  # large batches reuse memory instead of page-faulting it in again
-        logger.info("serving %s (version %s)", self.settings.model_uri, self.version)
+        logger.info("serving %s (version %s)", self.settings.model_uri, self.model.version)
+        self.follower = None
+        if self.settings.reload_seconds is not None:
+            self.follower = ModelFollower(self, self.settings.reload_seconds)
+            self.follower.start()
 
     def __is_ready__(self) -> bool:
-        return self.scorer is not None
+        return self.model is not None
 
     @bentoml.on_shutdown
     async def shutdown(self) -> None:
+        if self.follower is not None:
+            self.follower.stop()
         await self.ranker.close()
         await self.prober.close()
         if self.decision_log is not None:
@@ -116,9 +125,9 @@ class NextbestService:
             async with asyncio.timeout(self.settings.deadline_ms / 1000.0):
                 (answer,) = await self.ranker.submit([request])
         except TimeoutError:
-            answer = fallback_answer(
-                request, self.catalog, self.version, f"deadline of {self.settings.deadline_ms:g} ms passed"
-            )
+            model = self.model
+            deadline = f"deadline of {self.settings.deadline_ms:g} ms passed"
+            answer = fallback_answer(request, model.catalog, model.version, deadline)
         except DataContractError as exc:
             return _error(422, str(exc))  # type: ignore[return-value]
         self._log([request], [answer])
@@ -160,14 +169,14 @@ class NextbestService:
     def metadata(self) -> MetadataResponse:
         """What `GET /metadata` answers."""
         registered = RegisteredModelUri.parse(self.settings.model_uri)
-        settings = self.settings
+        settings, model = self.settings, self.model
         return MetadataResponse(
             model_name=registered.name if registered else None,
             model_uri=settings.model_uri,
-            model_version=self.version,
-            run_id=self.scorer.metadata.get("run_id"),
-            actions=list(self.scorer.actions),
-            catalog=self.catalog.to_dict(),
+            model_version=model.version,
+            run_id=model.scorer.metadata.get("run_id"),
+            actions=list(model.scorer.actions),
+            catalog=model.catalog.to_dict(),
             limits=Limits(
                 max_events=settings.max_events,
                 max_batch=settings.max_batch,
@@ -179,14 +188,16 @@ class NextbestService:
 
     def _rank(self, records: list[ServedScoringRequest]) -> list[RankResponse | Exception]:
         self.batch_sizes.labels("rank").observe(len(records))
+        model = self.model  # one model for the whole batch, whatever a reload swaps in meanwhile
         with self._threads_for(records):
-            return _each_or_alone(lambda batch: score_records(self.scorer, batch, self.version), records)
+            return _each_or_alone(lambda batch: score_records(model.scorer, batch, model.version), records)
 
     def _probabilities(self, records: list[ServedScoringRequest]) -> list[ScoreResponse | Exception]:
         self.batch_sizes.labels("score").observe(len(records))
+        model = self.model
         with self._threads_for(records):
             return _each_or_alone(
-                lambda batch: probability_records(self.scorer, batch, self.version), records
+                lambda batch: probability_records(model.scorer, batch, model.version), records
             )
 
     @contextlib.contextmanager
@@ -216,6 +227,65 @@ class NextbestService:
     def _log(self, requests: list[ServedScoringRequest], answers: list[RankResponse]) -> None:
         if self.decision_log is not None:
             self.decision_log.append(requests, answers)
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """What answers requests: the scorer, its catalog and the version named in every answer. Swapped as
+    one object, so a batch never pairs one version's scores with another's number."""
+
+    scorer: JourneyScorer
+    catalog: ActionCatalog
+    version: str
+
+    @classmethod
+    def load(cls, model_uri: str) -> ServedModel:
+        scorer, version = load_version(model_uri)
+        return cls(scorer, scorer.action_catalog, version)
+
+
+class ModelFollower:
+    """Checks the service's model alias every `seconds` on a thread of its own and, when the alias has
+    moved, loads the version it names and swaps it in. Requests keep being answered meanwhile, by the old
+    model until the swap and the new one after it; a version that cannot be loaded is logged and tried
+    again at the next check, while the old one goes on serving."""
+
+    def __init__(self, service: NextbestService, seconds: float) -> None:
+        self.service = service
+        self.seconds = seconds
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._follow, name="nextbest-model-follower", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def _follow(self) -> None:
+        while not self._stopped.wait(self.seconds):
+            self.check()
+
+    def check(self) -> None:
+        """Swaps in the version the alias names now, if it is not the one served."""
+        uri, served = self.service.settings.model_uri, self.service.model.version
+        try:
+            if resolved_version(uri) == served:
+                return
+            model = ServedModel.load(uri)
+        except NextbestError as exc:
+            logger.warning("model reload: keeping version %s: %s", served, exc)
+            return
+        except Exception as exc:  # e.g. a locked or unreachable store: the thread must outlive it
+            logger.warning("model reload: keeping version %s: %s: %s", served, type(exc).__name__, exc)
+            return
+        self.service.model = model
+        # Start-up froze the first model out of the collector's reach (`_tune_garbage_collector`): let the
+        # collector free the old one, then freeze the new one as start-up did.
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
+        logger.info("serving %s (version %s, was %s)", uri, model.version, served)
 
 
 def _tune_garbage_collector() -> None:

@@ -12,6 +12,7 @@ every BentoML worker process), set by `nextbest serve` from its options or a YAM
 | NEXTBEST_DECISION_LOG        | directory of the decision log (unset: no log)                 |
 | NEXTBEST_DECISION_LOG_ROWS   | decisions per log file before it rotates (100000)             |
 | NEXTBEST_TORCH_THREADS       | torch threads for a batch of 32+ requests; fewer use 1 (2)    |
+| NEXTBEST_RELOAD_SECONDS      | check the model's alias this often; serve a new version (off) |
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 import yaml
 
 from nextbest.errors import NextbestError
-from nextbest.registry import DEFAULT_MODEL_URI
+from nextbest.registry import DEFAULT_MODEL_URI, RegisteredModelUri
 
 ENV_PREFIX = "NEXTBEST_"
 
@@ -47,6 +48,7 @@ class ServingSettings:
     decision_log: Path | None = None
     decision_log_rows: int = 100_000
     torch_threads: int = 2
+    reload_seconds: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_events", "max_batch", "max_body_bytes", "decision_log_rows", "torch_threads"):
@@ -57,8 +59,22 @@ class ServingSettings:
             raise SettingsError(
                 f"{_env_name('deadline_ms')}: must be a positive number, got {self.deadline_ms!r}"
             )
+        self._check_reload()
         if self.api_key is not None and len(self.api_key) < 16:
             raise SettingsError(f"{_env_name('api_key')}: must be at least 16 characters")
+
+    def _check_reload(self) -> None:
+        if self.reload_seconds is None:
+            return
+        name = _env_name("reload_seconds")
+        if not isinstance(self.reload_seconds, int | float) or not self.reload_seconds > 0:
+            raise SettingsError(f"{name}: must be a positive number, got {self.reload_seconds!r}")
+        registered = RegisteredModelUri.parse(self.model_uri)
+        if registered is None or registered.alias is None:
+            raise SettingsError(
+                f"{name}: the model {self.model_uri} names no registry alias to follow; reloading needs a "
+                "models:/<name>@<alias> URI"
+            )
 
     @classmethod
     def from_env(
@@ -109,6 +125,6 @@ def _parse(name: str, raw: str) -> Any:
     if name == "decision_log":
         return Path(raw)
     try:
-        return float(raw) if name == "deadline_ms" else int(raw)
+        return float(raw) if name in ("deadline_ms", "reload_seconds") else int(raw)
     except ValueError:
         raise SettingsError(f"{_env_name(name)}: expected a number, got {raw!r}") from None

@@ -19,7 +19,7 @@ from nextbest.model import TemperatureScaling
 from nextbest.registry import assign_aliases
 from nextbest.scoring import decide, decisions_table
 from nextbest.scoring.decision_log import DecisionLogWriter
-from nextbest.scoring.pyfunc import load_scorer, log_model, model_version
+from nextbest.scoring.pyfunc import load_scorer, load_version, log_model
 from nextbest.scoring.records import score_records
 from nextbest.scoring.tables import records_from_tables
 from nextbest.simulate import SimulationConfig, simulate, write_world
@@ -53,9 +53,9 @@ def test_logged_model_loads_by_alias_and_scores_like_the_scorer(
     expected = score_records(scorer, records, "1")
     assert [a.model_dump() for a in answers] == [e.model_dump() for e in expected]
 
-    restored = load_scorer("models:/nextbest@champion")
-    assert model_version("models:/nextbest@champion", restored) == "1"
-    assert model_version(info.model_uri, restored) == run.info.run_id
+    restored, version = load_version("models:/nextbest@champion")
+    assert version == "1"
+    assert load_version(info.model_uri)[1] == run.info.run_id
     requests = requests_at_end(log)
     np.testing.assert_array_equal(
         restored.score(log, requests).action_p_conversion, scorer.score(log, requests).action_p_conversion
@@ -160,7 +160,7 @@ def test_score_command_with_a_missing_model_is_a_message(
     ]
     assert main([*args, "--out", str(tmp_path / "o.parquet")]) == 1
     err = capsys.readouterr().err
-    assert "cannot load the model models:/nextbest@champion" in err
+    assert "models:/nextbest@champion is not in the registry at sqlite:" in err
     assert "Traceback" not in err
 
 

@@ -5,15 +5,18 @@ without a usable model or, on a public address, without an API key."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import mlflow
 import psutil
 import pyarrow.parquet as pq
 import pytest
@@ -264,3 +267,71 @@ def _running(processes: list[psutil.Process]) -> list[psutil.Process]:
         except psutil.NoSuchProcess:
             pass
     return running
+
+
+@pytest.mark.slow
+def test_a_promotion_reaches_the_server_without_a_failed_request(trained: Path, tmp_path: Path) -> None:
+    """With --reload-seconds, moving the champion alias to a new version makes the running server answer
+    with it, while callers keep calling and every call is answered 200 by one version or the other."""
+    shutil.copy(trained / "mlflow.db", tmp_path / "mlflow.db")  # its own registry; the artifacts are shared
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with (tmp_path / "serve.log").open("wb") as output:
+        process = subprocess.Popen(
+            [str(NEXTBEST), "serve", "--port", str(port), "--reload-seconds", "1"],
+            cwd=trained,
+            env={**environment(trained), "MLFLOW_TRACKING_URI": store},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        _wait_until_ready(process, base, tmp_path / "serve.log")
+        world = trained / "world"
+        log = load_events(world / "events.parquet")
+        (record,) = records_from_tables(log, requests_at_end(log).slice(0, 1))
+        body = record.model_dump(exclude_none=True)
+        answers: list[list[tuple[float, int, str | None]]] = [[] for _ in range(4)]  # per caller
+        stop = threading.Event()
+
+        def call(mine: list[tuple[float, int, str | None]]) -> None:
+            with httpx.Client(timeout=30) as client:
+                while not stop.is_set():
+                    answer = client.post(f"{base}/rank", json=body)
+                    version = answer.json().get("model_version") if answer.status_code == 200 else None
+                    mine.append((time.monotonic(), answer.status_code, version))
+
+        callers = [threading.Thread(target=call, args=(mine,)) for mine in answers]
+        for caller in callers:
+            caller.start()
+        registry = mlflow.MlflowClient(store)
+        first = registry.get_model_version("nextbest", "1")
+        second = str(
+            registry.create_model_version("nextbest", source=first.source, run_id=first.run_id).version
+        )
+        time.sleep(2)  # answers from version 1 first
+        promoted = time.monotonic()
+        registry.set_registered_model_alias("nextbest", "champion", second)
+        deadline = promoted + 60
+        while time.monotonic() < deadline and not all(mine[-1][2] == second for mine in answers):
+            time.sleep(0.2)
+        time.sleep(1)  # answers from version 2 after
+        stop.set()
+        for caller in callers:
+            caller.join()
+        for mine in answers:  # each caller's calls follow one another: version 1, then version 2 only
+            assert {status for _, status, _ in mine} == {200}
+            versions = [v for _, _, v in mine]
+            switched = versions.index(second)
+            assert set(versions[:switched]) == {"1"}
+            assert set(versions[switched:]) == {second}
+            print(f"switched {mine[switched][0] - promoted:.1f} s after the promotion, {len(mine)} answers")
+        assert httpx.get(f"{base}/metadata").json()["model_version"] == second
+        assert (
+            f"serving models:/nextbest@champion (version {second}, was 1)"
+            in (tmp_path / "serve.log").read_text()
+        )
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

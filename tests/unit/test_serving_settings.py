@@ -19,9 +19,15 @@ def test_the_shipped_config_reads_and_round_trips_through_the_environment() -> N
 
 def test_environment_values_are_parsed() -> None:
     settings = ServingSettings.from_env(
-        {"NEXTBEST_MAX_EVENTS": "50", "NEXTBEST_DEADLINE_MS": "12.5", "NEXTBEST_DECISION_LOG": "/tmp/d"}
+        {
+            "NEXTBEST_MAX_EVENTS": "50",
+            "NEXTBEST_DEADLINE_MS": "12.5",
+            "NEXTBEST_DECISION_LOG": "/tmp/d",
+            "NEXTBEST_RELOAD_SECONDS": "2.5",
+        }
     )
     assert (settings.max_events, settings.deadline_ms, str(settings.decision_log)) == (50, 12.5, "/tmp/d")
+    assert settings.reload_seconds == 2.5
 
 
 @pytest.mark.parametrize(
@@ -31,6 +37,12 @@ def test_environment_values_are_parsed() -> None:
         ({"NEXTBEST_MAX_BATCH": "0"}, "NEXTBEST_MAX_BATCH"),
         ({"NEXTBEST_DEADLINE_MS": "-1"}, "NEXTBEST_DEADLINE_MS"),
         ({"NEXTBEST_API_KEY": "short"}, "NEXTBEST_API_KEY"),
+        ({"NEXTBEST_RELOAD_SECONDS": "0"}, "NEXTBEST_RELOAD_SECONDS: must be a positive number"),
+        ({"NEXTBEST_RELOAD_SECONDS": "soon"}, "NEXTBEST_RELOAD_SECONDS: expected a number"),
+        (
+            {"NEXTBEST_RELOAD_SECONDS": "30", "NEXTBEST_MODEL_URI": "models:/nextbest/3"},
+            "NEXTBEST_RELOAD_SECONDS: the model models:/nextbest/3 names no registry alias to follow",
+        ),
     ],
 )
 def test_bad_values_name_the_variable(environ: dict[str, str], named: str) -> None:

@@ -87,9 +87,9 @@ def run(args: argparse.Namespace) -> int:
     from nextbest.decisioning.catalog import ActionCatalog
     from nextbest.evaluation.policies import evaluate_policies, gap_closed, truth_matrices
     from nextbest.scoring.decide import decide
-    from nextbest.scoring.pyfunc import load_scorer, model_version
+    from nextbest.scoring.pyfunc import load_version
 
-    scorer = load_scorer(args.model)
+    scorer, version = load_version(args.model)
     catalog = scorer.action_catalog if args.catalog is None else ActionCatalog.from_yaml(args.catalog)
     scorer.check_catalog(catalog)
     report = ValidationReport()
@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(summary, indent=2))
     if not args.no_mlflow:
-        _log_to_mlflow(result, gap, summary, args.model, model_version(args.model, scorer))
+        _log_to_mlflow(result, gap, summary, args.model, version)
     return 0
 
 

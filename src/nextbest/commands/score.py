@@ -124,10 +124,9 @@ def run(args: argparse.Namespace) -> int:
     from nextbest.batch.job import JobInputs, file_digest, run_job
     from nextbest.decisioning.catalog import ActionCatalog
     from nextbest.scoring.memory import keep_freed_memory
-    from nextbest.scoring.pyfunc import load_scorer, model_version
+    from nextbest.scoring.pyfunc import load_version
 
-    scorer = load_scorer(args.model)
-    version = model_version(args.model, scorer)
+    scorer, version = load_version(args.model)
     catalog = None if args.catalog is None else ActionCatalog.from_yaml(args.catalog)
     if catalog is not None:
         scorer.check_catalog(catalog)  # before any output: a bad rule must not leave a partial one

@@ -20,7 +20,7 @@ from mlflow.pyfunc.model import PythonModel, PythonModelContext
 
 from nextbest import __version__
 from nextbest.errors import NextbestError
-from nextbest.registry import reads_tracking_store, resolved_version, tracking_uri_for
+from nextbest.registry import RegisteredModelUri, reads_tracking_store, resolved_version, tracking_uri_for
 from nextbest.scoring.records import score_records
 from nextbest.scoring.schemas import RankResponse, ScoringRequest
 from nextbest.scoring.scorer import JourneyScorer
@@ -103,7 +103,13 @@ def load_scorer(model_uri: str) -> JourneyScorer:
     return python_model.scorer
 
 
-def model_version(model_uri: str, scorer: JourneyScorer) -> str:
-    """The registry version that a `models:/name@alias` or `models:/name/N` URI names; for any other
-    URI, the model's training run id."""
-    return resolved_version(model_uri) or str(scorer.metadata.get("run_id", ""))
+def load_version(model_uri: str) -> tuple[JourneyScorer, str]:
+    """The scorer at `model_uri` and its version, read as one: the registry version that a
+    `models:/name@alias` or `models:/name/N` URI names (an alias resolved once, and the version it names
+    loaded, so a promotion in between cannot pair one version's model with another's number); for any
+    other URI, the model's training run id."""
+    version = resolved_version(model_uri)
+    registered = RegisteredModelUri.parse(model_uri)
+    pinned = f"models:/{registered.name}/{version}" if registered is not None and version else model_uri
+    scorer = load_scorer(pinned)
+    return scorer, version or str(scorer.metadata.get("run_id", ""))
