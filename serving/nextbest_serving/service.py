@@ -45,7 +45,7 @@ from nextbest.scoring.pyfunc import load_version
 from nextbest.scoring.records import fallback_answer, probability_records, score_records
 from nextbest.scoring.schemas import RankResponse, ScoreResponse, ServedScoringRequest
 from nextbest.scoring.scorer import JourneyScorer
-from nextbest_serving import openapi, refusals
+from nextbest_serving import metrics, openapi, refusals
 from nextbest_serving.batching import MicroBatcher
 from nextbest_serving.guards import ApiKeyGuard, BodySizeGuard
 from nextbest_serving.schemas import (
@@ -87,7 +87,8 @@ class NextbestService:
         self.settings = ServingSettings.from_env()
         torch.set_num_threads(1)
         self.model = ServedModel.load(self.settings.model_uri)
-        self.batch_sizes = _batch_size_histogram()
+        self.batch_sizes = metrics.batch_sizes()
+        metrics.record_version(self.model.version)
         self.ranker = MicroBatcher(self._rank, MAX_BATCH_SIZE, MAX_LATENCY_MS)
         self.prober = MicroBatcher(self._probabilities, MAX_BATCH_SIZE, MAX_LATENCY_MS)
         self.decision_log = (
@@ -130,7 +131,7 @@ class NextbestService:
             answer = fallback_answer(request, model.catalog, model.version, deadline)
         except DataContractError as exc:
             return _error(422, str(exc))  # type: ignore[return-value]
-        self._log([request], [answer])
+        self._record_served([request], [answer])
         return answer
 
     @bentoml.api(route="/rank_batch")
@@ -151,7 +152,7 @@ class NextbestService:
             if isinstance(answer, DataContractError):
                 return _error(422, f"requests[{i}]: {answer}")  # type: ignore[return-value]
         ranked = cast(list[RankResponse], answers)
-        self._log(requests, ranked)
+        self._record_served(requests, ranked)
         return RankBatchResponse(results=ranked)
 
     @bentoml.api(route="/score")
@@ -224,7 +225,8 @@ class NextbestService:
                 )
         return None
 
-    def _log(self, requests: list[ServedScoringRequest], answers: list[RankResponse]) -> None:
+    def _record_served(self, requests: list[ServedScoringRequest], answers: list[RankResponse]) -> None:
+        metrics.record_answers(answers)
         if self.decision_log is not None:
             self.decision_log.append(requests, answers)
 
@@ -280,6 +282,7 @@ class ModelFollower:
             logger.warning("model reload: keeping version %s: %s: %s", served, type(exc).__name__, exc)
             return
         self.service.model = model
+        metrics.record_version(model.version, previous=served)
         # Start-up froze the first model out of the collector's reach (`_tune_garbage_collector`): let the
         # collector free the old one, then freeze the new one as start-up did.
         gc.unfreeze()
@@ -312,20 +315,6 @@ def _each_or_alone(score: Any, records: list[ServedScoringRequest]) -> list[Any]
         except DataContractError as exc:
             results.append(exc)
     return results
-
-
-@functools.cache
-def _batch_size_histogram() -> Any:
-    """Requests per model call, by endpoint: how well batching works under the traffic it gets. Created
-    in the worker, once: prometheus_client must start after BentoML has set its multiprocess directory."""
-    from prometheus_client import Histogram
-
-    return Histogram(
-        "nextbest_model_batch_size",
-        "Requests scored together in one model call",
-        ["endpoint"],
-        buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048),
-    )
 
 
 def _error(status: int, message: str) -> JSONResponse:

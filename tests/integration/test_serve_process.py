@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from prometheus_client.parser import text_string_to_metric_families
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation.modes import GenerationMode
 from schemathesis.specs.openapi.checks import (
@@ -151,6 +152,25 @@ def test_the_server_ranks_as_the_batch_job(trained: Path, server: str, tmp_path:
     assert metrics.status_code == 200
     assert 'endpoint="/rank"' in metrics.text  # Prometheus counts the requests just made
     assert 'nextbest_model_batch_size_count{endpoint="rank"}' in metrics.text
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(metrics.text)
+        for sample in family.samples
+    }
+    decisions = {labels: n for (name, labels), n in samples.items() if name == "nextbest_decisions_total"}
+    assert sum(decisions.values()) == len(records)  # what this test ranked, by served action
+    assert all(dict(labels)["control"] == "false" for labels in decisions)  # the demo catalog has none
+    kinds = {dict(labels)["rule"] for (name, labels) in samples if name == "nextbest_suppressions_total"}
+    assert kinds <= {"not eligible", "contact limit", "cool-down", "contact cap"}
+    assert samples[("nextbest_served_expected_value_count", ())] == sum(
+        n for labels, n in decisions.items() if dict(labels)["action"] != "none"
+    )
+    versions = {
+        dict(labels)["version"]: v
+        for (name, labels), v in samples.items()
+        if name == "nextbest_model_version"
+    }
+    assert versions == {"1": 1.0}
     served = read_decision_log(trained / "decisions").decisions
     assert set(served.column("customer_id").to_pylist()) >= {r.customer_id for r in records}
 
@@ -328,6 +348,9 @@ def test_a_promotion_reaches_the_server_without_a_failed_request(trained: Path, 
             assert set(versions[switched:]) == {second}
             print(f"switched {mine[switched][0] - promoted:.1f} s after the promotion, {len(mine)} answers")
         assert httpx.get(f"{base}/metadata").json()["model_version"] == second
+        metrics = httpx.get(f"{base}/metrics").text
+        assert f'version="{second}"}} 1.0' in metrics
+        assert 'version="1"} 0.0' in metrics
         assert (
             f"serving models:/nextbest@champion (version {second}, was 1)"
             in (tmp_path / "serve.log").read_text()
