@@ -86,4 +86,5 @@ def test_a_model_missing_from_the_store_names_the_store(
     registered_world(registry, tmp_path, n_customers=20, seed=1)
     args = ["score", "--model", "models:/other@champion", "--events", "e.parquet", "--out", "o"]
     assert main(args) == 1
-    assert f"from the tracking store sqlite:///{tmp_path / 'mlflow.db'}" in capsys.readouterr().err
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert f"models:/other@champion is not in the registry at {store}" in capsys.readouterr().err
