@@ -98,6 +98,10 @@ def brute_force(
         # The first and last events in the log's order: by time, ties in file order.
         features[f"first:{column}={tokens[0]}"] = 1.0
         features[f"last:{column}={tokens[-1]}"] = 1.0
+        for days in featurizer.window_days:
+            recent = [t for t, m in zip(tokens, micros, strict=True) if m >= as_of - days * DAY]
+            for token, count in pd.Series(recent, dtype=object).value_counts().items():
+                features[f"count_{days}d:{column}={token}"] = float(count)
     return features
 
 
@@ -107,13 +111,18 @@ def brute_force(
     requests=request_rows,
     max_tokens=st.integers(0, 3),
     chunk_rows=st.integers(1, 50),
+    window_days=st.sampled_from([(), (1, 30)]),
 )
 def test_every_aggregate_equals_a_brute_force_computation(
-    rows: list[Row], requests: list[tuple[str, int]], max_tokens: int, chunk_rows: int
+    rows: list[Row],
+    requests: list[tuple[str, int]],
+    max_tokens: int,
+    chunk_rows: int,
+    window_days: tuple[int, ...],
 ) -> None:
     """max_tokens 0 gives empty vocabularies; small chunks split the requests into several chunks."""
     log = make_log(rows)
-    featurizer = AggregateFeaturizer.fit(log, max_tokens=max_tokens)
+    featurizer = AggregateFeaturizer.fit(log, max_tokens=max_tokens, window_days=window_days)
     with mock.patch.object(aggregates, "CHUNK_ROWS", chunk_rows):
         matrix, names = transform(featurizer, log, requests)
     assert matrix.dtype == np.float32
@@ -214,10 +223,26 @@ def test_serialisation_round_trip_gives_the_same_features(
     rows: list[Row], requests: list[tuple[str, int]], max_tokens: int
 ) -> None:
     log = make_log(rows)
-    featurizer = AggregateFeaturizer.fit(log, max_tokens=max_tokens)
+    featurizer = AggregateFeaturizer.fit(log, max_tokens=max_tokens, window_days=(7,))
     restored = AggregateFeaturizer.from_dict(json.loads(json.dumps(featurizer.to_dict())))
     assert restored == featurizer
     assert restored.feature_names == featurizer.feature_names
     np.testing.assert_array_equal(
         transform(restored, log, requests)[0], transform(featurizer, log, requests)[0]
     )
+
+
+def test_a_featurizer_saved_before_windowed_counts_has_none() -> None:
+    log = make_log([("a", 10, "page_view", "web", None, 5.0)])
+    saved = AggregateFeaturizer.fit(log).to_dict()
+    del saved["window_days"]
+    assert AggregateFeaturizer.from_dict(saved) == AggregateFeaturizer.fit(log)
+
+
+def test_windowed_counts_include_their_first_instant() -> None:
+    rows: list[Row] = [("a", 1_000 - 24 * days, "page_view", "web", None, None) for days in (7, 8)]
+    log = make_log(rows)
+    matrix, names = transform(AggregateFeaturizer.fit(log, window_days=(7,)), log, [("a", 1_000)])
+    features = dict(zip(names, matrix[0], strict=True))
+    assert features["count_7d:event_type=page_view"] == 1.0
+    assert features["count:event_type=page_view"] == 2.0

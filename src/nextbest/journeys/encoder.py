@@ -39,6 +39,8 @@ class JourneyConfig:
         aggregate_features: add the engineered history aggregates (counts, shares, first and last touch,
             gaps, recency per token; see `nextbest.journeys.aggregates`) to the per-request features.
         aggregate_tokens: the most frequent tokens per column that get aggregate features.
+        aggregate_window_days: add each such token's count in the last that many days, per window (e.g.
+            `[7, 30, 90]`); none by default.
     """
 
     max_events: int = 100
@@ -47,6 +49,11 @@ class JourneyConfig:
     max_profile_categories: int = 1_000
     aggregate_features: bool = True
     aggregate_tokens: int = 50
+    aggregate_window_days: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        # YAML and JSON give lists; the frozen config keeps a hashable tuple.
+        object.__setattr__(self, "aggregate_window_days", tuple(self.aggregate_window_days))
 
 
 @dataclass(frozen=True)
@@ -170,7 +177,11 @@ class JourneyEncoder:
             name: Vocabulary.fit(_token_column(log, name), config.min_token_count, config.max_vocabulary)
             for name in TOKEN_COLUMNS
         }
-        aggregates = ScaledAggregates.fit(log, config.aggregate_tokens) if config.aggregate_features else None
+        aggregates = (
+            ScaledAggregates.fit(log, config.aggregate_tokens, window_days=config.aggregate_window_days)
+            if config.aggregate_features
+            else None
+        )
         return cls(
             config, vocabularies, ProfileEncoder.fit(customers, config.max_profile_categories), aggregates
         )
