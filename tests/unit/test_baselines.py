@@ -111,6 +111,16 @@ def test_baseline_learns_a_simple_signal(kind: BaselineKind) -> None:
     assert evaluate_binary(y[test], probabilities)["roc_auc"] > 0.8
 
 
+def test_windowed_counts_reach_the_baselines_features() -> None:
+    log, index, as_of, y = synthetic(300, seed=4)
+    model = BaselineModel("logistic", window_days=(7, 30), n_threads=THREADS).fit(
+        log, index, as_of, {"conversion": y}
+    )
+    assert model.featurizer is not None
+    assert model.featurizer.window_days == (7, 30)
+    assert any(name.startswith("count_30d:") for name in model.featurizer.feature_names)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_unknown_labels_are_left_out_of_the_fit(kind: BaselineKind) -> None:
     """Fitting with NaN labels equals fitting on the labelled requests alone."""

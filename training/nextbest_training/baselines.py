@@ -8,7 +8,7 @@ action taken is one more (one-hot) feature, so the baseline is action-conditiona
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -62,6 +62,7 @@ class BaselineModel:
     Args:
         kind: the classifier family, see `make_estimator`.
         max_tokens: the most frequent tokens per column that get count, share and touch features.
+        window_days: per window, each such token's count in the last that many days (none by default).
         random_state: seed of the classifiers.
         n_threads: native (OpenMP, BLAS) threads while fitting and predicting; None leaves the
             libraries' default (every core). On small fits, or on a machine shared with other jobs,
@@ -79,6 +80,7 @@ class BaselineModel:
         kind: BaselineKind = "gbt",
         *,
         max_tokens: int = 50,
+        window_days: Sequence[int] = (),
         random_state: int = 0,
         n_threads: int | None = None,
     ) -> None:
@@ -86,6 +88,7 @@ class BaselineModel:
             raise ValueError(f"unknown baseline kind {kind!r}; expected one of {', '.join(KINDS)}")
         self.kind = kind
         self.max_tokens = max_tokens
+        self.window_days = tuple(window_days)
         self.random_state = random_state
         self.n_threads = n_threads
         self.featurizer: AggregateFeaturizer | None = None
@@ -120,7 +123,9 @@ class BaselineModel:
         Returns:
             self. Outcomes without both classes among their known labels get no model (see `skipped`).
         """
-        self.featurizer = AggregateFeaturizer.fit(log, max_tokens=self.max_tokens)
+        self.featurizer = AggregateFeaturizer.fit(
+            log, max_tokens=self.max_tokens, window_days=self.window_days
+        )
         self.num_actions = num_actions
         features = self._features(log, customer_index, as_of, actions)
         self.estimators, self.skipped = {}, {}

@@ -342,12 +342,13 @@ def _log_comparisons(comparisons: Mapping[tuple[str, str], HeadComparisons]) -> 
 
 
 def _baseline_probabilities(kind: BaselineKind, prepared: PreparedData) -> dict[str, np.ndarray]:
-    """The baseline fitted on the training split; its probabilities on the test split per outcome."""
+    """The baseline fitted on the training split (with the windowed counts the network's aggregates have);
+    its probabilities on the test split per outcome."""
     examples, log = prepared.examples, prepared.log
     customer_index = log.index_of(examples.requests.column("customer_id").combine_chunks())
     as_of = np.asarray(examples.requests.column("as_of").combine_chunks().cast("int64"))
     train, test = prepared.splits["train"], prepared.splits["test"]
-    model = BaselineModel(kind).fit(
+    model = BaselineModel(kind, window_days=prepared.encoder.config.aggregate_window_days).fit(
         log,
         customer_index[train],
         as_of[train],
