@@ -31,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import yaml
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from nextbest.cli import main as nextbest
@@ -44,6 +45,7 @@ from nextbest.scoring.pyfunc import load_scorer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CATALOG = REPO_ROOT / "configs" / "catalogs" / "demo.yaml"
+DEMO_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
 
 
 def simulate(folder: Path, customers: int, seed: int) -> None:
@@ -57,7 +59,7 @@ def train(world: Path, epochs: int, pretrain: Path | None) -> None:
     args = [
         "train",
         "--config",
-        str(REPO_ROOT / "configs" / "demo.yaml"),
+        str(DEMO_CONFIG),
         *(["--config", str(pretrain)] if pretrain else []),
         "--trainer.max_epochs",
         str(epochs),
@@ -68,17 +70,15 @@ def train(world: Path, epochs: int, pretrain: Path | None) -> None:
         raise SystemExit("training failed")
 
 
-class SLearner:
-    """Gradient-boosted trees on (history aggregates, profile codes, action one-hot), per outcome."""
+class Covariates:
+    """What the tree baselines see of a decision: the history aggregates at its time (windowed token counts
+    included where the demo config gives the network them) and the profile codes."""
 
-    def __init__(self, log: EventLog, num_actions: int) -> None:
-        self.featurizer = AggregateFeaturizer.fit(log)
-        self.num_actions = num_actions
-        self.models: dict[str, HistGradientBoostingClassifier] = {}
+    def __init__(self, log: EventLog) -> None:
+        journey = yaml.safe_load(DEMO_CONFIG.read_text())["data"].get("journey", {})
+        self.featurizer = AggregateFeaturizer.fit(log, window_days=journey.get("aggregate_window_days", ()))
 
-    def features(
-        self, log: EventLog, customers: pa.Table, decisions: pa.Table, action: np.ndarray
-    ) -> np.ndarray:
+    def __call__(self, log: EventLog, customers: pa.Table, decisions: pa.Table) -> np.ndarray:
         ids = decisions.column("customer_id").combine_chunks()
         as_of = np.asarray(decisions.column("timestamp").cast(pa.int64()), dtype=np.int64)
         history, _ = self.featurizer.transform(log, log.index_of(ids), as_of)
@@ -88,23 +88,43 @@ class SLearner:
             for name in rows.column_names
             if name != "customer_id" and not pa.types.is_temporal(rows.column(name).type)
         ]
-        one_hot = np.eye(self.num_actions)[action]
-        return np.column_stack([history, *profile, one_hot])
+        return np.column_stack([history, *profile])
+
+
+def outcome_labels(decisions: pa.Table) -> dict[str, np.ndarray]:
+    """The decisions' labels the tree baselines learn, per outcome."""
+    return {
+        outcome: np.asarray(decisions.column(outcome).cast(pa.int8()), dtype=np.int8)
+        for outcome in ("converted", "churned")
+    }
+
+
+def trees() -> HistGradientBoostingClassifier:
+    return HistGradientBoostingClassifier(max_iter=300, learning_rate=0.05)
+
+
+class SLearner:
+    """Gradient-boosted trees on (history aggregates, profile codes, action one-hot), per outcome."""
+
+    def __init__(self, log: EventLog, num_actions: int) -> None:
+        self.covariates = Covariates(log)
+        self.num_actions = num_actions
+        self.models: dict[str, HistGradientBoostingClassifier] = {}
 
     def fit(self, log: EventLog, customers: pa.Table, decisions: pa.Table, action: np.ndarray) -> SLearner:
-        x = self.features(log, customers, decisions, action)
-        for outcome in ("converted", "churned"):
-            y = np.asarray(decisions.column(outcome).cast(pa.int8()), dtype=np.int8)
-            self.models[outcome] = HistGradientBoostingClassifier(max_iter=300, learning_rate=0.05).fit(x, y)
+        x = np.column_stack([self.covariates(log, customers, decisions), np.eye(self.num_actions)[action]])
+        for outcome, y in outcome_labels(decisions).items():
+            self.models[outcome] = trees().fit(x, y)
         return self
 
     def expected_values(
         self, log: EventLog, customers: pa.Table, decisions: pa.Table, catalog: ActionCatalog
     ) -> np.ndarray:
         n, k = decisions.num_rows, len(catalog.ids)
+        covariates = self.covariates(log, customers, decisions)
         p = {outcome: np.zeros((n, k)) for outcome in self.models}
         for a in range(k):
-            x = self.features(log, customers, decisions, np.full(n, a))
+            x = np.column_stack([covariates, np.eye(k)[np.full(n, a)]])
             for outcome, model in self.models.items():
                 p[outcome][:, a] = model.predict_proba(x)[:, 1]
         return catalog.expected_values(p["converted"], p["churned"])

@@ -130,3 +130,24 @@ def test_sequence_vs_trees_benchmark_prints_runs_and_pooled_summary(shared_data:
     assert pooled["low"] <= pooled["value"] <= pooled["high"]
     assert summary["auc_lost_to_shuffling"].keys() == {"hybrid", "sequence", "gbt"}
     assert set(summary["auc_lost_to_shuffling"]["sequence"]) == {"mean", "min", "max"}
+
+
+@pytest.mark.slow
+def test_policy_snips_benchmark_prints_policies_comparisons_and_summary(tmp_path: Path) -> None:
+    scale = ["--customers", "1500", "--holdout-customers", "800", "--epochs", "1", "--resamples", "50"]
+    lines = run_benchmark("policy_snips.py", *scale, "--out", str(tmp_path / "run"), cwd=tmp_path)
+    policies = [line["policy"] for line in lines if "policy" in line]
+    singles = [f"always {a}" for a in ("email_offer", "discount_10", "call_back")]
+    singles += [f"always {a}" for a in ("push_notification", "sms_reminder", "no_action")]
+    assert policies == ["learned", *singles, "gbt t-learner"]
+    comparisons = [line for line in lines if "comparison" in line]
+    assert [c["comparison"] for c in comparisons] == [
+        "learned - best single action",
+        "learned - gbt t-learner",
+    ]
+    for line in comparisons:
+        d = line["snips_difference"]
+        assert d["low"] <= d["value"] <= d["high"]
+    summary = lines[-1]["summary"]
+    assert summary["best_single_action"].startswith("always ")
+    assert isinstance(summary["learned_at_least_both"], bool)
