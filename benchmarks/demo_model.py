@@ -15,7 +15,7 @@ import yaml
 
 from nextbest.data.events import EventLog
 from nextbest.decisioning.catalog import ActionCatalog
-from nextbest.journeys import JourneyEncoder, requests_at_end
+from nextbest.journeys import JourneyConfig, JourneyEncoder, requests_at_end
 from nextbest.model import HEADS, OUTCOMES, JourneyNetwork, ModelConfig
 from nextbest.model.stacking import HeadBlend, Stacking
 from nextbest.registry import MODEL_NAME, assign_aliases
@@ -29,17 +29,22 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 CATALOG = REPO_ROOT / "configs" / "catalogs" / "demo.yaml"
 
 
+def demo_config() -> dict[str, Any]:
+    """The demo training configuration (`configs/demo.yaml`)."""
+    config: dict[str, Any] = yaml.safe_load((REPO_ROOT / "configs" / "demo.yaml").read_text())
+    return config
+
+
 def demo_architecture() -> dict[str, Any]:
     """The network settings of the demo training configuration (d_model, n_layers, ...)."""
-    config = yaml.safe_load((REPO_ROOT / "configs" / "demo.yaml").read_text())
-    settings: dict[str, Any] = config["model"]["network"]["init_args"]["config"]
+    settings: dict[str, Any] = demo_config()["model"]["network"]["init_args"]["config"]
     return settings
 
 
 def demo_scorer(log: EventLog, customers: pa.Table, hybrid_trees: int = 0) -> JourneyScorer:
     """An untrained demo-architecture scorer whose encoder is fitted on `log`; with `hybrid_trees`, stacked
     with that many trees per outcome (`export.hybrid`)."""
-    encoder = JourneyEncoder.fit(log, customers)
+    encoder = JourneyEncoder.fit(log, customers, JourneyConfig(**demo_config()["data"].get("journey", {})))
     catalog = ActionCatalog.from_yaml(CATALOG)
     config = ModelConfig(**encoder.network_sizes(), num_actions=len(catalog.ids), **demo_architecture())
     torch.manual_seed(0)
