@@ -27,7 +27,9 @@ SPACE = {
 def data_args(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     out = tmp_path_factory.mktemp("world")
     write_world(simulate(SimulationConfig(n_customers=200, seed=1)), out)
-    return [f"--data.{table}={out / f'{table}.parquet'}" for table in ("events", "customers", "decisions")]
+    tables = [f"--data.{table}={out / f'{table}.parquet'}" for table in ("events", "customers", "decisions")]
+    # 200 customers: demo.yaml's 10% and 5% would leave held-out batches without a single positive.
+    return [*tables, "--data.validation_fraction=0.2", "--data.test_fraction=0.1"]
 
 
 @pytest.fixture(autouse=True)
