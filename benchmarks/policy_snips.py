@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -39,9 +38,15 @@ from nextbest.data.events import EventLog
 from nextbest.decisioning.catalog import ActionCatalog
 from nextbest.evaluation.ope import Estimate, constant_policy, estimate_paired_values
 from nextbest.evaluation.policies import truth_matrices, usable_log
-from nextbest.scoring.decide import decide
-from nextbest.scoring.pyfunc import load_scorer
-from policy_value import CATALOG, Covariates, outcome_labels, simulate, train, trees
+from policy_value import (
+    CATALOG,
+    Covariates,
+    decided_holdout,
+    outcome_labels,
+    run_worlds,
+    trees,
+    world_arguments,
+)
 
 
 class TLearner:
@@ -79,25 +84,12 @@ def greedy(expected: np.ndarray, eligible: np.ndarray) -> np.ndarray:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--customers", type=int, default=20_000, help="training world size")
-    parser.add_argument("--holdout-customers", type=int, default=100_000)
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument(
-        "--seed", type=int, default=0, help="training world seed (the holdout's is seed + 1000)"
-    )
+    world_arguments(parser, holdout_customers=100_000)
     parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
-    parser.add_argument(
-        "--out", type=Path, help="keep the worlds and the MLflow store here (default: temporary)"
-    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as scratch:
         folder = args.out or Path(scratch)
-        folder.mkdir(parents=True, exist_ok=True)
-        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder / 'mlflow.db'}"
-        os.chdir(folder)  # the run's artifacts (./mlruns) and checkpoints stay with the store
-        simulate(folder / "train", args.customers, args.seed)
-        simulate(folder / "holdout", args.holdout_customers, args.seed + 1000)
-        train(folder / "train", args.epochs, None)
+        run_worlds(folder, args)
         lines = evaluate(folder, args)
     for line in lines:
         print(json.dumps(line))
@@ -107,13 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 def evaluate(folder: Path, args: argparse.Namespace) -> list[dict[str, object]]:
     catalog = ActionCatalog.from_yaml(CATALOG)
     holdout, train_world = folder / "holdout", folder / "train"
-    log = load_events(holdout / "events.parquet")
-    customers = load_table(holdout / "customers.parquet", CUSTOMERS)
-    decisions = load_table(holdout / "decisions.parquet", DECISIONS)
-    requests = pa.table(
-        {"customer_id": decisions.column("customer_id"), "as_of": decisions.column("timestamp")}
-    )
-    decided = decide(load_scorer("models:/nextbest@champion"), log, requests, customers, catalog=catalog)
+    log, customers, decisions, decided = decided_holdout(holdout, catalog)
     logged, usable, _ = usable_log(decisions, catalog)
     eligible, predicted = decided.ranking.eligible[usable], decided.ranking.expected_value[usable]
 

@@ -40,7 +40,7 @@ from nextbest.data.events import EventLog
 from nextbest.decisioning.catalog import ActionCatalog
 from nextbest.evaluation.policies import ORACLE, RANDOM, evaluate_policies, gap_closed, truth_matrices
 from nextbest.journeys.aggregates import AggregateFeaturizer
-from nextbest.scoring.decide import decide
+from nextbest.scoring.decide import Decisions, decide
 from nextbest.scoring.pyfunc import load_scorer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -141,31 +141,55 @@ def _codes(column: pa.ChunkedArray) -> np.ndarray:
     return np.asarray(encoded.indices.fill_null(-1), dtype=np.float64)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def world_arguments(parser: argparse.ArgumentParser, holdout_customers: int) -> None:
+    """The options of a run on a simulated training world and a held-out one (`run_worlds`)."""
     parser.add_argument("--customers", type=int, default=20_000, help="training world size")
-    parser.add_argument("--holdout-customers", type=int, default=5_000)
+    parser.add_argument("--holdout-customers", type=int, default=holdout_customers)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument(
         "--seed", type=int, default=0, help="training world seed (the holdout's is seed + 1000)"
     )
     parser.add_argument(
-        "--pretrain", type=Path, help="YAML with a `pretrain:` section: pretrain the encoder first"
-    )
-    parser.add_argument(
         "--out", type=Path, help="keep the worlds and the MLflow store here (default: temporary)"
+    )
+
+
+def run_worlds(folder: Path, args: argparse.Namespace, pretrain: Path | None = None) -> None:
+    """Simulates the training and held-out worlds under `folder` and trains the demo config on the first
+    into the MLflow store there (nextbest@champion)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder / 'mlflow.db'}"
+    os.chdir(folder)  # the run's artifacts (./mlruns) and checkpoints stay with the store
+    simulate(folder / "train", args.customers, args.seed)
+    simulate(folder / "holdout", args.holdout_customers, args.seed + 1000)
+    train(folder / "train", args.epochs, pretrain)
+
+
+def decided_holdout(holdout: Path, catalog: ActionCatalog) -> tuple[EventLog, pa.Table, pa.Table, Decisions]:
+    """The held-out world's events, customers and logged decisions, and the champion's decisions at the
+    logged decisions' moments."""
+    log = load_events(holdout / "events.parquet")
+    customers = load_table(holdout / "customers.parquet", CUSTOMERS)
+    decisions = load_table(holdout / "decisions.parquet", DECISIONS)
+    requests = pa.table(
+        {"customer_id": decisions.column("customer_id"), "as_of": decisions.column("timestamp")}
+    )
+    decided = decide(load_scorer("models:/nextbest@champion"), log, requests, customers, catalog=catalog)
+    return log, customers, decisions, decided
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    world_arguments(parser, holdout_customers=5_000)
+    parser.add_argument(
+        "--pretrain", type=Path, help="YAML with a `pretrain:` section: pretrain the encoder first"
     )
     args = parser.parse_args(argv)
     pretrain = args.pretrain.resolve() if args.pretrain else None
     with tempfile.TemporaryDirectory() as scratch:
         folder = args.out or Path(scratch)
-        folder.mkdir(parents=True, exist_ok=True)
-        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder / 'mlflow.db'}"
-        os.chdir(folder)  # the run's artifacts (./mlruns) and checkpoints stay with the store
         began = time.perf_counter()
-        simulate(folder / "train", args.customers, args.seed)
-        simulate(folder / "holdout", args.holdout_customers, args.seed + 1000)
-        train(folder / "train", args.epochs, pretrain)
+        run_worlds(folder, args, pretrain)
         trained = time.perf_counter() - began
         figures = evaluate(folder, args)
     for figure in figures:
@@ -182,13 +206,7 @@ def main(argv: list[str] | None = None) -> int:
 def evaluate(folder: Path, args: argparse.Namespace) -> list[dict[str, object]]:
     catalog = ActionCatalog.from_yaml(CATALOG)
     holdout = folder / "holdout"
-    log = load_events(holdout / "events.parquet")
-    customers = load_table(holdout / "customers.parquet", CUSTOMERS)
-    decisions = load_table(holdout / "decisions.parquet", DECISIONS)
-    requests = pa.table(
-        {"customer_id": decisions.column("customer_id"), "as_of": decisions.column("timestamp")}
-    )
-    decided = decide(load_scorer("models:/nextbest@champion"), log, requests, customers, catalog=catalog)
+    log, customers, decisions, decided = decided_holdout(holdout, catalog)
     truth = truth_matrices(pq.read_table(holdout / "truth.parquet"), decisions, catalog.ids)
     report = evaluate_policies(decided, decisions, catalog, truth, resamples=10)
     values = report.true_values
