@@ -3,7 +3,13 @@
 from nextbest.decisioning.catalog import ActionCatalog, CatalogAction, CatalogError, ContactLimit
 from nextbest.decisioning.expressions import HistoryQuery, Rule, RuleColumns, RuleError, parse_rule
 from nextbest.decisioning.history import history_values
-from nextbest.decisioning.policy import Ranking, history_queries, rank
+from nextbest.decisioning.policy import (
+    Ranking,
+    contact_queries,
+    contact_suppressions,
+    history_queries,
+    rank,
+)
 
 __all__ = [
     "ActionCatalog",
@@ -15,6 +21,8 @@ __all__ = [
     "Rule",
     "RuleColumns",
     "RuleError",
+    "contact_queries",
+    "contact_suppressions",
     "history_queries",
     "history_values",
     "parse_rule",

@@ -17,13 +17,18 @@ only where no eligible action has a number.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 
-from nextbest.decisioning.catalog import ActionCatalog, ControlGroup, Exploration
+from nextbest.decisioning.catalog import (
+    ActionCatalog,
+    CatalogAction,
+    ControlGroup,
+    Exploration,
+)
 from nextbest.decisioning.expressions import HistoryQuery, RuleColumns
 
 NOT_A_CANDIDATE = "not among the request's candidates"
@@ -77,10 +82,43 @@ def history_queries(catalog: ActionCatalog) -> set[HistoryQuery]:
     for action in catalog.actions:
         if action.eligible_if is not None:
             queries |= action.eligible_if.history_queries
-        queries |= {limit.query(catalog.contact_events) for limit in action.limits}
-        if action.cooldown_days is not None:
-            queries.add(action.cooldown_query(catalog.contact_events))
+        queries |= contact_queries(catalog, action)
     return queries
+
+
+def contact_queries(catalog: ActionCatalog, action: CatalogAction) -> set[HistoryQuery]:
+    """The history aggregates `action`'s contact policy reads: its limits, its cool-down and, when it
+    contacts anyone (has a channel), the catalog's caps."""
+    queries = {limit.query(catalog.contact_events) for limit in action.limits}
+    if action.cooldown_days is not None:
+        queries.add(action.cooldown_query(catalog.contact_events))
+    if action.channel is not None:
+        queries |= {cap.query(catalog.contact_events) for cap in catalog.contact_caps}
+    return queries
+
+
+def contact_suppressions(
+    catalog: ActionCatalog, action: CatalogAction, history: Mapping[HistoryQuery, np.ndarray]
+) -> Iterator[tuple[np.ndarray, str]]:
+    """Per rule of `action`'s contact policy, in order (limits, cool-down, caps): which requests it
+    blocks and why, from `history` holding every query of `contact_queries(catalog, action)`.
+
+    The one statement of what a contact policy allows: ranking and the store's atomic serve
+    (`nextbest.store`) both read it.
+    """
+    for limit in action.limits:
+        count = history[limit.query(catalog.contact_events)]
+        yield count >= limit.max, f"contact limit: {limit.describe()}"
+    if action.cooldown_days is not None:
+        since = history[action.cooldown_query(catalog.contact_events)]
+        yield (
+            since < action.cooldown_days,
+            (f"cool-down: {action.id} at most every {action.cooldown_days:g} days"),
+        )
+    if action.channel is not None:  # caps limit contacts; an action without a channel contacts nobody
+        for cap in catalog.contact_caps:
+            count = history[cap.query(catalog.contact_events)]
+            yield count >= cap.max, f"contact cap: {cap.describe()}"
 
 
 def rank(
@@ -151,20 +189,8 @@ def _suppressions(catalog: ActionCatalog, columns: RuleColumns) -> np.ndarray:
     for k, action in enumerate(catalog.actions):
         if action.eligible_if is not None:
             suppress(k, ~action.eligible_if.evaluate(columns), f"not eligible: {action.eligible_if.text}")
-        for limit in action.limits:
-            count = columns.history[limit.query(catalog.contact_events)]
-            suppress(k, count >= limit.max, f"contact limit: {limit.describe()}")
-        if action.cooldown_days is not None:
-            since = columns.history[action.cooldown_query(catalog.contact_events)]
-            suppress(
-                k,
-                since < action.cooldown_days,
-                f"cool-down: {action.id} at most every {action.cooldown_days:g} days",
-            )
-        if action.channel is not None:  # caps limit contacts; an action without a channel contacts nobody
-            for cap in catalog.contact_caps:
-                count = columns.history[cap.query(catalog.contact_events)]
-                suppress(k, count >= cap.max, f"contact cap: {cap.describe()}")
+        for blocked, reason in contact_suppressions(catalog, action, columns.history):
+            suppress(k, blocked, reason)
     return np.array([*messages, None], dtype=object)[first]  # index -1: the None at the end
 
 
