@@ -1,4 +1,5 @@
-"""An output directory that a scoring job claims, and replaces only where it can prove it wrote the files.
+"""An output directory that a job (`nextbest score`, `nextbest store export`) claims, and replaces only
+where it can prove it wrote the files.
 
 `out/_job.json` is the job's record: what the job scores with (compared to decide whether a rerun
 resumes), the writer and format below, and `files`, the paths (relative to `out`) of the files the job
@@ -44,32 +45,34 @@ def claim_output(
     *,
     overwrite: bool,
     resumable: bool = True,
+    writer: str = WRITER,
 ) -> None:
     """Makes `out` this job's: new, the same job's (resumed, or restarted if not `resumable`), or
     another job's replaced (`overwrite`), under the rules in the module docstring; then records `job`
-    and the `files` it will write.
+    and the `files` it will write. `writer` names the command whose outputs these are (another
+    command's record is a foreign directory's).
 
     Raises:
         JobConflictError: a rule forbids it; the message says which, and what to do.
     """
-    _refuse_inputs(out, inputs)
+    _refuse_inputs(out, inputs, writer)
     if out.exists() or out.is_symlink():
-        previous = _previous_record(out)
+        previous = _previous_record(out, writer)
         if previous is not None and _job(previous) != job and not overwrite:
             changed = ", ".join(_differences(_job(previous), job))
             raise JobConflictError(
-                f"{out} holds another scoring job (changed: {changed}); pass --overwrite to replace "
+                f"{out} holds another {writer} output (changed: {changed}); pass --overwrite to replace "
                 "it, or choose another --out"
             )
         if previous is not None and (overwrite or not resumable or _job(previous) != job):
-            _remove_recorded_files(out, previous["files"])
+            _remove_recorded_files(out, previous["files"], writer)
     out.mkdir(parents=True, exist_ok=True)
-    record_job(out, job, files)
+    record_job(out, job, files, writer)
 
 
-def record_job(out: Path, job: dict[str, Any], files: Sequence[str]) -> None:
+def record_job(out: Path, job: dict[str, Any], files: Sequence[str], writer: str = WRITER) -> None:
     """Writes the record of `job` and the `files` it writes in `out` (`_job.json`)."""
-    record = {**job, "writer": WRITER, "format": RECORD_FORMAT, "files": sorted(files)}
+    record = {**job, "writer": writer, "format": RECORD_FORMAT, "files": sorted(files)}
     _write_text_atomically(json.dumps(record, indent=2, sort_keys=True), out / JOB_FILE)
 
 
@@ -96,19 +99,19 @@ def temporary(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp")
 
 
-def _refuse_inputs(out: Path, inputs: Iterable[Path]) -> None:
+def _refuse_inputs(out: Path, inputs: Iterable[Path], writer: str) -> None:
     where = out.resolve()
     for path in inputs:
         given = path.resolve()
         if where == given or where.is_relative_to(given) or given.is_relative_to(where):
             how = "is" if where == given else ("lies inside" if where.is_relative_to(given) else "holds")
             raise JobConflictError(
-                f"--out {out} {how} the input {path}; nextbest score never writes over its input: "
+                f"--out {out} {how} the input {path}; {writer} never writes over its input: "
                 "choose another --out"
             )
 
 
-def _previous_record(out: Path) -> dict[str, Any] | None:
+def _previous_record(out: Path, writer: str) -> dict[str, Any] | None:
     """The record of the job whose output `out` is; None for an empty directory.
 
     Raises:
@@ -116,25 +119,25 @@ def _previous_record(out: Path) -> dict[str, Any] | None:
     """
     if not out.is_dir():
         raise JobConflictError(
-            f"{out} exists and is not a directory; nextbest score writes a directory of part files and "
+            f"{out} exists and is not a directory; {writer} writes a directory of files and "
             "never replaces a file: choose another --out"
         )
-    record = _read_record(out / JOB_FILE)
+    record = _read_record(out / JOB_FILE, writer)
     if record is None and any(out.iterdir()):
         raise JobConflictError(
-            f"{out} is a directory that does not hold a nextbest score output (no {JOB_FILE} written by "
-            f"this version of nextbest score); refusing to write into it or replace it: choose another --out"
+            f"{out} is a directory that does not hold a {writer} output (no {JOB_FILE} written by "
+            f"this version of {writer}); refusing to write into it or replace it: choose another --out"
         )
     return record
 
 
-def _read_record(path: Path) -> dict[str, Any] | None:
+def _read_record(path: Path, writer: str) -> dict[str, Any] | None:
     try:
         record = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
     if not isinstance(record, dict) or (record.get("writer"), record.get("format")) != (
-        WRITER,
+        writer,
         RECORD_FORMAT,
     ):
         return None
@@ -149,7 +152,7 @@ def _job(record: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in record.items() if key not in ("writer", "format", "files")}
 
 
-def _remove_recorded_files(out: Path, recorded: list[str]) -> None:
+def _remove_recorded_files(out: Path, recorded: list[str], writer: str) -> None:
     """Removes the recorded files of `out`, if it holds nothing else.
 
     Raises:
@@ -162,7 +165,7 @@ def _remove_recorded_files(out: Path, recorded: list[str]) -> None:
         shown = ", ".join(foreign[:SHOWN_FILES])
         more = f" and {len(foreign) - SHOWN_FILES} more" if len(foreign) > SHOWN_FILES else ""
         raise JobConflictError(
-            f"{out} holds files that nextbest score did not write: {shown}{more}; it removes only its "
+            f"{out} holds files that {writer} did not write: {shown}{more}; it removes only its "
             "own files, so nothing was removed: move those away, or choose another --out"
         )
     # What is found under `out`, not what the record says: a listed "../x" names nothing found there.
