@@ -10,7 +10,7 @@ install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e ".[train,serve,spark,dev,docs]"
+	$(BIN)/pip install --quiet -e ".[train,serve,store,spark,dev,docs]"
 	touch $@
 
 lint: install
