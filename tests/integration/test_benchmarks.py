@@ -151,3 +151,13 @@ def test_policy_snips_benchmark_prints_policies_comparisons_and_summary(tmp_path
     summary = lines[-1]["summary"]
     assert summary["best_single_action"].startswith("always ")
     assert isinstance(summary["learned_at_least_both"], bool)
+
+
+@pytest.mark.slow
+def test_store_load_benchmark_prints_each_backend_beside_validate() -> None:
+    lines = run_benchmark("store_load.py", "--customers", "300", "--rounds", "1")
+    cases = {line["case"] for line in lines if "case" in line}
+    assert cases == {"validate", "store_load_sqlite", "store_load_redis"}
+    summary = lines[-1]["summary"]
+    assert summary["store_load_sqlite_events_per_s"] > 0
+    assert {"validate_events_per_s", "store_load_redis_events_per_s", "sqlite_meets_target"} <= summary.keys()
