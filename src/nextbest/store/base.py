@@ -289,6 +289,14 @@ def reconcile_kinds(
     return rows, new, tuple(rejected)
 
 
+def latest_as_of(customer_ids: Sequence[str], as_of: Sequence[int] | np.ndarray) -> dict[str, int]:
+    """Each distinct customer's latest as_of (see `CustomerStore.histories`)."""
+    latest: dict[str, int] = {}
+    for customer_id, until in zip(customer_ids, np.asarray(as_of, dtype=np.int64).tolist(), strict=True):
+        latest[customer_id] = max(until, latest.get(customer_id, until))
+    return latest
+
+
 def merged_profile(stored: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
     """`stored` with `update` on top; a None in `update` removes the attribute."""
     merged = {**stored, **update}

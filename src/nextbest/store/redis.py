@@ -41,6 +41,7 @@ from nextbest.store.base import (
     by_customer_and_time,
     contact_rows,
     instant,
+    latest_as_of,
     merged_profile,
     profiles_table,
     reconcile_kinds,
@@ -211,21 +212,13 @@ class RedisStore(CustomerStore):
         return sorted(kept, key=lambda c: (c.timestamp, c.decision_id))
 
     def histories(self, customer_ids: Sequence[str], as_of: Sequence[int] | np.ndarray) -> Histories:
-        latest: dict[str, int] = {}
-        for customer_id, until in zip(customer_ids, np.asarray(as_of, dtype=np.int64).tolist(), strict=True):
-            latest[customer_id] = max(until, latest.get(customer_id, until))
+        latest = latest_as_of(customer_ids, as_of)
         wanted = list(latest)
         with _available(self.uri):
             events, profiles = self._hashes(wanted, "events"), self._hashes(wanted, "profile")
             kinds = _done(self._client.hgetall(ATTRIBUTES))
-        with_profile = [(c, p) for c, p in zip(wanted, profiles, strict=True) if p]
         return Histories(
-            self._events(wanted, events, [latest[c] for c in wanted]),
-            profiles_table(
-                [c for c, _ in with_profile],
-                [{k: json.loads(v) for k, v in p.items()} for _, p in with_profile],
-                kinds,
-            ),
+            self._events(wanted, events, [latest[c] for c in wanted]), _profiles(wanted, profiles, kinds)
         )
 
     def _hashes(self, customer_ids: Sequence[str], name: str) -> list[dict[str, str]]:
@@ -313,12 +306,7 @@ class RedisStore(CustomerStore):
             customers = self._all_customers()
             profiles = self._hashes(customers, "profile")
             kinds = _done(self._client.hgetall(ATTRIBUTES))
-        with_profile = [(c, p) for c, p in zip(customers, profiles, strict=True) if p]
-        return profiles_table(
-            [c for c, _ in with_profile],
-            [{k: json.loads(v) for k, v in p.items()} for _, p in with_profile],
-            kinds,
-        )
+        return _profiles(customers, profiles, kinds)
 
     def contacts_table(self) -> pa.Table:
         with _available(self.uri):
@@ -342,6 +330,16 @@ def _available(uri: str) -> Iterator[None]:
         yield
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise StoreUnavailableError(f"the store {uri} is unavailable: {exc}") from exc
+
+
+def _profiles(
+    customer_ids: Sequence[str], hashes: Sequence[dict[str, str]], kinds: dict[str, str]
+) -> pa.Table:
+    """The stored profile hashes of `customer_ids` as a customers table (customers without one left out)."""
+    stored = [
+        (c, {k: json.loads(v) for k, v in h.items()}) for c, h in zip(customer_ids, hashes, strict=True) if h
+    ]
+    return profiles_table([c for c, _ in stored], [p for _, p in stored], kinds)
 
 
 def _done(result: Awaitable[T] | T) -> T:

@@ -38,6 +38,7 @@ from nextbest.store.base import (
     by_customer_and_time,
     contact_rows,
     instant,
+    latest_as_of,
     merged_profile,
     profiles_table,
     reconcile_kinds,
@@ -275,9 +276,7 @@ class SQLiteStore(CustomerStore):
         return [_contact(*row) for row in rows]
 
     def histories(self, customer_ids: Sequence[str], as_of: Sequence[int] | np.ndarray) -> Histories:
-        latest: dict[str, int] = {}
-        for customer_id, until in zip(customer_ids, np.asarray(as_of, dtype=np.int64).tolist(), strict=True):
-            latest[customer_id] = max(until, latest.get(customer_id, until))
+        latest = latest_as_of(customer_ids, as_of)
         oldest = self.retention.oldest()
         with self._reading() as db:
             rows = db.execute(
