@@ -34,12 +34,14 @@ class RedisServer:
             pytest.skip("redis-server is not installed (apt-get install redis-server; .ci/run does)")
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        command = [executable, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(folder)]
-        self.process = subprocess.Popen(
-            [*command, "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-        )
+        self.command = [
+            *(executable, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(folder)),
+            *("--save", "", "--appendonly", "no"),
+        ]
+        self.start()
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(self.command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         self._wait_until_up()
 
     def _wait_until_up(self) -> None:
@@ -56,6 +58,8 @@ class RedisServer:
         raise RuntimeError(f"redis-server did not answer on port {self.port}")
 
     def stop(self) -> None:
+        if self.process.poll() is not None:
+            return
         self.process.terminate()
         try:
             self.process.wait(timeout=10)

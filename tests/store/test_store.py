@@ -15,7 +15,14 @@ import pytest
 
 from nextbest.decisioning import ActionCatalog
 from nextbest.journeys.requests import epoch_micros
-from nextbest.store import Candidate, CustomerStore, StoreError, UnknownActionError, open_store
+from nextbest.store import (
+    Candidate,
+    CustomerStore,
+    StoreError,
+    StoreUnavailableError,
+    UnknownActionError,
+    open_store,
+)
 
 NOW = datetime(2026, 11, 20, 10, tzinfo=UTC)
 CATALOG = ActionCatalog.from_dict(
@@ -245,3 +252,21 @@ def test_a_store_that_cannot_be_opened_is_a_clear_error(tmp_path: Path) -> None:
     unreachable = f"redis://127.0.0.1:{free_port()}/0"
     with pytest.raises(StoreError, match=re.escape(unreachable)):
         open_store(unreachable)
+
+
+def test_a_redis_that_goes_away_is_unavailable_and_the_store_recovers(tmp_path: Path) -> None:
+    from tests.store.conftest import RedisServer
+
+    server = RedisServer(tmp_path)
+    try:
+        with open_store(server.url) as store:
+            assert store.append_events([event("c1", 1)]).accepted == 1
+            server.stop()
+            with pytest.raises(StoreUnavailableError, match=re.escape(server.url)):
+                store.append_events([event("c1", 2)])
+            with pytest.raises(StoreUnavailableError):
+                store.serve("c1", NOW, "d-1", RANKED, CATALOG)
+            server.start()
+            assert store.append_events([event("c1", 2)]).accepted == 1
+    finally:
+        server.stop()
