@@ -134,7 +134,8 @@ class Erased:
 
 @dataclass(frozen=True)
 class Histories:
-    """Customers' stored state as the contract tables scoring reads.
+    """Customers' stored state as the contract tables scoring reads. Served contacts are not events
+    here (the model never saw them as such); they count against contact limits in `CustomerStore.serve`.
 
     Attributes:
         events: normalised events (`EVENT_COLUMNS`), by customer then time.
