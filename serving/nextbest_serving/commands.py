@@ -16,11 +16,15 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import psutil
 
 from nextbest.errors import NextbestError
 from nextbest.registry import DEFAULT_MODEL_URI
+
+if TYPE_CHECKING:
+    from nextbest_serving.settings import ServingSettings
 
 SERVICE = "nextbest_serving.service:NextbestService"
 # What an operator stops a service with: systemd, Kubernetes and Docker send SIGTERM, a terminal SIGINT,
@@ -36,6 +40,12 @@ from --model (default {DEFAULT_MODEL_URI} in MLFLOW_TRACKING_URI's registry); a 
 cannot be loaded stops the command with a message and exit status 1. With --reload-seconds S, every
 worker checks the model's alias every S seconds and swaps in the version it moved to (after `nextbest
 promote`) without a restart and without failing a request; each answer names the version that made it.
+
+With --store URI (sqlite:///PATH, or redis://HOST:PORT/DB shared by several machines) the service keeps
+each customer's events, profile and served contacts: POST /events and /customers feed it, GET and DELETE
+/customers/{{id}} read and erase a customer, and /rank, /rank_batch and /score may name a customer alone.
+Each served action is recorded in the same atomic step as its contact-limit check, so limits hold across
+--workers N worker processes and machines. A store that cannot be opened stops the command (exit 1).
 
 Settings come from --config (YAML, see configs/serving/default.yaml), then NEXTBEST_* environment
 variables, then these options. With an API key (NEXTBEST_API_KEY, or api_key in the config), every
@@ -68,6 +78,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="check the model's alias every S seconds and serve the version it moves to, without a restart",
     )
     parser.add_argument(
+        "--store", metavar="URI", help="keep customer state here: sqlite:///PATH or redis://HOST:PORT/DB"
+    )
+    parser.add_argument("--workers", type=int, metavar="N", help="worker processes (default 1)")
+    parser.add_argument(
         "--insecure-no-api-key",
         action="store_true",
         help="allow binding a non-loopback address without an API key",
@@ -86,9 +100,13 @@ def run(args: argparse.Namespace) -> int:
         settings = replace(settings, decision_log=args.decision_log)
     if args.reload_seconds is not None:
         settings = replace(settings, reload_seconds=args.reload_seconds)
+    if args.store:
+        settings = replace(settings, store=args.store)
+    if args.workers is not None:
+        settings = replace(settings, workers=args.workers)
     address = _listening_address(args.host, args.port)
     _check_exposure(args.host, address, settings.api_key, args.insecure_no_api_key)
-    _check_model(settings.model_uri)
+    _check_model_and_store(settings)
     env = {
         **os.environ,
         **settings.to_env(),
@@ -143,11 +161,23 @@ def _check_exposure(host: str, address: str, api_key: str | None, insecure: bool
     )
 
 
-def _check_model(model_uri: str) -> None:
-    """Fails fast, with the reason, when the model cannot be loaded (the server would only log it)."""
+def _check_model_and_store(settings: ServingSettings) -> None:
+    """Fails fast, with the reason, when the model cannot be loaded or the store opened (the server
+    would only log it), or when the store would keep fewer events than the model reads."""
     from nextbest.scoring.pyfunc import load_scorer
+    from nextbest.store import open_store
 
-    load_scorer(model_uri)
+    scorer = load_scorer(settings.model_uri)
+    if settings.store is None:
+        return
+    window = scorer.encoder.config.max_events
+    if settings.store_max_events < window:
+        raise NextbestError(
+            f"store_max_events: {settings.store_max_events:,} events per customer is fewer than the "
+            f"{window:,} the model reads; keep at least that many"
+        )
+    with open_store(settings.store, max_events=settings.store_max_events, ttl_days=settings.store_ttl_days):
+        pass
 
 
 class _Server:

@@ -8,6 +8,7 @@ is typed with (null stated as OpenAPI 3.0 states it, `nullable`), every refusal 
 
 from __future__ import annotations
 
+import re
 import typing
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -24,10 +25,14 @@ API_ERRORS = {
     400: "the body is not a valid request: malformed JSON, or a field missing, unknown or of the wrong type",
     401: "NEXTBEST_API_KEY is set and the request does not carry it as a Bearer token",
     413: "the body, a history or a batch is larger than the service's limit",
+    404: "the service keeps no customer store (the store's routes), or the customer has nothing stored",
     422: "a valid request whose content cannot be used (an unparsable time, an unknown candidate)",
     500: "a fault of the service (never a request's)",
+    503: "the customer store cannot be reached: nothing was done; send the request again later",
 }
+# The routes outside BentoML's APIs: /metadata, and the store's routes for one customer.
 GET_ERRORS = {401: API_ERRORS[401]}
+CUSTOMER_ERRORS = {status: API_ERRORS[status] for status in (401, 404, 503)}
 
 
 class OpenApi30Schema(GenerateJsonSchema):
@@ -44,14 +49,15 @@ class OpenApi30Schema(GenerateJsonSchema):
 def document(
     spec: dict[str, Any],
     handlers: Mapping[str, Callable[..., Any]],
-    getters: Mapping[str, type[BaseModel]],
+    routes: Mapping[str, Mapping[str, type[BaseModel]]],
 ) -> dict[str, Any]:
     """`spec` (BentoML's document, as a dict) with the operations rewritten.
 
     Args:
         handlers: per route, the POST handler: its one positional argument's type is the request, its
             return type the answer.
-        getters: per route, the answer of a GET route outside BentoML's APIs.
+        routes: per route outside BentoML's APIs, the answer of each method (a `{name}` in the route is
+            a text path parameter).
     """
     components: dict[str, Any] = spec.setdefault("components", {}).setdefault("schemas", {})
 
@@ -73,8 +79,20 @@ def document(
         operation = spec["paths"][route]["post"]
         operation["requestBody"] = {"required": True, "content": _json(schema_of(request))}
         operation["responses"] = answers(answer, API_ERRORS)
-    for route, answer in getters.items():
-        spec["paths"][route] = {"get": {"tags": ["Service APIs"], "responses": answers(answer, GET_ERRORS)}}
+    for route, methods in routes.items():
+        names = re.findall(r"{(\w+)}", route)
+        parameters = [
+            {"name": n, "in": "path", "required": True, "schema": {"type": "string"}} for n in names
+        ]
+        errors = CUSTOMER_ERRORS if names else GET_ERRORS  # the routes with a parameter name a customer
+        spec["paths"][route] = {
+            method: {
+                "tags": ["Service APIs"],
+                **({"parameters": parameters} if parameters else {}),
+                "responses": answers(answer, errors),
+            }
+            for method, answer in methods.items()
+        }
     spec["components"]["schemas"] = _referenced(spec["paths"], components)
     return spec
 

@@ -1,8 +1,10 @@
 """The HTTP API's own shapes, around the scoring requests and answers of `nextbest.scoring.schemas`:
-the /rank_batch envelope, the error body of every 4xx, and the /metadata answer."""
+the /rank_batch envelope, the error body of every 4xx and 503, the /metadata answer, and the customer
+store's requests and answers (DESIGN §4a)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -34,7 +36,7 @@ class FieldProblem(BaseModel):
 
 
 class ErrorResponse(BaseModel):
-    """Why a request was refused: the body of every 4xx answer (400, 401, 413, 422)."""
+    """Why a request was refused: the body of every 4xx answer (400, 401, 404, 413, 422) and of 503."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -64,3 +66,69 @@ class MetadataResponse(BaseModel):
     catalog: dict[str, Any] = Field(description="the action catalog, as its YAML")
     limits: Limits
     nextbest_version: str
+
+
+class EventsRequest(BaseModel):
+    """Customers' events for the store. Each row is checked against the data contract on its own, so
+    the rows are free-form here: a bad one is named in the answer, not refused with the batch."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[dict[str, Any]] = Field(
+        description="customer_id, timestamp, event_type, and optionally channel, action, value, event_id "
+        "(the caller's id: an event sent again with it is stored once) and decision_id (the decision it "
+        "carries out: not counted as a second contact)"
+    )
+
+
+class RejectedRow(BaseModel):
+    index: int = Field(description="the row's position in the batch")
+    field: str | None = Field(description="the field at fault; None when the row as a whole is")
+    problem: str
+
+
+class EventsResponse(BaseModel):
+    accepted: int = Field(description="events stored")
+    duplicates: int = Field(description="events stored before (same event_id, or the same in every field)")
+    rejected: list[RejectedRow] = Field(description="each bad row, by index and field; nothing of it stored")
+
+
+class CustomersRequest(BaseModel):
+    """Profile attributes for the store: each row sets the attributes it gives (null removes one)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    customers: list[dict[str, Any]] = Field(description="customer_id and the attributes to set")
+
+
+class CustomersResponse(BaseModel):
+    accepted: int = Field(description="rows upserted")
+    rejected: list[RejectedRow]
+
+
+class StoredContact(BaseModel):
+    """An action the service served, as its store recorded it."""
+
+    decision_id: str
+    timestamp: datetime
+    action: str
+    channel: str | None
+    probability: float | None = Field(description="the probability it was served with")
+
+
+class CustomerAnswer(BaseModel):
+    """Everything the store holds about a customer."""
+
+    customer_id: str
+    profile: dict[str, Any]
+    events: list[dict[str, Any]] = Field(description="in event-time order")
+    contacts: list[StoredContact] = Field(description="the actions served, in time order")
+
+
+class ErasedResponse(BaseModel):
+    """What the erasure of a customer removed (all zero when nothing was stored)."""
+
+    customer_id: str
+    events: int
+    contacts: int
+    profile: bool

@@ -4,6 +4,9 @@
     POST /rank_batch  {"requests": [...]} (RankBatchRequest) → {"results": [...]}, many customers per call
     POST /score       one request → the model's probabilities, unranked (ScoreResponse)
     GET  /metadata    model name, version, run id, catalog and limits (MetadataResponse)
+    POST /events      customers' events into the store (EventsRequest → EventsResponse)
+    POST /customers   profile attributes into the store (CustomersRequest → CustomersResponse)
+    GET, DELETE /customers/{customer_id}   what the store holds about a customer; its erasure
     GET  /docs.json   the OpenAPI document (`nextbest_serving.openapi`)
     GET  /livez /readyz /healthz /metrics   BentoML's probes and Prometheus metrics
 
@@ -14,6 +17,10 @@ start-up, only from the configured URI, and again when its alias moves if `reloa
 (`ModelFollower`). Requests go through the same `score_records` as the
 pyfunc model and the batch job, batched across concurrent callers (`MicroBatcher`); a request whose
 deadline passes gets the catalog's default order, flagged as a fallback.
+
+With a customer store (`store` setting, DESIGN §4a) a request may name its customer alone: its stored
+history and profile are merged in, and the served action is recorded as a contact in the store's atomic
+step (`nextbest.scoring.stored`). A store that cannot be reached answers 503, naming it.
 """
 
 from __future__ import annotations
@@ -45,11 +52,19 @@ from nextbest.scoring.pyfunc import load_version
 from nextbest.scoring.records import fallback_answer, probability_records, score_records
 from nextbest.scoring.schemas import RankResponse, ScoreResponse, ServedScoringRequest
 from nextbest.scoring.scorer import JourneyScorer
+from nextbest.scoring.stored import StoredRequests, new_decision_id, served
+from nextbest.store import CustomerStore, StoreError, open_store
 from nextbest_serving import metrics, openapi, refusals
 from nextbest_serving.batching import MicroBatcher
 from nextbest_serving.guards import ApiKeyGuard, BodySizeGuard
 from nextbest_serving.schemas import (
+    CustomerAnswer,
+    CustomersRequest,
+    CustomersResponse,
+    ErasedResponse,
     ErrorResponse,
+    EventsRequest,
+    EventsResponse,
     Limits,
     MetadataResponse,
     RankBatchRequest,
@@ -70,10 +85,15 @@ MAX_LATENCY_MS = 2.0
 # From this many requests a model batch uses the `torch_threads` setting's intra-op threads (see
 # `_threads_for`); concurrent /rank callers make batches of a few.
 LARGE_BATCH = 32
+CUSTOMER_ROUTE = "/customers/{customer_id}"
+
+
+_settings = ServingSettings.from_env()
 
 
 @bentoml.service(
     name="nextbest",
+    workers=_settings.workers,
     traffic={"timeout": 60},
     # One line per request would drown the model's own log lines; Prometheus counts the requests.
     logging={"access": {"enabled": False}},
@@ -87,6 +107,7 @@ class NextbestService:
         self.settings = ServingSettings.from_env()
         torch.set_num_threads(1)
         self.model = ServedModel.load(self.settings.model_uri)
+        self.store = _open_store(self.settings)
         self.batch_sizes = metrics.batch_sizes()
         metrics.record_version(self.model.version)
         self.ranker = MicroBatcher(self._rank, MAX_BATCH_SIZE, MAX_LATENCY_MS)
@@ -115,6 +136,8 @@ class NextbestService:
         await self.prober.close()
         if self.decision_log is not None:
             self.decision_log.close()
+        if self.store is not None:
+            self.store.close()
 
     @bentoml.api(route="/rank")
     async def rank(self, request: ServedScoringRequest, /) -> RankResponse:
@@ -126,11 +149,14 @@ class NextbestService:
             async with asyncio.timeout(self.settings.deadline_ms / 1000.0):
                 (answer,) = await self.ranker.submit([request])
         except TimeoutError:
-            model = self.model
-            deadline = f"deadline of {self.settings.deadline_ms:g} ms passed"
-            answer = fallback_answer(request, model.catalog, model.version, deadline)
+            try:
+                answer = self._fallback(request)
+            except StoreError as exc:
+                return _unavailable(exc)  # type: ignore[return-value]
         except DataContractError as exc:
             return _error(422, str(exc))  # type: ignore[return-value]
+        except StoreError as exc:
+            return _unavailable(exc)  # type: ignore[return-value]
         self._record_served([request], [answer])
         return answer
 
@@ -151,6 +177,8 @@ class NextbestService:
         for i, answer in enumerate(answers):
             if isinstance(answer, DataContractError):
                 return _error(422, f"requests[{i}]: {answer}")  # type: ignore[return-value]
+            if isinstance(answer, StoreError):
+                return _unavailable(answer)  # type: ignore[return-value]
         ranked = cast(list[RankResponse], answers)
         self._record_served(requests, ranked)
         return RankBatchResponse(results=ranked)
@@ -165,7 +193,44 @@ class NextbestService:
             (answer,) = await self.prober.submit([request])
         except DataContractError as exc:
             return _error(422, str(exc))  # type: ignore[return-value]
+        except StoreError as exc:
+            return _unavailable(exc)  # type: ignore[return-value]
         return answer
+
+    @bentoml.api(route="/events")
+    async def events(self, batch: EventsRequest, /) -> EventsResponse:
+        """Stores customers' events: each checked against the data contract, the bad ones named by index
+        and field while the good ones are stored; an event stored before is a duplicate, stored once."""
+        if self.store is None:
+            return _no_store()  # type: ignore[return-value]
+        if len(batch.events) > self.settings.max_events:
+            return _error(  # type: ignore[return-value]
+                413,
+                f"events: {len(batch.events):,} in one call, more than the limit of "
+                f"{self.settings.max_events:,}",
+            )
+        try:
+            result = await asyncio.to_thread(self.store.append_events, batch.events)
+        except StoreError as exc:
+            return _unavailable(exc)  # type: ignore[return-value]
+        return EventsResponse.model_validate(result.to_dict())
+
+    @bentoml.api(route="/customers")
+    async def customers(self, batch: CustomersRequest, /) -> CustomersResponse:
+        """Sets customers' profile attributes (null removes one); bad rows are named by index and field."""
+        if self.store is None:
+            return _no_store()  # type: ignore[return-value]
+        if len(batch.customers) > self.settings.max_batch:
+            return _error(  # type: ignore[return-value]
+                413,
+                f"customers: {len(batch.customers):,} in one call, more than the limit of "
+                f"{self.settings.max_batch:,}",
+            )
+        try:
+            result = await asyncio.to_thread(self.store.upsert_profiles, batch.customers)
+        except StoreError as exc:
+            return _unavailable(exc)  # type: ignore[return-value]
+        return CustomersResponse.model_validate(result.to_dict())
 
     def metadata(self) -> MetadataResponse:
         """What `GET /metadata` answers."""
@@ -187,19 +252,47 @@ class NextbestService:
             nextbest_version=__version__,
         )
 
+    def _fallback(self, request: ServedScoringRequest) -> RankResponse:
+        """The catalog's default order for a request past its deadline; with a store, what it serves is
+        checked against the stored contacts and recorded, as the model's answers are."""
+        model = self.model
+        deadline = f"deadline of {self.settings.deadline_ms:g} ms passed"
+        answer = fallback_answer(request, model.catalog, model.version, deadline)
+        if self.store is None:
+            answer.decision_id = new_decision_id()
+            return answer
+        return served(self.store, answer, model.catalog)
+
     def _rank(self, records: list[ServedScoringRequest]) -> list[RankResponse | Exception]:
         self.batch_sizes.labels("rank").observe(len(records))
         model = self.model  # one model for the whole batch, whatever a reload swaps in meanwhile
+        store = self.store
+
+        def rank(batch: list[ServedScoringRequest]) -> list[RankResponse]:
+            if store is None:
+                answers = score_records(model.scorer, batch, model.version)
+                for answer in answers:
+                    answer.decision_id = new_decision_id()
+                return answers
+            stored = StoredRequests.read(store, batch, model.catalog)
+            answers = score_records(model.scorer, stored.records, model.version, held_back=stored.held_back)
+            return [served(store, answer, model.catalog) for answer in answers]
+
         with self._threads_for(records):
-            return _each_or_alone(lambda batch: score_records(model.scorer, batch, model.version), records)
+            return _each_or_alone(rank, records)
 
     def _probabilities(self, records: list[ServedScoringRequest]) -> list[ScoreResponse | Exception]:
         self.batch_sizes.labels("score").observe(len(records))
         model = self.model
+        store = self.store
+
+        def probabilities(batch: list[ServedScoringRequest]) -> list[ScoreResponse]:
+            if store is not None:
+                batch = StoredRequests.read(store, batch, model.catalog).records
+            return probability_records(model.scorer, batch, model.version)
+
         with self._threads_for(records):
-            return _each_or_alone(
-                lambda batch: probability_records(model.scorer, batch, model.version), records
-            )
+            return _each_or_alone(probabilities, records)
 
     @contextlib.contextmanager
     def _threads_for(self, records: list[ServedScoringRequest]) -> Iterator[None]:
@@ -216,8 +309,12 @@ class NextbestService:
             torch.set_num_threads(1)
 
     def _refusal(self, requests: list[ServedScoringRequest]) -> JSONResponse | None:
-        for request in requests:
-            if len(request.events) > self.settings.max_events:
+        for i, request in enumerate(requests):
+            if request.events is None:
+                if self.store is None:
+                    where = "events" if len(requests) == 1 else f"requests[{i}].events"
+                    return _error(422, f"{where}: required: this service keeps no customer store")
+            elif len(request.events) > self.settings.max_events:
                 return _error(
                     413,
                     f"events: {len(request.events):,} events for customer {request.customer_id!r}, more than "
@@ -291,6 +388,12 @@ class ModelFollower:
         logger.info("serving %s (version %s, was %s)", uri, model.version, served)
 
 
+def _open_store(settings: ServingSettings) -> CustomerStore | None:
+    if settings.store is None:
+        return None
+    return open_store(settings.store, max_events=settings.store_max_events, ttl_days=settings.store_ttl_days)
+
+
 def _tune_garbage_collector() -> None:
     """Keeps the garbage collector off the model and the libraries: a request of 100 events makes a
     few hundred objects, a `/rank_batch` call a hundred thousand, and with Python's defaults their
@@ -321,6 +424,32 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse(ErrorResponse(error=message).model_dump(exclude_none=True), status_code=status)
 
 
+def _unavailable(exc: StoreError) -> JSONResponse:
+    """503: the store is away; the request did nothing and may be sent again."""
+    return _error(503, str(exc))
+
+
+def _no_store() -> JSONResponse:
+    return _error(404, "this service keeps no customer store (start it with `nextbest serve --store URI`)")
+
+
+async def _customer(request: Request) -> JSONResponse:
+    service = bentoml.get_current_service()
+    if service.store is None:
+        return _no_store()
+    customer_id = request.path_params["customer_id"]
+    try:
+        if request.method == "DELETE":
+            erased = await asyncio.to_thread(service.store.erase, customer_id)
+            return JSONResponse(ErasedResponse(customer_id=customer_id, **erased.to_dict()).model_dump())
+        record = await asyncio.to_thread(service.store.customer, customer_id)
+    except StoreError as exc:
+        return _unavailable(exc)
+    if record is None:
+        return _error(404, f"customer {customer_id!r}: nothing stored")
+    return JSONResponse(CustomerAnswer.model_validate(record.to_dict()).model_dump(mode="json"))
+
+
 async def _metadata(request: Request) -> JSONResponse:
     service = bentoml.get_current_service()
     return JSONResponse(service.metadata().model_dump(mode="json"))
@@ -339,7 +468,10 @@ def _openapi_document() -> dict[str, Any]:
     return openapi.document(
         _SERVICE.openapi_spec.asdict(),
         {api.route: api.func for api in _SERVICE.apis.values()},
-        {"/metadata": MetadataResponse},
+        {
+            "/metadata": {"get": MetadataResponse},
+            CUSTOMER_ROUTE: {"get": CustomerAnswer, "delete": ErasedResponse},
+        },
     )
 
 
@@ -347,11 +479,14 @@ def _openapi_document() -> dict[str, Any]:
 # first, but the mount comes before its /docs.json, which this document replaces.
 _SERVICE.mount_asgi_app(
     Starlette(
-        routes=[Route("/metadata", _metadata, methods=["GET"]), Route("/docs.json", _docs, methods=["GET"])]
+        routes=[
+            Route("/metadata", _metadata, methods=["GET"]),
+            Route("/docs.json", _docs, methods=["GET"]),
+            Route(CUSTOMER_ROUTE, _customer, methods=["GET", "DELETE"]),
+        ]
     ),
     path="/",
 )
-_settings = ServingSettings.from_env()
 # The first added is the outermost: the API key answers first, so a caller without it learns nothing,
 # the body limit included, and costs no body read.
 _SERVICE.add_asgi_middleware(ApiKeyGuard, api_key=_settings.api_key)

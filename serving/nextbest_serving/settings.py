@@ -13,6 +13,10 @@ every BentoML worker process), set by `nextbest serve` from its options or a YAM
 | NEXTBEST_DECISION_LOG_ROWS   | decisions per log file before it rotates (100000)             |
 | NEXTBEST_TORCH_THREADS       | torch threads for a batch of 32+ requests; fewer use 1 (2)    |
 | NEXTBEST_RELOAD_SECONDS      | check the model's alias this often; serve a new version (off) |
+| NEXTBEST_STORE               | the customer store's URI (sqlite:///PATH, redis://...; none)  |
+| NEXTBEST_STORE_MAX_EVENTS    | events kept per customer in the store (1000)                  |
+| NEXTBEST_STORE_TTL_DAYS      | the store keeps no event older than this (off)                |
+| NEXTBEST_WORKERS             | worker processes, each with the model, over one store (1)     |
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import yaml
 
 from nextbest.errors import NextbestError
 from nextbest.registry import DEFAULT_MODEL_URI, RegisteredModelUri
+from nextbest.store import DEFAULT_MAX_EVENTS
 
 ENV_PREFIX = "NEXTBEST_"
 
@@ -49,9 +54,14 @@ class ServingSettings:
     decision_log_rows: int = 100_000
     torch_threads: int = 2
     reload_seconds: float | None = None
+    store: str | None = None
+    store_max_events: int = DEFAULT_MAX_EVENTS
+    store_ttl_days: float | None = None
+    workers: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("max_events", "max_batch", "max_body_bytes", "decision_log_rows", "torch_threads"):
+        whole = ("max_events", "max_batch", "max_body_bytes", "decision_log_rows", "torch_threads")
+        for name in (*whole, "store_max_events", "workers"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise SettingsError(f"{_env_name(name)}: must be a whole number of at least 1, got {value!r}")
@@ -60,6 +70,12 @@ class ServingSettings:
                 f"{_env_name('deadline_ms')}: must be a positive number, got {self.deadline_ms!r}"
             )
         self._check_reload()
+        if self.store_ttl_days is not None and not (
+            isinstance(self.store_ttl_days, int | float) and self.store_ttl_days > 0
+        ):
+            raise SettingsError(
+                f"{_env_name('store_ttl_days')}: must be a positive number, got {self.store_ttl_days!r}"
+            )
         if self.api_key is not None and len(self.api_key) < 16:
             raise SettingsError(f"{_env_name('api_key')}: must be at least 16 characters")
 
@@ -120,11 +136,11 @@ def _env_name(field: str) -> str:
 
 
 def _parse(name: str, raw: str) -> Any:
-    if name in ("model_uri", "api_key"):
+    if name in ("model_uri", "api_key", "store"):
         return raw
     if name == "decision_log":
         return Path(raw)
     try:
-        return float(raw) if name in ("deadline_ms", "reload_seconds") else int(raw)
+        return float(raw) if name in ("deadline_ms", "reload_seconds", "store_ttl_days") else int(raw)
     except ValueError:
         raise SettingsError(f"{_env_name(name)}: expected a number, got {raw!r}") from None

@@ -151,7 +151,8 @@ def test_the_openapi_examples_are_valid_and_answered_as_documented(served: Serve
     document = served.client.get("/docs.json", headers=AUTH).json()
     rank = document["paths"]["/rank"]["post"]
     body = _documented(document, rank["requestBody"]["content"])
-    assert {"customer_id", "events"} <= set(body["required"])
+    assert "customer_id" in body["required"]  # events too, unless the service keeps a store
+    assert "customer store" in body["properties"]["events"]["description"]
     RankResponse.model_validate(_documented(document, rank["responses"]["200"]["content"])["example"])
     example = served.post("/rank", body["example"])
     assert example.status_code == 200, example.text
@@ -205,7 +206,7 @@ def _without(field: str) -> Any:
 # (case, path, how to break a valid request, expected status, text the answer must contain)
 MALFORMED: list[tuple[str, str, Any, int, str]] = [
     ("missing customer_id", "/rank", _without("customer_id"), 400, "customer_id"),
-    ("missing events", "/rank", _without("events"), 400, "events"),
+    ("missing events without a store", "/rank", _without("events"), 422, "events: required"),
     ("customer_id a number", "/rank", _with(customer_id=42), 400, "customer_id"),
     ("events not a list", "/rank", _with(events="page_view"), 400, "events"),
     ("event without timestamp", "/rank", lambda r: {**r, "events": [{"event_type": "x"}]}, 400, "timestamp"),
@@ -224,9 +225,16 @@ MALFORMED: list[tuple[str, str, Any, int, str]] = [
     ("profile value a list", "/rank", _with(profile={"segment": ["gold"]}), 400, "profile"),
     ("context not a mapping", "/rank", _with(context=3), 400, "context"),
     ("too many events", "/rank", lambda r: {**r, "events": r["events"][:1] * (MAX_EVENTS + 1)}, 413, "limit"),
-    ("score: missing events", "/score", _without("events"), 400, "events"),
+    ("score: missing events without a store", "/score", _without("events"), 422, "events: required"),
     ("batch: not wrapped", "/rank_batch", lambda r: [r], 400, "should be an object"),
-    ("batch: bad member", "/rank_batch", lambda r: {"requests": [r, {"customer_id": "x"}]}, 400, "events"),
+    ("batch: bad member", "/rank_batch", lambda r: {"requests": [r, {"customer_id": 1}]}, 400, "customer_id"),
+    (
+        "batch: member without events, no store",
+        "/rank_batch",
+        lambda r: {"requests": [r, {"customer_id": "x"}]},
+        422,
+        "requests[1].events",
+    ),
     ("batch: too many", "/rank_batch", lambda r: {"requests": [r] * (MAX_BATCH + 1)}, 413, "limit"),
     ("batch: unknown top-level field", "/rank_batch", lambda r: {"requests": [r], "top_k": 1}, 400, "top_k"),
     (

@@ -231,16 +231,19 @@ def test_the_service_request_type_has_the_same_schema_and_scores_the_same(
     scorer: JourneyScorer, log: EventLog, world: SimulatedWorld
 ) -> None:
     """`ServedScoringRequest` (events as plain dicts, for the service) is `ScoringRequest` in other clothes:
-    the same JSON schema (but for the name of its event definition, and for defaults, which a TypedDict
-    has none of) and the same answers."""
+    the same JSON schema (but for the name of its event definition, for defaults, which a TypedDict
+    has none of, and for its events being optional: a service with a store has them) and the same
+    answers."""
 
     def comparable(schema: Any) -> Any:
         if isinstance(schema, dict):
-            return {k: comparable(v) for k, v in schema.items() if k != "default"}
+            return {k: comparable(v) for k, v in schema.items() if k not in ("default", "events", "required")}
         return schema
 
     served = json.loads(json.dumps(ServedScoringRequest.model_json_schema()))
     assert comparable(served) == comparable(ScoringRequest.model_json_schema())
+    assert served["required"] == ["customer_id"]
+    assert ScoringRequest.model_json_schema()["required"] == ["customer_id", "events"]
     requests = requests_at_end(log).slice(0, 30)
     records = records_from_tables(log, requests, world.customers)
     as_served = [
@@ -278,10 +281,12 @@ def test_output_table_ranks_actions_best_first(scorer: JourneyScorer, log: Event
     np.testing.assert_allclose([r[0]["score"] for r in full.column("actions").to_pylist()], best)
 
 
-def assert_arrow_shape(fields: list[pa.Field], model: type[BaseModel], leave_out: str = "") -> None:
+def assert_arrow_shape(
+    fields: list[pa.Field], model: type[BaseModel], leave_out: tuple[str, ...] = ()
+) -> None:
     """`fields` are `model`'s (but `leave_out`), in its order, each of the Arrow type of its Python type
     (times, which answers write as ISO text, are timestamps)."""
-    assert [f.name for f in fields] == [name for name in model.model_fields if name != leave_out]
+    assert [f.name for f in fields] == [name for name in model.model_fields if name not in leave_out]
     arrow_types = {str: pa.string(), float: pa.float64(), int: pa.int32(), bool: pa.bool_()}
     for field in fields:
         annotation = model.model_fields[field.name].annotation
@@ -298,8 +303,10 @@ def assert_arrow_shape(fields: list[pa.Field], model: type[BaseModel], leave_out
 
 def test_the_batch_output_has_the_shape_of_the_online_answer() -> None:
     """A batch row is a `RankResponse` but for `fallback` (the online deadline's; batch rows are never
-    fallbacks): the same fields in the same order, of the same types."""
-    assert_arrow_shape(list(output_schema(explained=True)), RankResponse, leave_out="fallback")
+    fallbacks) and `decision_id` (the service's: what it records a served contact under): the same
+    fields in the same order, of the same types."""
+    leave_out = ("fallback", "decision_id")
+    assert_arrow_shape(list(output_schema(explained=True)), RankResponse, leave_out=leave_out)
 
 
 @pytest.mark.parametrize(

@@ -130,6 +130,7 @@ def rank(
     p_churn: np.ndarray,
     columns: RuleColumns,
     candidates: np.ndarray | None = None,
+    held_back: np.ndarray | None = None,
 ) -> Ranking:
     """Ranks the catalog's actions for N requests.
 
@@ -141,6 +142,8 @@ def rank(
         columns: what the rules read (see `nextbest.decisioning.expressions`), with every query of
             `history_queries(catalog)` answered.
         candidates: [N, K] which catalog actions each request asks to rank (default: all).
+        held_back: [N, K] objects: why each action is held back by what the requests' histories do not
+            show (the contacts a customer store served), None where nothing holds it back.
     """
     catalog.check_actions(model_actions)
     columns_of = [model_actions.index(a) for a in catalog.ids]
@@ -150,6 +153,8 @@ def rank(
         catalog.values * p_conversion[:, None] - catalog.churn_cost * p_churn[:, None]
     )  # [N, K]
     reasons = _suppressions(catalog, columns)
+    if held_back is not None:
+        reasons = np.where(reasons == None, held_back, reasons)  # noqa: E711 (element-wise)
     if candidates is not None:
         reasons = np.where(candidates, reasons, NOT_A_CANDIDATE)
     eligible = reasons == None  # noqa: E711 (element-wise on an object array)

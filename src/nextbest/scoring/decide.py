@@ -67,6 +67,7 @@ def decide(
     *,
     catalog: ActionCatalog | None = None,
     candidates: np.ndarray | None = None,
+    held_back: np.ndarray | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool = False,
     explain: int = 0,
@@ -75,8 +76,10 @@ def decide(
 
     Columns of `requests` beyond `customer_id` and `as_of` are the request context that rules read as
     `context.<column>`. `candidates` ([N, K] bool over the catalog's actions) narrows what each request
-    may be served. With `explain` > 0, the `explain` history events that weighed most in each served
-    action's value come with the decision (one extra forward pass per event: opt-in).
+    may be served; `held_back` ([N, K] objects) holds actions back for reasons the histories do not
+    show (see `nextbest.decisioning.policy.rank`). With `explain` > 0, the `explain` history events that
+    weighed most in each served action's value come with the decision (one extra forward pass per
+    event: opt-in).
     """
     catalog = catalog if catalog is not None else scorer.action_catalog
     catalog.check_context(requests.schema)
@@ -93,6 +96,7 @@ def decide(
         scores.p_churn,
         columns,
         candidates,
+        held_back,
     )
     exploration = catalog.exploration
     control = control_members(scores.customer_ids, catalog.control)

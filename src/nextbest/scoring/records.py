@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -71,8 +72,11 @@ def score_records(
     records: Sequence[AnyScoringRequest],
     model_version: str,
     catalog: ActionCatalog | None = None,
+    held_back: np.ndarray | None = None,
 ) -> list[RankResponse]:
-    """Scores and ranks each record with `catalog` (default: the model's packaged catalog).
+    """Scores and ranks each record with `catalog` (default: the model's packaged catalog); `held_back`
+    ([N, K] objects over the catalog's actions) holds actions back for reasons the records' events do not
+    show (`nextbest.scoring.stored`).
 
     Raises:
         DataContractError: an event, as_of, profile attribute or candidate cannot be used; the message
@@ -88,6 +92,7 @@ def score_records(
         customers,
         catalog=catalog,
         candidates=candidates,
+        held_back=held_back,
         explain=max((r.explain for r in records), default=0),
     )
     rows = decision_rows(decisions, model_version)

@@ -117,10 +117,16 @@ class ScoringRequest(BaseScoringRequest):
 class ServedScoringRequest(BaseScoringRequest):
     """A customer's context at the moment of decision."""
 
-    # The same JSON as `ScoringRequest`, its events validated into plain dicts.
+    # The JSON of `ScoringRequest`, its events validated into plain dicts, and optional: a service with
+    # a customer store has the history already.
     model_config = ConfigDict(title="ScoringRequest")
 
-    events: list[EventDict] = Field(description=EVENTS_DESCRIPTION)
+    events: list[EventDict] | None = Field(
+        default=None,
+        description=f"{EVENTS_DESCRIPTION}. Required unless the service keeps a customer store; with one, "
+        "the stored events before as_of (default: now) and these count, an event sent and stored counted "
+        "once",
+    )
 
 
 AnyScoringRequest: TypeAlias = ScoringRequest | ServedScoringRequest
@@ -183,6 +189,7 @@ class RankResponse(BaseModel):
                 "suppressed": [{"action": "email_offer", "reason": "contact limit: at most 2 per 7 days"}],
                 "evidence": None,
                 "fallback": None,
+                "decision_id": "5f0c2b7e9a4d4e51b1c3f0d2a6e8b947",
             }
         }
     )
@@ -208,6 +215,11 @@ class RankResponse(BaseModel):
         default=None,
         description="why the model did not rank this request (e.g. its deadline passed); the actions are "
         "then the catalog's default order, unscored and unchecked against the rules",
+    )
+    decision_id: str | None = Field(
+        default=None,
+        description="this decision's unique id (online answers): a service with a customer store records "
+        "the served action under it, and an event that carries it is not counted as a second contact",
     )
 
 

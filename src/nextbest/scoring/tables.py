@@ -150,10 +150,8 @@ def records_from_tables(
     windows = history_windows(
         log.timestamps, log.offsets, log.index_of(customer_ids), as_of, max_events or log.num_events + 1
     )
-    events = log.to_table().select([c for c in EVENT_FIELDS if c in log.source.column_names])
-    events = events.set_column(0, "timestamp", pc.strftime(events.column(0), ISO_FORMAT))
-    event_rows = events.to_pylist()
-    profiles = _profiles(customers, customer_ids)
+    event_rows = request_events(log.to_table())
+    profiles = request_profiles(customers, customer_ids)
     times = pc.strftime(requests.column("as_of"), ISO_FORMAT).to_pylist()
     return [
         ScoringRequest(
@@ -168,7 +166,14 @@ def records_from_tables(
     ]
 
 
-def _profiles(customers: pa.Table | None, customer_ids: pa.Array) -> list[dict[str, Any] | None]:
+def request_events(events: pa.Table) -> list[dict[str, Any]]:
+    """The rows of an events table as a request's events: `RequestEvent`'s fields, times as ISO text."""
+    events = events.select([c for c in EVENT_FIELDS if c in events.column_names])
+    return events.set_column(0, "timestamp", pc.strftime(events.column(0), ISO_FORMAT)).to_pylist()
+
+
+def request_profiles(customers: pa.Table | None, customer_ids: pa.Array) -> list[dict[str, Any] | None]:
+    """Each customer's row of `customers` as a request's profile (None for a customer without one)."""
     if customers is None:
         return [None] * len(customer_ids)
     rows = customers.drop_columns(["customer_id"]).to_pylist()
@@ -189,11 +194,14 @@ def _json_value(value: Any) -> ProfileValue:
 
 
 def _event_log(records: Sequence[AnyScoringRequest], keys: list[str]) -> EventLog:
-    counts = [len(record.events) for record in records]
+    # A request without events (the service fills them in from its store, or refuses it) has none.
+    counts = [len(record.events or ()) for record in records]
     if not sum(counts):  # profile-only requests: an empty log, which the table validation would call unusable
         return EventLog.empty()
     rows = [
-        event if isinstance(event, dict) else vars(event) for record in records for event in record.events
+        event if isinstance(event, dict) else vars(event)
+        for record in records
+        for event in record.events or ()
     ]
     # Arrow reads the fields out of the event dicts itself (a missing one is null): a /rank_batch call
     # brings 50,000 events, and a Python pass per column cost more than the rest of building the log.
@@ -213,19 +221,29 @@ def _refuse_losses(report: ValidationReport) -> None:
         raise DataContractError("; ".join(str(finding) for finding in report.losses))
 
 
-def _as_of(records: Sequence[BaseScoringRequest], log: EventLog, keys: list[str]) -> pa.Array:
-    """Each record's as_of; by default just after its last event (as_of is exclusive, so every event
-    given counts), or now for a record without events."""
+def given_as_of(records: Sequence[BaseScoringRequest]) -> pa.Array:
+    """Each record's as_of as a UTC instant; null where the record gives none.
+
+    Raises:
+        DataContractError: an as_of that is not an ISO-8601 time.
+    """
     given = pa.array([r.as_of for r in records], pa.string())
     parsed = normalise_column(given, ColumnSpec("as_of", ColumnType.TIMESTAMP, required=False))
     if parsed.rejections:
         bad = [records[i].as_of for i in np.flatnonzero(parsed.rejections[0][1])[:3]]
         raise DataContractError(f"as_of must be an ISO-8601 time, got {', '.join(map(repr, bad))}")
-    if not parsed.values.null_count:  # every record says when
-        return parsed.values
+    return parsed.values
+
+
+def _as_of(records: Sequence[BaseScoringRequest], log: EventLog, keys: list[str]) -> pa.Array:
+    """Each record's as_of; by default just after its last event (as_of is exclusive, so every event
+    given counts), or now for a record without events."""
+    parsed = given_as_of(records)
+    if not parsed.null_count:  # every record says when
+        return parsed
     index = log.index_of(pa.array(keys, pa.string()))
     after_last = np.append(log.timestamps[log.offsets[1:] - 1] + 1, epoch_micros(datetime.now(UTC)))
     default = after_last[np.where(index >= 0, index, -1)]
-    micros = np.asarray(parsed.values.cast(pa.int64()).fill_null(0), dtype=np.int64)
-    chosen = np.where(np.asarray(parsed.values.is_valid(), dtype=bool), micros, default)
+    micros = np.asarray(parsed.cast(pa.int64()).fill_null(0), dtype=np.int64)
+    chosen = np.where(np.asarray(parsed.is_valid(), dtype=bool), micros, default)
     return pa.array(chosen, pa.int64()).cast(UTC_US)

@@ -135,15 +135,19 @@ class Erased:
 @dataclass(frozen=True)
 class Histories:
     """Customers' stored state as the contract tables scoring reads. Served contacts are not events
-    here (the model never saw them as such); they count against contact limits in `CustomerStore.serve`.
+    here (the model never saw them as such); they count against contact limits
+    (`nextbest.store.contacts.contact_reasons`, and atomically in `CustomerStore.serve`).
 
     Attributes:
         events: normalised events (`EVENT_COLUMNS`), by customer then time.
         profiles: `customer_id` and the attributes, one row per customer with a profile.
+        contacts: each customer's served contacts up to its as_of (inclusive), in time order; customers
+            without any are left out.
     """
 
     events: pa.Table
     profiles: pa.Table = field(default_factory=lambda: pa.table({"customer_id": pa.array([], pa.string())}))
+    contacts: Mapping[str, list[Contact]] = field(default_factory=dict)
 
     def log(self) -> EventLog:
         """The events as the journeys and the encoder read them."""
@@ -189,8 +193,9 @@ class CustomerStore(ABC):
 
     @abstractmethod
     def histories(self, customer_ids: Sequence[str], as_of: Sequence[int] | np.ndarray) -> Histories:
-        """The stored events strictly before each customer's `as_of` (µs since the epoch) and the
-        profiles of `customer_ids`. A customer listed twice gets the history before the later as_of."""
+        """The stored events strictly before each customer's `as_of` (µs since the epoch), the contacts
+        served up to it (inclusive) and the profiles of `customer_ids`. A customer listed twice gets the
+        history before the later as_of."""
 
     @abstractmethod
     def serve(

@@ -105,18 +105,35 @@ def choose(
             served in the same instant is a contact already made.
     """
     actions = catalog_actions(catalog, candidates)
+    passed_over: list[tuple[str, str]] = []
+    reasons = contact_reasons(events, contacts, at, actions, catalog)
+    for i, (action, reason) in enumerate(zip(actions, reasons, strict=True)):
+        if reason is None:
+            return i, tuple(passed_over)
+        passed_over.append((action.id, reason))
+    return None, tuple(passed_over)
+
+
+def contact_reasons(
+    events: pa.Table,
+    contacts: Sequence[Contact],
+    at: int,
+    actions: Sequence[CatalogAction],
+    catalog: ActionCatalog,
+) -> list[str | None]:
+    """Per action of `actions`, the first rule of its contact policy that the customer's stored `events`
+    and `contacts` up to `at` (µs since the epoch, inclusive; see `choose`) break, or None."""
     counted = dataclasses.replace(catalog, contact_events=(*catalog.contact_events, SERVED))
     queries = set().union(*(contact_queries(counted, action) for action in actions))
     log = _limit_log(events, contacts)
     customer = np.array([0 if log.num_customers else -1])
     history = history_values(log, customer, np.array([at + 1]), queries)
-    passed_over: list[tuple[str, str]] = []
-    for i, action in enumerate(actions):
-        reasons = [reason for blocked, reason in contact_suppressions(counted, action, history) if blocked[0]]
-        if not reasons:
-            return i, tuple(passed_over)
-        passed_over.append((action.id, reasons[0]))
-    return None, tuple(passed_over)
+    return [
+        next(
+            (reason for blocked, reason in contact_suppressions(counted, action, history) if blocked[0]), None
+        )
+        for action in actions
+    ]
 
 
 def _limit_log(events: pa.Table, contacts: Sequence[Contact]) -> EventLog:

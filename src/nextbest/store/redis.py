@@ -216,9 +216,18 @@ class RedisStore(CustomerStore):
         wanted = list(latest)
         with _available(self.uri):
             events, profiles = self._hashes(wanted, "events"), self._hashes(wanted, "profile")
+            contacts = self._hashes(wanted, "contacts")
             kinds = _done(self._client.hgetall(ATTRIBUTES))
+        served = {}
+        for customer_id, stored in zip(wanted, contacts, strict=True):
+            until = instant(latest[customer_id])
+            kept = [c for c in self._contacts(stored) if c.timestamp <= until]
+            if kept:
+                served[customer_id] = kept
         return Histories(
-            self._events(wanted, events, [latest[c] for c in wanted]), _profiles(wanted, profiles, kinds)
+            self._events(wanted, events, [latest[c] for c in wanted]),
+            _profiles(wanted, profiles, kinds),
+            served,
         )
 
     def _hashes(self, customer_ids: Sequence[str], name: str) -> list[dict[str, str]]:

@@ -291,10 +291,21 @@ class SQLiteStore(CustomerStore):
                 (json.dumps(list(latest)),),
             ).fetchall()
             kinds = dict(db.execute("SELECT name, kind FROM attributes").fetchall())
+            contacts = db.execute(
+                "SELECT c.customer_id, k.decision_id, k.ts, k.action, k.channel, k.probability "
+                "FROM json_each(:wanted) j JOIN customers c ON c.customer_id = j.value ->> 0 "
+                "JOIN contacts k ON k.cust = c.id WHERE k.ts <= j.value ->> 1 AND k.ts >= :oldest "
+                "ORDER BY c.customer_id, k.ts, k.decision_id",
+                {"wanted": json.dumps(list(latest.items())), "oldest": _MIN if oldest is None else oldest},
+            ).fetchall()
         events, keys = _events_and_keys(rows)
+        served: dict[str, list[Contact]] = {}
+        for customer_id, *contact in contacts:
+            served.setdefault(customer_id, []).append(_contact(*contact))
         return Histories(
             by_customer_and_time(events, keys),
             profiles_table([r[0] for r in profiles], [json.loads(r[1]) for r in profiles], kinds),
+            served,
         )
 
     def serve(
