@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -37,6 +38,7 @@ from nextbest.journeys import requests_at_end
 from nextbest.scoring.decision_log import read_decision_log
 from nextbest.scoring.tables import records_from_tables
 from tests.integration.conftest import train_demo_model
+from tests.store.conftest import RedisServer
 
 pytestmark = pytest.mark.integration
 
@@ -358,3 +360,41 @@ def test_a_promotion_reaches_the_server_without_a_failed_request(trained: Path, 
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_two_workers_over_one_redis_store_never_serve_past_a_limit_and_say_503_while_it_is_away(
+    trained: Path, tmp_path: Path
+) -> None:
+    """16 concurrent /rank calls for one customer, answered by 2 workers sharing a real redis-server:
+    the demo catalog's limits and its cap of 4 contacts a week hold, and every served action is the
+    store's contact. A stopped store answers 503 naming it; the server recovers when it is back."""
+    (tmp_path / "redis").mkdir()
+    redis = RedisServer(tmp_path / "redis")
+    port = free_port()
+    options = ["--port", str(port), "--store", redis.url, "--workers", "2"]
+    process = start_serve(trained, tmp_path / "serve.log", *options)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_ready(process, base, tmp_path / "serve.log")
+        request = {"customer_id": "c1", "profile": {"email_opt_in": 1.0, "segment": "gold"}}
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(
+                pool.map(lambda _: httpx.post(f"{base}/rank", json=request, timeout=30), range(16))
+            )
+        assert [a.status_code for a in answers] == [200] * 16, [a.text for a in answers]
+        served = [a.json()["chosen_action"] for a in answers]
+        contacts = httpx.get(f"{base}/customers/c1").json()["contacts"]
+        assert sorted(c["action"] for c in contacts) == sorted(a for a in served if a is not None)
+        assert len([c for c in contacts if c["channel"] is not None]) <= 4  # the cap
+        assert served.count("sms_reminder") <= 1
+        assert served.count("email_offer") + served.count("discount_10") <= 4
+        redis.stop()
+        away = httpx.post(f"{base}/rank", json={"customer_id": "c2"}, timeout=30)
+        assert away.status_code == 503, away.text
+        assert str(redis.port) in away.json()["error"]
+        redis.start()
+        assert httpx.post(f"{base}/rank", json={"customer_id": "c2"}, timeout=30).status_code == 200
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        redis.stop()
