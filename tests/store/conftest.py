@@ -1,6 +1,6 @@
 """Fixtures of the store tests: every test that takes `store` runs once per backend, against a real
-SQLite file and a real `redis-server` (Debian's `redis-server`; `.ci/run` installs it) started on a free
-loopback port for the session."""
+SQLite file, a real `redis-server` (Debian's `redis-server`; `.ci/run` installs it) started on a free
+loopback port for the session, and (marked slow) a real 3-node Redis Cluster of such servers."""
 
 from __future__ import annotations
 
@@ -15,7 +15,11 @@ import pytest
 
 from nextbest.store import CustomerStore, open_store
 
-BACKENDS = ("sqlite", "redis")
+BACKENDS = ("sqlite", "redis", pytest.param("redis_cluster", marks=pytest.mark.slow))
+CLUSTER_NODES = 3
+# A cluster node also listens on its port + 10000 (the cluster bus).
+CLUSTER_BUS_OFFSET = 10_000
+CREATE_OPTIONS = ("--cluster-replicas", "0", "--cluster-yes")  # primaries only, no prompt
 
 
 def free_port() -> int:
@@ -25,19 +29,39 @@ def free_port() -> int:
         return port
 
 
-class RedisServer:
-    """A `redis-server` of this test session: in a temporary folder, persisting nothing."""
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port is free too."""
+    while True:
+        port = free_port()
+        if port + CLUSTER_BUS_OFFSET < 2**16:
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port + CLUSTER_BUS_OFFSET))
+                except OSError:
+                    continue
+            return port
 
-    def __init__(self, folder: Path) -> None:
-        executable = shutil.which("redis-server")
-        if executable is None:
-            pytest.skip("redis-server is not installed (apt-get install redis-server; .ci/run does)")
-        self.port = free_port()
+
+def installed(program: str) -> str:
+    executable = shutil.which(program)
+    if executable is None:
+        pytest.skip(f"{program} is not installed (apt-get install redis-server; .ci/run does)")
+    return executable
+
+
+class RedisServer:
+    """A `redis-server` of this test session: in a temporary folder, persisting nothing (with
+    `cluster`, a node of a Redis Cluster)."""
+
+    def __init__(self, folder: Path, cluster: bool = False) -> None:
+        self.port = free_cluster_port() if cluster else free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.command = [
-            *(executable, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(folder)),
-            *("--save", "", "--appendonly", "no"),
+            *(installed("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1"),
+            *("--dir", str(folder), "--save", "", "--appendonly", "no"),
         ]
+        if cluster:
+            self.command += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
         self.start()
 
     def start(self) -> None:
@@ -75,14 +99,70 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.stop()
 
 
+class LocalCluster:
+    """A Redis Cluster of `CLUSTER_NODES` primaries (no replicas) on loopback, each node in a folder of
+    its own."""
+
+    def __init__(self, folder: Path) -> None:
+        self.nodes: list[RedisServer] = []
+        try:
+            for i in range(CLUSTER_NODES):
+                (folder / str(i)).mkdir()
+                self.nodes.append(RedisServer(folder / str(i), cluster=True))
+            addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+            subprocess.run(
+                [installed("redis-cli"), "--cluster", "create", *addresses, *CREATE_OPTIONS],
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
+            self._wait_until_ok()
+        except BaseException:
+            self.stop()
+            raise
+        self.url = f"redis+cluster://127.0.0.1:{self.nodes[0].port}"
+
+    def _wait_until_ok(self) -> None:
+        """Until every node says the cluster is ok (all slots served, the nodes agreeing)."""
+        import redis
+
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            states = []
+            for node in self.nodes:
+                with redis.Redis(port=node.port, decode_responses=True) as client:
+                    states.append(client.cluster("INFO")["cluster_state"])
+            if states == ["ok"] * len(self.nodes):
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"the Redis Cluster did not come up: {states}")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    cluster = LocalCluster(tmp_path_factory.mktemp("redis-cluster"))
+    yield cluster
+    cluster.stop()
+
+
 @pytest.fixture
 def store_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A fresh, empty store's URI, of the backend the test is parametrised with."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'store.db'}"
-    server: RedisServer = request.getfixturevalue("redis_server")
     import redis
+    from redis.cluster import RedisCluster
 
+    if request.param == "redis_cluster":
+        cluster: LocalCluster = request.getfixturevalue("redis_cluster")
+        with RedisCluster(host="127.0.0.1", port=cluster.nodes[0].port) as nodes:
+            nodes.flushall()  # on every primary
+        return cluster.url
+    server: RedisServer = request.getfixturevalue("redis_server")
     with redis.Redis.from_url(server.url) as client:
         client.flushall()
     return server.url

@@ -23,6 +23,7 @@ from nextbest.store import (
     UnknownActionError,
     open_store,
 )
+from tests.store.conftest import LocalCluster
 
 NOW = datetime(2026, 11, 20, 10, tzinfo=UTC)
 CATALOG = ActionCatalog.from_dict(
@@ -249,9 +250,9 @@ def test_a_store_that_cannot_be_opened_is_a_clear_error(tmp_path: Path) -> None:
         open_store(f"sqlite:///{not_a_database}")
     from tests.store.conftest import free_port
 
-    unreachable = f"redis://127.0.0.1:{free_port()}/0"
-    with pytest.raises(StoreError, match=re.escape(unreachable)):
-        open_store(unreachable)
+    for unreachable in (f"redis://127.0.0.1:{free_port()}/0", f"redis+cluster://127.0.0.1:{free_port()}"):
+        with pytest.raises(StoreError, match=re.escape(unreachable)):
+            open_store(unreachable)
 
 
 def test_a_redis_that_goes_away_is_unavailable_and_the_store_recovers(tmp_path: Path) -> None:
@@ -270,3 +271,30 @@ def test_a_redis_that_goes_away_is_unavailable_and_the_store_recovers(tmp_path: 
             assert store.append_events([event("c1", 2)]).accepted == 1
     finally:
         server.stop()
+
+
+@pytest.mark.slow
+def test_on_a_cluster_each_customer_is_one_slot_and_customers_spread_over_the_nodes(
+    redis_cluster: LocalCluster,
+) -> None:
+    import redis
+
+    customers = [f"c{i}" for i in range(30)]
+    with open_store(redis_cluster.url) as store:
+        store.append_events([event(c, h) for c in customers for h in (1, 2)])
+        store.upsert_profiles([{"customer_id": c, "segment": "gold"} for c in customers])
+        for c in customers:
+            store.serve(c, NOW, f"d-{c}", RANKED, CATALOG)
+        slots: dict[str, set[int]] = {}
+        nodes_holding: set[int] = set()
+        for node in redis_cluster.nodes:
+            with redis.Redis(port=node.port, decode_responses=True) as client:
+                for key in client.scan_iter("nextbest:{*"):
+                    slots.setdefault(key[key.index("{") : key.index("}")], set()).add(
+                        client.cluster("KEYSLOT", key)
+                    )
+                    nodes_holding.add(node.port)
+        assert len(slots) == len(customers)
+        assert all(len(found) == 1 for found in slots.values())
+        assert len(nodes_holding) == len(redis_cluster.nodes)
+        assert store.profiles_table().num_rows == len(customers)  # export finds them all

@@ -12,7 +12,8 @@ from nextbest.store import DEFAULT_MAX_EVENTS, open_store
 
 STORE_ENV = "NEXTBEST_STORE"
 STORE_HELP = (
-    f"the store: sqlite:///PATH (a file on this machine) or redis://HOST:PORT/DB (default: ${STORE_ENV})"
+    "the store: sqlite:///PATH (a file on this machine), redis://HOST:PORT/DB or "
+    f"redis+cluster://HOST:PORT (a Redis Cluster, by any node) (default: ${STORE_ENV})"
 )
 LOAD_DESCRIPTION = """\
 Backfill the store from contract tables. Events are checked against the data contract exactly as the
@@ -33,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = subparsers.add_parser(
         "store",
         help="load contract tables into a customer store, or export it",
-        description="The customer store behind `nextbest serve --store` (sqlite:// or redis://).",
+        description="The customer store behind `nextbest serve --store` (sqlite://, redis:// or redis+cluster://).",
     )
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     load = commands.add_parser(

@@ -5,7 +5,11 @@ Open a store by URI:
 - `sqlite:///PATH`: the embedded default, one file shared by every process on one machine
   (`nextbest.store.sqlite`);
 - `redis://HOST:PORT/DB`: shared by every worker and machine (`nextbest.store.redis`; needs the
-  `store` extra, `pip install 'nextbest[store]'`).
+  `store` extra, `pip install 'nextbest[store]'`);
+- `redis+cluster://HOST:PORT`: the same on a Redis Cluster, named by any of its nodes (the client finds
+  the others). Each customer is one hash slot, so each step on a customer runs on one node.
+
+`rediss://` and `rediss+cluster://` are the same over TLS.
 
 ```python
 with open_store("sqlite:///state.db") as store:
@@ -34,7 +38,7 @@ from nextbest.store.base import (
 from nextbest.store.contacts import Candidate, Contact, Served, UnknownActionError
 from nextbest.store.rows import Rejection, event_keys
 
-SCHEMES = ("sqlite", "redis", "rediss")
+SCHEMES = ("sqlite", "redis", "rediss", "redis+cluster", "rediss+cluster")
 
 __all__ = [
     "DEFAULT_MAX_EVENTS",
@@ -74,11 +78,14 @@ def open_store(
         from nextbest.store.sqlite import SQLiteStore
 
         return SQLiteStore(_sqlite_path(uri), uri, retention)
-    if scheme in ("redis", "rediss"):
+    if scheme in SCHEMES[1:]:
         from nextbest.store.redis import RedisStore
 
         return RedisStore(uri, retention)
-    raise StoreError(f"unknown store URI {uri!r}: expected sqlite:///PATH or redis://HOST:PORT/DB")
+    raise StoreError(
+        f"unknown store URI {uri!r}: expected sqlite:///PATH, redis://HOST:PORT/DB or "
+        "redis+cluster://HOST:PORT"
+    )
 
 
 def _sqlite_path(uri: str) -> Path:

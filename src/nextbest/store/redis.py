@@ -1,4 +1,4 @@
-"""The shared store: Redis, for every worker and machine (and Redis Cluster past one node).
+"""The shared store: Redis, for every worker and machine, and Redis Cluster past one node.
 
 Each customer's state lives under keys that share the hash tag `{customer_id}`, so one customer is one
 hash slot and every multi-key step on it runs on one node:
@@ -14,7 +14,9 @@ Two keys are shared: `nextbest:customers` (the set of customer ids, for export) 
 (each profile attribute's kind). Appending a customer's events and trimming them to the retention is one
 Lua script; serving a contact is an optimistic transaction (WATCH the customer's keys, decide, MULTI/EXEC,
 again if another client wrote in between), so the contact rule that decides is the decisioning module's
-own, in Python, and no Lua restates it.
+own, in Python, and no Lua restates it. A script or transaction touches one customer's keys only; the
+shared keys are written by commands of their own, so on a cluster (`redis+cluster://HOST:PORT`, any node
+of it) every step lands on the node of its slot.
 """
 
 from __future__ import annotations
@@ -57,10 +59,13 @@ from nextbest.store.rows import (
 
 try:
     import redis
+    from redis.cluster import RedisCluster
+    from redis.exceptions import ClusterDownError, RedisClusterException
 except ImportError:  # the `store` extra
     redis = None  # type: ignore[assignment]
 
 T = TypeVar("T")
+CLUSTER_SUFFIX = "+cluster"  # redis+cluster://, rediss+cluster://
 PREFIX = "nextbest:"
 CUSTOMERS = PREFIX + "customers"
 ATTRIBUTES = PREFIX + "attributes"
@@ -101,7 +106,8 @@ return added
 
 
 class RedisStore(CustomerStore):
-    """The store in the Redis database at `uri` (`redis://HOST:PORT/DB`)."""
+    """The store in the Redis database at `uri` (`redis://HOST:PORT/DB`), or in the Redis Cluster that
+    the node at `redis+cluster://HOST:PORT` belongs to."""
 
     def __init__(self, uri: str, retention: Retention) -> None:
         super().__init__(uri, retention)
@@ -111,12 +117,8 @@ class RedisStore(CustomerStore):
                 "(pip install 'nextbest[store]')"
             )
         try:
-            self._client = redis.Redis.from_url(
-                uri, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S, decode_responses=True
-            )
-            self._client.ping()
-            self._append_script = self._client.register_script(_APPEND)
-        except (redis.RedisError, ValueError) as exc:
+            self._client = _connected(uri)
+        except (redis.RedisError, RedisClusterException, ValueError) as exc:
             raise StoreError(f"cannot reach the store {uri}: {exc}") from exc
 
     def _append(self, checked: CheckedEvents) -> int:
@@ -135,11 +137,7 @@ class RedisStore(CustomerStore):
                 batch = customers[start : start + PIPELINE_CUSTOMERS]
                 pipe.sadd(CUSTOMERS, *(c for c, _ in batch))
                 for customer_id, args in batch:
-                    self._append_script(
-                        keys=_keys(customer_id, "events", "times"),
-                        args=[*self._retained(), *args],
-                        client=pipe,
-                    )
+                    _append_and_trim(pipe, _keys(customer_id, "events", "times"), [*self._retained(), *args])
                 added += sum(pipe.execute()[1:])
         return added
 
@@ -173,7 +171,7 @@ class RedisStore(CustomerStore):
             events_key, profile_key, contacts_key = _keys(customer_id, "events", "profile", "contacts")
             for key in (events_key, profile_key, contacts_key):
                 pipe.hgetall(key)
-            events, profile, contacts = pipe.execute()
+            events, profile, contacts = (_hash(reply) for reply in pipe.execute())
         if not (events or profile or contacts):
             return None
         return CustomerRecord(
@@ -256,7 +254,7 @@ class RedisStore(CustomerStore):
             with self._client.pipeline(transaction=True) as pipe:
                 while True:
                     try:
-                        pipe.watch(*keys)  # type: ignore[no-untyped-call]
+                        pipe.watch(*keys)
                         earlier = _done(pipe.hget(keys[2], decision_id))
                         if earlier is not None:
                             return Served(decision_id, _contact(decision_id, earlier), repeated=True)
@@ -271,9 +269,7 @@ class RedisStore(CustomerStore):
                         )
                         pipe.multi()
                         value = json.dumps([at_us, contact.action, contact.channel, contact.probability])
-                        self._append_script(
-                            keys=keys[2:], args=[*self._retained(), decision_id, at_us, value], client=pipe
-                        )
+                        _append_and_trim(pipe, keys[2:], [*self._retained(), decision_id, at_us, value])
                         pipe.execute()
                         return Served(decision_id, _contact(decision_id, value), passed_over)
                     except redis.WatchError:
@@ -332,12 +328,29 @@ class RedisStore(CustomerStore):
         self._client.close()
 
 
+def _connected(uri: str) -> redis.Redis | RedisCluster:
+    """A client of the Redis (or, for `redis+cluster://`, the Redis Cluster) at `uri`, that answered."""
+    scheme, rest = uri.split("://", 1)
+    options: dict[str, Any] = {
+        "socket_timeout": TIMEOUT_S,
+        "socket_connect_timeout": TIMEOUT_S,
+        "decode_responses": True,
+    }
+    client: redis.Redis | RedisCluster
+    if scheme.endswith(CLUSTER_SUFFIX):  # the client finds the other nodes from this one
+        client = RedisCluster(url=f"{scheme.removesuffix(CLUSTER_SUFFIX)}://{rest}", **options)
+    else:
+        client = redis.Redis.from_url(uri, **options)
+    client.ping()
+    return client
+
+
 @contextmanager
 def _available(uri: str) -> Iterator[None]:
     """A Redis that cannot be reached, or times out, is unavailable: the operation did not happen."""
     try:
         yield
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
+    except (redis.ConnectionError, redis.TimeoutError, ClusterDownError) as exc:
         raise StoreUnavailableError(f"the store {uri} is unavailable: {exc}") from exc
 
 
@@ -349,6 +362,21 @@ def _profiles(
         (c, {k: json.loads(v) for k, v in h.items()}) for c, h in zip(customer_ids, hashes, strict=True) if h
     ]
     return profiles_table([c for c, _ in stored], [p for _, p in stored], kinds)
+
+
+def _append_and_trim(client: Any, keys: list[str], args: list[Any]) -> None:
+    """Runs `_APPEND` on `client` (a pipeline). By EVAL, not EVALSHA: a cluster's pipeline cannot load
+    a script that a node lacks (one restarted or failed over), and the server caches the script either
+    way."""
+    client.execute_command("EVAL", _APPEND, len(keys), *keys, *args)
+
+
+def _hash(reply: dict[str, str] | list[str]) -> dict[str, str]:
+    """HGETALL's reply as a dict: redis-py's cluster transactions (6.4) return it unparsed, as the flat
+    list field, value, field, value..."""
+    if isinstance(reply, dict):
+        return reply
+    return dict(zip(reply[::2], reply[1::2], strict=True))
 
 
 def _done(result: Awaitable[T] | T) -> T:
