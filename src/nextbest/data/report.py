@@ -237,8 +237,22 @@ def json_arrays(table: pa.Table) -> pa.StringArray:
         return pa.array(["[]"] * table.num_rows, pa.string())
     parts: list[pa.Array | str] = []
     for i, column in enumerate(table.columns):
-        parts += ["[" if i == 0 else ",", _json_values(column.combine_chunks()).fill_null("null")]
-    joined: pa.StringArray = pc.binary_join_element_wise(*parts, "]", "")
+        parts.append("[" if i == 0 else ",")
+        if column.null_count == len(column):  # an absent optional column: no text to write per row
+            parts.append("null")
+        else:
+            parts.append(_json_values(column.combine_chunks()).fill_null("null"))
+    parts.append("]")
+    # Neighbouring constant parts joined first: the element-wise join costs per part and row.
+    merged: list[pa.Array | str] = []
+    for part in parts:
+        if isinstance(part, str) and merged and isinstance(merged[-1], str):
+            merged[-1] += part
+        else:
+            merged.append(part)
+    if len(merged) == 1:  # every column null: one text for every row
+        return pa.array([merged[0]] * table.num_rows, pa.string())
+    joined: pa.StringArray = pc.binary_join_element_wise(*merged, "")
     return joined
 
 
