@@ -55,6 +55,8 @@ from nextbest.store.rows import (
 FORMAT = "1"
 # How long a writer waits for another's transaction before the store counts as unavailable.
 BUSY_TIMEOUT_S = 30.0
+PAGE_SIZE = 16384
+CACHE_KIB = 65536  # per connection, at most (SQLite's default: 2,000)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS customers (
@@ -119,8 +121,12 @@ class SQLiteStore(CustomerStore):
                 db = sqlite3.connect(
                     self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
                 )
+                # Before WAL mode: a new file's page size (an existing one keeps its own). Larger pages
+                # and cache mean fewer pages written per batch of events.
+                db.execute(f"PRAGMA page_size={PAGE_SIZE}")
                 mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
                 db.execute("PRAGMA synchronous=NORMAL")
+                db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             except sqlite3.DatabaseError as exc:
                 raise StoreError(f"cannot open the store {self.uri}: {exc}") from exc
             if mode != "wal":
