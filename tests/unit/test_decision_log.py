@@ -60,6 +60,10 @@ def test_served_decisions_round_trip_across_rotated_files(tmp_path: Path) -> Non
     assert log.decisions.column("action").to_pylist() == ["email"] * 5
     assert log.decisions.column("propensity").to_pylist() == [0.9] * 5
     assert log.decisions.column("timestamp")[0].as_py() == datetime(2026, 3, 1, 10, tzinfo=UTC)
+    assert log.decisions.column("served_p_conversion").to_pylist() == [0.2] * 5
+    assert log.decisions.column("served_p_churn").to_pylist() == [0.1] * 5
+    assert log.decisions.column("p_conversion").to_pylist() == [0.1] * 5
+    assert (log.unserved, log.fallbacks) == (1, 0)
 
 
 def test_a_line_cut_short_by_a_crash_is_skipped_and_counted(tmp_path: Path) -> None:
@@ -85,7 +89,8 @@ def test_fallback_answers_are_not_decisions_of_the_model(tmp_path: Path) -> None
     writer = DecisionLogWriter(tmp_path)
     writer.append([record], [fallback])
     writer.close()
-    assert read_decision_log(tmp_path).decisions.num_rows == 0
+    log = read_decision_log(tmp_path)
+    assert (log.decisions.num_rows, log.fallbacks, log.unserved) == (0, 1, 0)
 
 
 def test_outcomes_are_read_off_the_following_events() -> None:

@@ -94,10 +94,19 @@ class DecisionLogWriter:
 
 @dataclass(frozen=True)
 class DecisionLog:
-    """A decision log read back: the decisions table and how many lines could not be read."""
+    """A decision log read back: the decisions table and what was not read into it.
+
+    Attributes:
+        decisions: the model's served decisions (see `read_decision_log`).
+        unreadable_lines: lines that are not JSON (cut short by a crash).
+        fallbacks: answers the model did not rank (a deadline passed): no model chose them.
+        unserved: answers that served nothing (no eligible action).
+    """
 
     decisions: pa.Table
     unreadable_lines: int
+    fallbacks: int = 0
+    unserved: int = 0
 
 
 def is_decision_log(path: str | Path) -> bool:
@@ -109,8 +118,10 @@ def is_decision_log(path: str | Path) -> bool:
 def read_decision_log(directory: str | Path) -> DecisionLog:
     """The served decisions as a decisions table: `customer_id`, `timestamp` (the request's as_of),
     `action` (the served one), `propensity` (its serving probability), `model_version`, `control` (the
-    customer was in the catalog's control group). Fallback answers
-    and requests with nothing served are left out: no model chose them.
+    customer was in the catalog's control group), `served_p_conversion` and `served_p_churn` (the model's
+    probabilities for the served action) and `p_conversion` (the answer's, with no action: the model's
+    score of the customer). Fallback answers and requests with nothing served are left out, and counted:
+    no model chose them.
 
     Raises:
         DataContractError: the directory holds no decision log files.
@@ -119,7 +130,7 @@ def read_decision_log(directory: str | Path) -> DecisionLog:
     if not files:
         raise DataContractError(f"{directory}: no decision log files ({FILE_PATTERN})")
     rows: list[dict[str, Any]] = []
-    unreadable = 0
+    unreadable = fallbacks = unserved = 0
     for path in files:
         for line in path.read_text(encoding="utf-8").splitlines():
             try:
@@ -127,9 +138,13 @@ def read_decision_log(directory: str | Path) -> DecisionLog:
             except json.JSONDecodeError:
                 unreadable += 1  # a line cut short when the process was killed mid-write
                 continue
-            if record.get("chosen_action") is None or record.get("fallback"):
-                continue
-            rows.append(record)
+            if record.get("fallback"):
+                fallbacks += 1
+            elif record.get("chosen_action") is None:
+                unserved += 1
+            else:
+                rows.append(record)
+    served = [_served_figures(r) for r in rows]
     table = pa.table(
         {
             "customer_id": pa.array([r["customer_id"] for r in rows], pa.string()),
@@ -139,9 +154,18 @@ def read_decision_log(directory: str | Path) -> DecisionLog:
             "model_version": pa.array([r["model_version"] for r in rows], pa.string()),
             # Logs written before control groups existed served no control group.
             "control": pa.array([r.get("control", False) for r in rows], pa.bool_()),
+            "served_p_conversion": pa.array([s.get("p_conversion") for s in served], pa.float64()),
+            "served_p_churn": pa.array([s.get("p_churn") for s in served], pa.float64()),
+            "p_conversion": pa.array([r.get("p_conversion") for r in rows], pa.float64()),
         }
     )
-    return DecisionLog(table, unreadable)
+    return DecisionLog(table, unreadable, fallbacks, unserved)
+
+
+def _served_figures(record: dict[str, Any]) -> dict[str, Any]:
+    """The ranked entry of the served action (empty when top_k cut it from the answer)."""
+    chosen = record["chosen_action"]
+    return next((a for a in record.get("actions", ()) if a.get("action") == chosen), {})
 
 
 def with_outcomes(decisions: pa.Table, log: EventLog, rules: LabelRules) -> pa.Table:
