@@ -6,7 +6,8 @@ hybrid is exported and of each baseline (one child run each, same metric names, 
 our models' ROC-AUC and log loss minus every later model's with a paired bootstrap interval over test
 customers (`test/compare/<model>_vs_<reference>/<head>/<metric>_diff`, `_low`, `_high`), ROC /
 precision-recall / reliability plots of every model together, and the pyfunc model, registered with
-alias `challenger` (and `champion` when the name has none yet).
+alias `challenger` (and `champion` when the name has none yet), carrying the distributions of its inputs on
+the training requests (the reference `nextbest monitor` measures drift against).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from nextbest.model.calibration import CalibrationKind, Calibrator, NoCalibratio
 from nextbest.model.heads import HEADS, OUTCOMES, Head
 from nextbest.model.network import JourneyNetwork
 from nextbest.model.stacking import Stacking
+from nextbest.monitoring.reference import training_reference
 from nextbest.registry import MODEL_NAME, assign_aliases
 from nextbest.scoring.pyfunc import log_model
 from nextbest.scoring.schemas import ScoringRequest
@@ -129,6 +131,9 @@ def export_run(
     if settings.hybrid:
         compared = {HYBRID_MODEL: fit_hybrid(scorer, prepared), **compared}
     exported = next(iter(compared.values()))
+    exported.reference = training_reference(
+        exported, prepared.log, prepared.examples.requests, prepared.profiles
+    )
     result = ExportResult()
     with mlflow.start_run(run_id=run_id):
         _log_dataset(prepared)

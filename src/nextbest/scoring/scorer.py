@@ -27,6 +27,7 @@ from nextbest.model.config import ModelConfig
 from nextbest.model.heads import HEADS
 from nextbest.model.network import JourneyNetwork
 from nextbest.model.stacking import Stacking
+from nextbest.monitoring.reference import InputReference
 
 WEIGHTS_FILE = "weights.pt"
 SCORER_FILE = "scorer.json"
@@ -72,6 +73,8 @@ class JourneyScorer:
             action, value 1, cost 0).
         stacking: the hybrid's trees and blends, which turn the network's logits into the hybrid's (the
             calibrators then apply to those); None: the network alone.
+        reference: its inputs' distributions on the training requests, which the monitor measures drift
+            against; None for models saved before training recorded them.
     """
 
     network: JourneyNetwork
@@ -81,6 +84,7 @@ class JourneyScorer:
     metadata: dict[str, Any] = field(default_factory=dict)
     catalog: ActionCatalog | None = None
     stacking: Stacking | None = None
+    reference: InputReference | None = None
 
     def __post_init__(self) -> None:
         self.network.eval()
@@ -219,6 +223,7 @@ class JourneyScorer:
             "metadata": self.metadata,
             "catalog": None if self.catalog is None else self.catalog.to_dict(),
             "stacking": None if self.stacking is None else self.stacking.to_dict(),
+            "reference": None if self.reference is None else self.reference.to_dict(),
         }
         (path / SCORER_FILE).write_text(json.dumps(description, indent=1))
         return path
@@ -243,6 +248,10 @@ class JourneyScorer:
             stacking=None
             if description.get("stacking") is None
             else Stacking.from_dict(description["stacking"]),
+            # Nor a reference before the monitor existed.
+            reference=None
+            if description.get("reference") is None
+            else InputReference.from_dict(description["reference"]),
         )
 
 
