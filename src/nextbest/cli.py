@@ -18,7 +18,17 @@ from typing import Protocol, cast
 from nextbest import __version__
 from nextbest.errors import NextbestError
 
-CORE_COMMANDS = ("simulate", "validate", "convert", "score", "evaluate", "promote", "journeys", "store")
+CORE_COMMANDS = (
+    "simulate",
+    "validate",
+    "convert",
+    "score",
+    "evaluate",
+    "promote",
+    "journeys",
+    "monitor",
+    "store",
+)
 PLUGIN_GROUP = "nextbest.commands"
 
 Handler = Callable[[argparse.Namespace], int]

@@ -33,39 +33,39 @@ def render_report(summary: dict[str, Any]) -> str:
     touch = summary["overview"]["touch_column"].replace("_", " ")
     sections = [
         _overview(summary["overview"]),
-        _section(
+        section(
             "Journeys, step by step",
             f"How journeys flow through their first touches by {touch}.",
             _sankey_svg(summary["sankey"]),
         ),
-        _section(
+        section(
             "Funnel",
             _funnel_caption(summary["funnel"], summary["overview"]),
             _funnel_svg(summary["funnel"]),
         ),
-        _section(
+        section(
             "Time to convert",
             _time_caption(summary["time_to_convert"]),
             _histogram_svg(summary["time_to_convert"]["histogram"]),
         ),
-        _section(
+        section(
             "Most frequent paths",
             f"Paths by {touch} (repeats collapsed), most frequent first.",
             _paths_table(summary["paths"]["touch"]),
         ),
-        _section(
+        section(
             "Where journeys stall",
             "The last touch of journeys that did not convert and then went quiet (churn or "
             "abandonment); the stall rate is the share of the journeys reaching that touch that stall there.",
             _stalls_table(summary["stalls"], touch),
         ),
-        _section(
+        section(
             f"Transitions between {touch} values",
             f"Share of each {touch}'s next touches going to each {touch} "
             "(rows sum to 1); the switches that most often lead to a conversion follow.",
             _heatmap(summary["transitions"]) + _switches_table(summary["transitions"]["switches"]),
         ),
-        _section(
+        section(
             "Attribution",
             _attribution_caption(summary["attribution"]),
             _attribution_svg(summary["attribution"]),
@@ -73,7 +73,7 @@ def render_report(summary: dict[str, Any]) -> str:
     ]
     if summary.get("moments_of_truth"):
         sections.append(
-            _section(
+            section(
                 "Moments of truth",
                 "Touches whose removal moves the model's P(conversion) "
                 "most, on average (occlusion with the sequence model).",
@@ -82,7 +82,7 @@ def render_report(summary: dict[str, Any]) -> str:
         )
     if summary.get("segments"):
         sections.append(
-            _section(
+            section(
                 "Segments",
                 "Customers clustered on the sequence model's journey embeddings.",
                 _segments_table(summary["segments"]),
@@ -95,7 +95,8 @@ def render_report(summary: dict[str, Any]) -> str:
     )
 
 
-def _section(title: str, caption: str, body: str) -> str:
+def section(title: str, caption: str, body: str) -> str:
+    """A titled section with its caption (shared with the monitoring report)."""
     return (
         f"<section><h2>{html.escape(title)}</h2><p class='muted'>{html.escape(caption)}</p>{body}</section>"
     )
@@ -265,7 +266,8 @@ def _one_decimal(value: float) -> str:
     return f"{value:.1f}".removesuffix(".0")
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], numeric: Sequence[int] = ()) -> str:
+def table(header: Sequence[str], rows: Sequence[Sequence[Any]], numeric: Sequence[int] = ()) -> str:
+    """An HTML table, the columns at `numeric` right-aligned (shared with the monitoring report)."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join(
         "<tr>"
@@ -291,7 +293,7 @@ def _paths_table(paths: list[dict[str, Any]]) -> str:
         )
         for p in paths
     ]
-    return _table(("path", "journeys", "conversions", "conversion rate"), rows, numeric=(1, 2, 3))
+    return table(("path", "journeys", "conversions", "conversion rate"), rows, numeric=(1, 2, 3))
 
 
 def _stalls_table(stalls: dict[str, list[dict[str, Any]]], touch: str) -> str:
@@ -299,7 +301,7 @@ def _stalls_table(stalls: dict[str, list[dict[str, Any]]], touch: str) -> str:
     for level, rows in stalls.items():
         parts.append(f"<h3>by {html.escape(touch if level == 'touch' else level.replace('_', ' '))}</h3>")
         parts.append(
-            _table(
+            table(
                 ("last touch", "stalled journeys", "share of stalls", "stall rate"),
                 [
                     (
@@ -340,7 +342,7 @@ def _heatmap(transitions: dict[str, Any], most: int = 12) -> str:
 def _switches_table(switches: list[dict[str, Any]], limit: int = 10) -> str:
     best = sorted(switches, key=lambda s: (-s["transitions"], s["from"], s["to"]))[:limit]
     rows = [(s["from"], s["to"], f"{s['transitions']:,}", f"{s['conversion_rate']:.1%}") for s in best]
-    return _table(("from", "to", "switches", "journeys converting after"), rows, numeric=(2, 3))
+    return table(("from", "to", "switches", "journeys converting after"), rows, numeric=(2, 3))
 
 
 def _attribution_caption(attribution: dict[str, Any]) -> str:
@@ -387,7 +389,7 @@ def _attribution_svg(attribution: dict[str, Any]) -> str:
 
 def _moments_table(moments: list[dict[str, Any]]) -> str:
     rows = [(m["touch"], f"{m['mean_effect']:+.4f}", f"{m['touches']:,}") for m in moments]
-    return _table(("touch", "mean change of P(conversion)", "touches"), rows, numeric=(1, 2))
+    return table(("touch", "mean change of P(conversion)", "touches"), rows, numeric=(1, 2))
 
 
 def _segments_table(segments: list[dict[str, Any]]) -> str:
@@ -403,4 +405,4 @@ def _segments_table(segments: list[dict[str, Any]]) -> str:
         for s in segments
     ]
     header = ("segment", "customers", "conversion", "churn", "typical path", "most valuable next action")
-    return _table(header, rows, numeric=(1, 2, 3))
+    return table(header, rows, numeric=(1, 2, 3))
