@@ -149,6 +149,10 @@ WORLD_SIZE = 500
 
 @pytest.fixture(scope="module")
 def scorer() -> JourneyScorer:
+    return scorer_with_reference()
+
+
+def scorer_with_reference() -> JourneyScorer:
     """A scorer with the reference training saves, fitted on its own world's decision moments."""
     world = simulate(SimulationConfig(n_customers=WORLD_SIZE, seed=1))
     log = load_events(world.events)

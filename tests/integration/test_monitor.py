@@ -1,0 +1,81 @@
+"""`nextbest monitor` as a scheduler runs it: a registered model, its decision log and the events that
+followed; the report opens in headless Chromium like the journey report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from nextbest.cli import main
+from nextbest.data import load_events
+from nextbest.journeys import requests_at_end
+from nextbest.registry import assign_aliases
+from nextbest.scoring.pyfunc import log_model
+from nextbest.scoring.scorer import JourneyScorer
+from nextbest.scoring.tables import records_from_tables
+from nextbest.simulate import SimulationConfig, simulate, write_world
+from tests.integration.test_journey_report import ARTIFACTS, render
+from tests.unit.test_monitoring import WORLD_SIZE, scorer_with_reference, serve
+
+pytestmark = pytest.mark.integration
+
+
+def register(scorer: JourneyScorer, registry: mlflow.MlflowClient) -> str:
+    log = load_events(simulate(SimulationConfig(n_customers=20, seed=9)).events)
+    with mlflow.start_run():
+        info = log_model(scorer, records_from_tables(log, requests_at_end(log).slice(0, 1)), "nextbest")
+    assign_aliases(registry, "nextbest", str(info.registered_model_version))
+    return "models:/nextbest@champion"
+
+
+def monitor_args(world: Path, log: Path, out: Path, model: str) -> list[str]:
+    tables = ["--events", str(world / "events.parquet"), "--customers", str(world / "customers.parquet")]
+    return ["monitor", "--decisions", str(log), *tables, "--model", model, "--out", str(out)]
+
+
+@pytest.fixture
+def served_world(tmp_path: Path) -> tuple[Path, Path, JourneyScorer]:
+    """A world written to tmp_path/world and the decision log of a scorer with a reference serving it."""
+    scorer = scorer_with_reference()
+    world = simulate(SimulationConfig(n_customers=WORLD_SIZE, seed=5))
+    write_world(world, tmp_path / "world")
+    return tmp_path / "world", serve(scorer, world, world.events, tmp_path / "log"), scorer
+
+
+def test_the_monitor_writes_its_summary_and_a_report_that_renders(
+    registry: mlflow.MlflowClient, served_world: tuple[Path, Path, JourneyScorer], tmp_path: Path
+) -> None:
+    world, log, scorer = served_world
+    model = register(scorer, registry)
+    assert main(monitor_args(world, log, tmp_path / "out", model)) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert set(summary) == {"decisions", "outcomes", "lift", "calibration", "drift", "alerts"}
+    assert summary["drift"]["available"]
+    assert {entry["status"] for entry in summary["drift"]["inputs"].values()} <= {"stable", "shifted"}
+    assert all({"name", "severity", "message"} <= set(alert) for alert in summary["alerts"])
+    # The untrained scorer's probabilities are far off what happened: an alert, and a failing status.
+    assert "calibration_off" in {alert["name"] for alert in summary["alerts"]}
+    assert main([*monitor_args(world, log, tmp_path / "again", model), "--fail-on-alert"]) == 1
+    problems, text = render(tmp_path / "out" / "report.html", ARTIFACTS / "monitor-report.png")
+    assert problems == []
+    for heading in ("Alerts", "Decisions", "Outcomes", "Lift against the control group", "Calibration"):
+        assert heading in text
+
+
+def test_a_model_without_a_reference_says_so_and_the_rest_is_measured(
+    registry: mlflow.MlflowClient,
+    served_world: tuple[Path, Path, JourneyScorer],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    world, log, scorer = served_world
+    scorer.reference = None  # as every model trained before the monitor existed
+    assert main(monitor_args(world, log, tmp_path / "out", register(scorer, registry))) == 0
+    assert "carries no input reference" in capsys.readouterr().err
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert not summary["drift"]["available"]
+    assert "Retrain it to measure drift" in summary["drift"]["message"]
+    assert summary["outcomes"]["overall"]["decisions"] == summary["decisions"]["total"] > 0
