@@ -160,6 +160,10 @@ def test_a_hybrid_run_exports_the_stacked_model_and_compares_the_network_beside_
     assert scorer.stacking is not None
     assert set(scorer.stacking.blends) <= {head.name for head in HEADS}
     assert scorer.metadata["stacking"] == "gbt"
+    # The exported model carries its inputs' training distributions, which `nextbest monitor` reads.
+    assert scorer.reference is not None
+    assert {"event_type", "channel", "history_length", "gap_hours", "score"} <= set(scorer.reference.bins)
+    assert any(name.startswith("profile.") for name in scorer.reference.bins)
 
 
 @pytest.mark.slow
