@@ -29,6 +29,7 @@ from nextbest.monitoring.stats import (
 )
 from nextbest.scoring.decision_log import DecisionLogWriter, read_decision_log
 from nextbest.scoring.records import score_records
+from nextbest.scoring.schemas import RankedAction, RankResponse, ScoringRequest
 from nextbest.scoring.scorer import JourneyScorer
 from nextbest.scoring.tables import records_from_tables
 from nextbest.simulate import SimulatedWorld, SimulationConfig, simulate
@@ -243,3 +244,44 @@ def test_the_reference_travels_with_the_scorer(scorer: JourneyScorer, tmp_path: 
     assert restored.reference.to_dict() == scorer.reference.to_dict()
     assert InputReference.from_dict(scorer.reference.to_dict()).bins == scorer.reference.bins
     assert JourneyScorer.load(SAVED_SCORER).reference is None  # saved before references existed
+
+
+def test_a_week_on_week_fall_and_a_silence_alert(tmp_path: Path) -> None:
+    """200 decisions a week for two weeks, 30% then 10% converting a day later (served P(conversion) 0.2,
+    right on average), then nothing but one customer's visit 60 days on."""
+    start = datetime(2026, 3, 2, tzinfo=UTC)
+    times = [start + timedelta(days=i % 7 + 7 * (i >= 200), hours=1) for i in range(400)]
+    converts = [(i % 10) < (3 if i < 200 else 1) for i in range(400)]
+    ids = [f"c{i}" for i in range(400)]
+    rows = [(c, t - timedelta(hours=1), "page_view") for c, t in zip(ids, times, strict=True)]
+    rows += [
+        (c, t + timedelta(days=1), "purchase") for c, t, y in zip(ids, times, converts, strict=True) if y
+    ]
+    rows.append(("late", start + timedelta(days=90), "page_view"))
+    customer, timestamp, event_type = zip(*rows, strict=True)
+    events = load_events(
+        pa.table({"customer_id": customer, "timestamp": timestamp, "event_type": event_type})
+    )
+    writer = DecisionLogWriter(tmp_path)
+    for customer_id, time in zip(ids, times, strict=True):
+        served = RankedAction(action="email", rank=1, score=1.0, uplift=0.1, p_conversion=0.2, p_churn=0.1)
+        answer = RankResponse(
+            customer_id=customer_id,
+            as_of=time.isoformat(),
+            model_version="1",
+            p_conversion=0.1,
+            p_churn=0.1,
+            chosen_action="email",
+            chosen_probability=1.0,
+            actions=[served],
+            suppressed=[],
+        )
+        writer.append([ScoringRequest(customer_id=customer_id, events=[])], [answer])
+    writer.close()
+    summary = monitor(read_decision_log(tmp_path), events, "no model", None, MonitorOptions(resamples=50))
+    fired = {alert["name"]: alert for alert in summary["alerts"]}
+    assert set(fired) == {"success_rate_falling", "no_responses"}
+    assert "fell 67% week on week" in fired["success_rate_falling"]["message"]
+    assert fired["no_responses"]["severity"] == "critical"
+    assert not summary["lift"]["available"]  # no control group served
+    assert summary["calibration"]["observed_over_expected"] == pytest.approx(1.0)

@@ -22,7 +22,7 @@ from nextbest.data.text import equals_mask
 from nextbest.errors import NextbestError
 from nextbest.journeys.labels import LabelRules
 from nextbest.model.calibration import expected_calibration_error
-from nextbest.monitoring.reference import InputReference, model_inputs, sample_rows
+from nextbest.monitoring.reference import Binning, InputReference, Observations, model_inputs, sample_rows
 from nextbest.monitoring.stats import (
     DriftThresholds,
     calibration_in_the_large,
@@ -325,9 +325,9 @@ def drift(
 
 
 def _input_drift(
-    binning: Any, reference: np.ndarray, observed: Any, thresholds: DriftThresholds
+    binning: Binning, reference: np.ndarray, observed: Observations | None, thresholds: DriftThresholds
 ) -> dict[str, Any]:
-    if observed is None:
+    if observed is None:  # only profile inputs can be absent: the score and histories are always read
         return {"status": "not measured", "reason": "no customers table given (--customers)"}
     current = binning.counts(observed)
     value = psi(reference, current) if current.sum() else float("nan")
@@ -369,14 +369,12 @@ def alerts(
 def _no_responses(events: EventLog, served: Served, options: MonitorOptions) -> list[dict[str, Any]]:
     """No conversion event for `quiet_days` before the end of the events (or of the decisions)."""
     event = options.rules.conversion_event
-    end = max(
-        int(events.timestamps.max()) if events.num_events else 0, int(served.day.max() + 1) * MICROS_PER_DAY
-    )
-    is_conversion = (
-        events.sorted_values(equals_mask(events.source.column("event_type"), event))
-        if events.num_events
-        else np.zeros(0, bool)
-    )
+    end = int(served.day.max() + 1) * MICROS_PER_DAY
+    if events.num_events:
+        end = max(end, int(events.timestamps.max()))
+    is_conversion = np.zeros(0, dtype=bool)
+    if events.num_events:
+        is_conversion = events.sorted_values(equals_mask(events.source.column("event_type"), event))
     if not is_conversion.any():
         message = f"no {event} event at all in the events"
     else:
