@@ -24,7 +24,7 @@ from nextbest.monitoring.stats import (
     homogeneity_p_value,
     proportion_drop_p_value,
     psi,
-    rate_difference,
+    rate_differences,
     reliability_bins,
 )
 from nextbest.scoring.decision_log import DecisionLogWriter, read_decision_log
@@ -77,11 +77,15 @@ def test_the_rate_difference_is_exact_and_its_interval_covers_it() -> None:
     # Ten customers of each group, two decisions each: policy converts 60%, control 30%.
     policy = (np.r_[np.full(6, 2.0), np.zeros(4), np.zeros(10)], np.r_[np.full(10, 2.0), np.zeros(10)])
     control = (np.r_[np.zeros(10), np.full(3, 2.0), np.zeros(7)], np.r_[np.zeros(10), np.full(10, 2.0)])
-    estimate = rate_difference(policy, control, resamples=500)
+    empty = (np.zeros(20), np.zeros(20))
+    estimate, swapped, missing = rate_differences(
+        [(policy, control), (control, policy), (policy, empty)], resamples=500
+    )
     assert estimate.value == pytest.approx(0.3)
     assert estimate.low < 0.3 < estimate.high
-    empty = (np.zeros(20), np.zeros(20))
-    assert np.isnan(rate_difference(policy, empty).value)
+    assert swapped.value == pytest.approx(-0.3)
+    assert (swapped.low, swapped.high) == pytest.approx((-estimate.high, -estimate.low))  # the same resamples
+    assert np.isnan(missing.value)
 
 
 def test_a_significant_fall_is_told_from_noise() -> None:

@@ -29,7 +29,7 @@ from nextbest.monitoring.stats import (
     homogeneity_p_value,
     proportion_drop_p_value,
     psi,
-    rate_difference,
+    rate_differences,
     reliability_bins,
 )
 from nextbest.scoring.decision_log import DecisionLog, with_outcomes
@@ -257,12 +257,17 @@ def lift(served: Served, options: MonitorOptions) -> dict[str, Any]:
         result["reason"] = "no decision was served to a control group (catalog `control: {share: ...}`)"
         return result
     result["available"] = True
-    for outcome, values in (("conversion", served.converted), ("churn", served.churned)):
-        per_group = [_per_customer(served.customer, values, rows) for rows in groups.values()]
-        difference = rate_difference(
-            per_group[0], per_group[1], resamples=options.resamples, level=LEVEL, seed=options.seed
+    outcomes = {"conversion": served.converted, "churn": served.churned}
+    pairs = [
+        (
+            _per_customer(served.customer, values, groups["policy"]),
+            _per_customer(served.customer, values, groups["control"]),
         )
-        result[f"{outcome}_rate_difference"] = difference.to_dict()
+        for values in outcomes.values()
+    ]
+    estimates = rate_differences(pairs, resamples=options.resamples, level=LEVEL, seed=options.seed)
+    for outcome, estimate in zip(outcomes, estimates, strict=True):
+        result[f"{outcome}_rate_difference"] = estimate.to_dict()
     return result
 
 

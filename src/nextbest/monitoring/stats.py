@@ -6,6 +6,7 @@ Each function takes counts or arrays and returns numbers; nothing here reads tab
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -80,30 +81,34 @@ class DriftThresholds:
         return "drifted" if psi_value >= self.drifted else "shifted"
 
 
-def rate_difference(
-    first: tuple[np.ndarray, np.ndarray],
-    second: tuple[np.ndarray, np.ndarray],
-    *,
-    resamples: int = 1000,
-    level: float = 0.95,
-    seed: int = 0,
-) -> Estimate:
-    """The first group's rate minus the second's, with a bootstrap interval over units (customers).
+Rates = tuple[np.ndarray, np.ndarray]  # (successes, trials) per unit
+
+
+def rate_differences(
+    pairs: Sequence[tuple[Rates, Rates]], *, resamples: int = 1000, level: float = 0.95, seed: int = 0
+) -> list[Estimate]:
+    """Per pair, the first group's rate minus the second's, with a bootstrap interval over units
+    (customers); every pair is computed on the same resamples, drawn once (the cost is in the drawing).
 
     Args:
-        first, second: (successes, trials) per unit, both over the same units (a unit outside a group
-            has 0 trials in it); a customer's decisions are resampled together, as they are not
-            independent.
+        pairs: (first, second) groups, each (successes, trials) per unit, all over the same units (a
+            unit outside a group has 0 trials in it); a customer's decisions are resampled together, as
+            they are not independent.
     """
-    columns = np.vstack([first[0], first[1], second[0], second[1]]).astype(np.float64)
+    columns = np.vstack([part for first, second in pairs for part in (*first, *second)]).astype(np.float64)
+    sums = resampled_sums(columns, resamples, seed)  # [4 * pairs, resamples]
     totals = columns.sum(axis=1)
-    if totals[1] == 0 or totals[3] == 0:
-        return Estimate(float("nan"), float("nan"), float("nan"))
-    sums = resampled_sums(columns, resamples, seed)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        samples = sums[0] / sums[1] - sums[2] / sums[3]  # NaN where a resample drew no unit of a group
-    low, high = percentile_interval(samples, level)
-    return Estimate(float(totals[0] / totals[1] - totals[2] / totals[3]), low, high)
+    estimates = []
+    for k in range(0, len(columns), 4):
+        if totals[k + 1] == 0 or totals[k + 3] == 0:
+            estimates.append(Estimate(float("nan"), float("nan"), float("nan")))
+            continue
+        with np.errstate(invalid="ignore", divide="ignore"):  # NaN where a resample drew no unit of a group
+            samples = sums[k] / sums[k + 1] - sums[k + 2] / sums[k + 3]
+        low, high = percentile_interval(samples, level)
+        value = totals[k] / totals[k + 1] - totals[k + 2] / totals[k + 3]
+        estimates.append(Estimate(float(value), low, high))
+    return estimates
 
 
 def proportion_drop_p_value(before: tuple[int, int], after: tuple[int, int]) -> float:
