@@ -29,6 +29,18 @@ from nextbest.journeys.labels import LabelRules, labels_from_rules
 from nextbest.scoring.schemas import AnyScoringRequest, RankResponse
 
 FILE_PATTERN = "decisions-*.jsonl"
+# The decisions table read back from a log (see `read_decision_log`).
+LOG_COLUMNS = {
+    "customer_id": pa.string(),
+    "timestamp": UTC_US,
+    "action": pa.string(),
+    "propensity": pa.float64(),
+    "model_version": pa.string(),
+    "control": pa.bool_(),
+    "served_p_conversion": pa.float64(),
+    "served_p_churn": pa.float64(),
+    "p_conversion": pa.float64(),
+}
 
 
 class DecisionLogWriter:
@@ -129,43 +141,50 @@ def read_decision_log(directory: str | Path) -> DecisionLog:
     files = sorted(Path(directory).glob(FILE_PATTERN))
     if not files:
         raise DataContractError(f"{directory}: no decision log files ({FILE_PATTERN})")
-    rows: list[dict[str, Any]] = []
+    # One tuple of the kept fields per decision, not the parsed line: a request's history is most of a
+    # line, and keeping a million of them would take gigabytes.
+    rows: list[tuple[Any, ...]] = []
     unreadable = fallbacks = unserved = 0
     for path in files:
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                unreadable += 1  # a line cut short when the process was killed mid-write
-                continue
-            if record.get("fallback"):
-                fallbacks += 1
-            elif record.get("chosen_action") is None:
-                unserved += 1
-            else:
-                rows.append(record)
-    served = [_served_figures(r) for r in rows]
+        with path.open(encoding="utf-8") as handle:
+            for line in handle:
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    unreadable += 1  # a line cut short when the process was killed mid-write
+                    continue
+                if record.get("fallback"):
+                    fallbacks += 1
+                elif record.get("chosen_action") is None:
+                    unserved += 1
+                else:
+                    rows.append(_kept_fields(record))
+    columns = list(zip(*rows, strict=True)) if rows else [()] * len(LOG_COLUMNS)
     table = pa.table(
         {
-            "customer_id": pa.array([r["customer_id"] for r in rows], pa.string()),
-            "timestamp": pa.array([datetime.fromisoformat(r["as_of"]) for r in rows], UTC_US),
-            "action": pa.array([r["chosen_action"] for r in rows], pa.string()),
-            "propensity": pa.array([r["chosen_probability"] for r in rows], pa.float64()),
-            "model_version": pa.array([r["model_version"] for r in rows], pa.string()),
-            # Logs written before control groups existed served no control group.
-            "control": pa.array([r.get("control", False) for r in rows], pa.bool_()),
-            "served_p_conversion": pa.array([s.get("p_conversion") for s in served], pa.float64()),
-            "served_p_churn": pa.array([s.get("p_churn") for s in served], pa.float64()),
-            "p_conversion": pa.array([r.get("p_conversion") for r in rows], pa.float64()),
+            name: pa.array(values, kind)
+            for (name, kind), values in zip(LOG_COLUMNS.items(), columns, strict=True)
         }
     )
     return DecisionLog(table, unreadable, fallbacks, unserved)
 
 
-def _served_figures(record: dict[str, Any]) -> dict[str, Any]:
-    """The ranked entry of the served action (empty when top_k cut it from the answer)."""
+def _kept_fields(record: dict[str, Any]) -> tuple[Any, ...]:
+    """The values of `LOG_COLUMNS` in a decision's log record."""
     chosen = record["chosen_action"]
-    return next((a for a in record.get("actions", ()) if a.get("action") == chosen), {})
+    # The served action's ranked entry; none when top_k cut it from the answer.
+    served: dict[str, Any] = next((a for a in record.get("actions", ()) if a.get("action") == chosen), {})
+    return (
+        record["customer_id"],
+        datetime.fromisoformat(record["as_of"]),
+        chosen,
+        record["chosen_probability"],
+        record["model_version"],
+        record.get("control", False),  # logs written before control groups existed served none
+        served.get("p_conversion"),
+        served.get("p_churn"),
+        record.get("p_conversion"),
+    )
 
 
 def with_outcomes(decisions: pa.Table, log: EventLog, rules: LabelRules) -> pa.Table:
