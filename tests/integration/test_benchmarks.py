@@ -161,3 +161,14 @@ def test_store_load_benchmark_prints_each_backend_beside_validate() -> None:
     summary = lines[-1]["summary"]
     assert summary["store_load_sqlite_events_per_s"] > 0
     assert {"validate_events_per_s", "store_load_redis_events_per_s", "sqlite_meets_target"} <= summary.keys()
+
+
+@pytest.mark.slow
+def test_monitor_benchmark_prints_its_run_and_summary() -> None:
+    lines = run_benchmark("monitor_load.py", "--decisions", "20000", "--customers", "300")
+    run, summary = lines[0], lines[-1]["summary"]
+    assert run["case"] == "nextbest_monitor"
+    assert run["decisions"] == 20_000
+    assert run["seconds"] > 0
+    assert run["peak_rss_mb"] > 0
+    assert summary["meets_target"] is False  # a target for a million decisions, not twenty thousand
