@@ -14,8 +14,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from nextbest.cli import main
 from nextbest.data import load_events
-from nextbest.decisioning.catalog import ControlGroup
+from nextbest.decisioning.catalog import ActionCatalog, ControlGroup
 from nextbest.monitoring.monitor import MonitorOptions, monitor
 from nextbest.monitoring.reference import Binning, InputReference, model_inputs, training_reference
 from nextbest.monitoring.stats import (
@@ -28,7 +29,7 @@ from nextbest.monitoring.stats import (
     reliability_bins,
 )
 from nextbest.scoring.decision_log import DecisionLogWriter, read_decision_log
-from nextbest.scoring.records import score_records
+from nextbest.scoring.records import fallback_answer, score_records
 from nextbest.scoring.schemas import RankedAction, RankResponse, ScoringRequest
 from nextbest.scoring.scorer import JourneyScorer
 from nextbest.scoring.tables import records_from_tables
@@ -289,3 +290,19 @@ def test_a_week_on_week_fall_and_a_silence_alert(tmp_path: Path) -> None:
     assert fired["no_responses"]["severity"] == "critical"
     assert not summary["lift"]["available"]  # no control group served
     assert summary["calibration"]["observed_over_expected"] == pytest.approx(1.0)
+
+
+def test_a_log_without_served_decisions_is_a_message_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    events = tmp_path / "events.csv"
+    events.write_text("customer_id,timestamp,event_type\nc,2026-01-01T00:00:00Z,page_view\n")
+    args = ["monitor", "--events", str(events), "--out", str(tmp_path / "out")]
+    assert main([*args, "--decisions", str(tmp_path)]) == 1
+    assert "no decision log files" in capsys.readouterr().err
+    record = ScoringRequest(customer_id="c", events=[])
+    writer = DecisionLogWriter(tmp_path / "log")
+    writer.append([record], [fallback_answer(record, ActionCatalog.default(("email",)), "1", "deadline")])
+    writer.close()
+    assert main([*args, "--decisions", str(tmp_path / "log")]) == 1
+    assert "no decision the model served (0 unreadable lines, 1 fallback answers" in capsys.readouterr().err
