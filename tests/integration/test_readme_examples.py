@@ -6,6 +6,7 @@ written. The README's quickstart (`make demo`, `make test`) is CI's own script (
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -19,7 +20,7 @@ import pytest
 
 from tests.integration.conftest import train_demo_model
 from tests.integration.test_serve_process import _wait_until_ready, free_port
-from tests.unit.test_docs import demo_next_commands
+from tests.unit.test_docs import demo_next_commands, readme_commands
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -50,7 +51,13 @@ def environment(folder: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def served(repository: Path) -> Iterator[int]:
     """The README's serve command running in the background; yields its port."""
-    serve = demo_next_commands()[0]
+    with serving(repository, demo_next_commands()[0]) as port:
+        yield port
+
+
+@contextlib.contextmanager
+def serving(repository: Path, serve: str) -> Iterator[int]:
+    """`serve` running in the background; yields its port."""
     port = free_port()
     log = repository / "serve.log"
     with log.open("wb") as output:
@@ -108,3 +115,20 @@ def test_the_readme_journey_report_is_written(repository: Path) -> None:
     printed = run(journeys, repository, free_port())
     assert "journeys of 300 customers" in printed
     assert (repository / "demo-output" / "journeys" / "report.html").is_file()
+
+
+def test_the_readme_store_walkthrough(repository: Path) -> None:
+    """Load the world into a store, serve over it, post events, rank by id twice, read and erase."""
+    load, serve, events, rank, rank_again, read, erase = readme_commands("store")
+    assert "loaded in" in run(load, repository, free_port())
+    with serving(repository, serve) as port:
+        assert json.loads(run(events, repository, port))["accepted"] == 2
+        answers = [json.loads(run(command, repository, port)) for command in (rank, rank_again)]
+        assert answers[0]["decision_id"] != answers[1]["decision_id"]
+        stored = json.loads(run(read, repository, port))
+        served_actions = [a["chosen_action"] for a in answers if a["chosen_action"] is not None]
+        assert [c["action"] for c in stored["contacts"]][-len(served_actions) :] == served_actions
+        assert served_actions.count("sms_reminder") <= 1  # the demo catalog's limit
+        erased = json.loads(run(erase, repository, port))
+        assert erased["events"] > 2
+        assert erased["contacts"] == len(stored["contacts"])

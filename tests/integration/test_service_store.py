@@ -82,8 +82,19 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StoreService]:
             patch.setenv(name, value)
         from nextbest_serving.service import NextbestService
 
+        _forget_bentoml_metrics()
         with TestClient(NextbestService.to_asgi(), raise_server_exceptions=False) as client:
             yield StoreService(client, scorer, store)
+
+
+def _forget_bentoml_metrics() -> None:
+    """BentoML registers its request metrics in prometheus_client's process-wide registry once per ASGI
+    app it builds: a second app in one test process (test_service.py's came first) needs them gone."""
+    from prometheus_client import REGISTRY
+
+    names = REGISTRY._collector_to_names  # no public way to list the collectors
+    for collector in [c for c, found in names.items() if any(n.startswith("bentoml_") for n in found)]:
+        REGISTRY.unregister(collector)
 
 
 def test_posted_events_are_checked_row_by_row_and_stored_once(service: StoreService) -> None:

@@ -21,13 +21,14 @@ START, END = "<!-- cli-reference:start -->", "<!-- cli-reference:end -->"
 # The README's shell examples and what runs each: the quickstart is CI's own script (.ci/run runs
 # `make test` and `make demo`); the demo's next steps are run by tests/integration/test_readme_examples.py.
 QUICKSTART = ("make demo", "make test")
-DEMO_NEXT = re.compile(r"<!-- demo-next:start -->\n```bash\n(.*?)```\n<!-- demo-next:end -->", re.DOTALL)
 
 
-def demo_next_commands() -> list[str]:
-    """The README's demo-next block, one shell command a string (indented lines continue a command)."""
-    found = DEMO_NEXT.search(README.read_text())
-    assert found, "README.md has no demo-next block (the commands `make demo` prints at its end)"
+def readme_commands(block: str) -> list[str]:
+    """The README's `block` (between `<!-- block:start -->` and `<!-- block:end -->`), one shell command
+    a string (indented lines continue a command)."""
+    pattern = re.compile(rf"<!-- {block}:start -->\n```bash\n(.*?)```\n<!-- {block}:end -->", re.DOTALL)
+    found = pattern.search(README.read_text())
+    assert found, f"README.md has no {block} block"
     commands: list[str] = []
     for line in found.group(1).splitlines():
         if line.startswith((" ", "\t")):
@@ -35,6 +36,11 @@ def demo_next_commands() -> list[str]:
         else:
             commands.append(line)
     return commands
+
+
+def demo_next_commands() -> list[str]:
+    """The README's demo-next block: the commands `make demo` prints at its end."""
+    return readme_commands("demo-next")
 
 
 def cli_reference() -> str:
