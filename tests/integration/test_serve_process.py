@@ -4,6 +4,7 @@ without a usable model or, on a public address, without an API key."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -398,3 +399,63 @@ def test_two_workers_over_one_redis_store_never_serve_past_a_limit_and_say_503_w
         process.terminate()
         process.wait(timeout=30)
         redis.stop()
+
+
+def test_a_server_killed_during_ingestion_keeps_every_acknowledged_event_once(
+    trained: Path, tmp_path: Path
+) -> None:
+    """4 clients post batches of events to a server over a SQLite store; SIGKILL hits the whole server
+    mid-stream. Restarted on the same store, it holds every event of every batch answered 200, once."""
+    store = ["--store", f"sqlite:///{tmp_path / 'state.db'}"]
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    process = start_serve(trained, tmp_path / "serve.log", "--port", str(port), *store)
+    customers = [f"k{c}" for c in range(400)]  # room for every batch under the retention cap
+    acknowledged: list[int] = []
+    lock = threading.Lock()
+
+    def batch(number: int) -> list[dict[str, object]]:
+        return [
+            {"customer_id": customers[(number + i) % 400], "timestamp": f"2026-01-01T00:{i % 60:02d}:00",
+             "channel": "web", "event_type": "page_view", "event_id": f"b{number}-{i}"}
+            for i in range(200)
+        ]  # fmt: skip
+
+    def client(first: int) -> None:
+        with httpx.Client(base_url=base, timeout=30) as http:
+            for number in range(first, 1500, 4):
+                try:
+                    answer = http.post("/events", json={"events": batch(number)})
+                except httpx.HTTPError:
+                    return  # the server is gone
+                assert answer.status_code == 200, answer.text
+                with lock:
+                    acknowledged.append(number)
+
+    try:
+        _wait_until_ready(process, base, tmp_path / "serve.log")
+        clients = [threading.Thread(target=client, args=(first,)) for first in range(4)]
+        for thread in clients:
+            thread.start()
+        while len(acknowledged) < 20:
+            time.sleep(0.05)
+        os.killpg(process.pid, signal.SIGKILL)
+        for thread in clients:
+            thread.join(timeout=60)
+        process.wait(timeout=30)
+        process = start_serve(trained, tmp_path / "restarted.log", "--port", str(port), *store)
+        _wait_until_ready(process, base, tmp_path / "restarted.log")
+        stored = [event["event_id"] for customer in customers for event in _stored_events(base, customer)]
+        assert len(stored) == len(set(stored))
+        assert {f"b{number}-{i}" for number in acknowledged for i in range(200)} <= set(stored)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+
+
+def _stored_events(base: str, customer_id: str) -> list[dict[str, object]]:
+    """The customer's events as GET /customers/{id} answers them (none when it knows no such customer)."""
+    answer = httpx.get(f"{base}/customers/{customer_id}", timeout=30)
+    assert answer.status_code in (200, 404), answer.text
+    return list(answer.json()["events"]) if answer.status_code == 200 else []
