@@ -261,7 +261,7 @@ class NextbestService:
         if self.store is None:
             answer.decision_id = new_decision_id()
             return answer
-        return served(self.store, answer, model.catalog)
+        return served(self.store, [answer], model.catalog)[0]
 
     def _rank(self, records: list[ServedScoringRequest]) -> list[RankResponse | Exception]:
         self.batch_sizes.labels("rank").observe(len(records))
@@ -276,7 +276,7 @@ class NextbestService:
                 return answers
             stored = StoredRequests.read(store, batch, model.catalog)
             answers = score_records(model.scorer, stored.records, model.version, held_back=stored.held_back)
-            return [served(store, answer, model.catalog) for answer in answers]
+            return served(store, answers, model.catalog)
 
         with self._threads_for(records):
             return _each_or_alone(rank, records)

@@ -24,7 +24,7 @@ from nextbest.decisioning.catalog import ActionCatalog
 from nextbest.journeys.requests import epoch_micros
 from nextbest.scoring.schemas import RankResponse, ServedScoringRequest, SuppressedAction
 from nextbest.scoring.tables import ISO_FORMAT, given_as_of, request_events, request_profiles
-from nextbest.store import Candidate, CustomerStore, Histories
+from nextbest.store import Candidate, CustomerStore, Decision, Histories, Served
 from nextbest.store.contacts import contact_reasons
 
 # Why a ranked action was not served although the ranking allowed it.
@@ -102,13 +102,7 @@ def _held_back(
 ) -> np.ndarray | None:
     if not histories.contacts:
         return None
-    held = np.full((len(customer_ids), len(catalog.actions)), None, dtype=object)
-    for i, (customer_id, at) in enumerate(zip(customer_ids, as_of.tolist(), strict=True)):
-        contacts = histories.contacts.get(customer_id)
-        if contacts:
-            events = histories.events.filter(pc.equal(histories.events.column("customer_id"), customer_id))
-            held[i] = contact_reasons(events, contacts, at, catalog.actions, catalog)
-    return held
+    return contact_reasons(histories.events, histories.contacts, customer_ids, as_of, catalog)
 
 
 def new_decision_id() -> str:
@@ -116,27 +110,39 @@ def new_decision_id() -> str:
     return uuid.uuid4().hex
 
 
-def served(store: CustomerStore, answer: RankResponse, catalog: ActionCatalog) -> RankResponse:
-    """`answer` with a new `decision_id`, its served action recorded in `store` as that decision's
-    contact. When the store's atomic check holds the chosen action back (a concurrent call for the
-    customer served it first), the next eligible action of the ranking is served, with no probability
-    (the policy did not draw it), and the held-back actions join `suppressed`.
+def served(
+    store: CustomerStore, answers: Sequence[RankResponse], catalog: ActionCatalog
+) -> list[RankResponse]:
+    """The `answers`, each with a new `decision_id` and its served action recorded in `store` as that
+    decision's contact (one `CustomerStore.serve_many` for them all). When the store's atomic check holds
+    the chosen action back (a concurrent call for the customer served it first), the next eligible
+    action of the ranking is served, with no probability (the policy did not draw it), and the
+    held-back actions join `suppressed`.
 
     Raises:
         StoreUnavailableError: the store cannot be reached; nothing was recorded.
     """
-    decision_id = new_decision_id()
-    if answer.chosen_action is None:
-        return answer.model_copy(update={"decision_id": decision_id})
+    ids = [new_decision_id() for _ in answers]
+    pairs = list(zip(answers, ids, strict=True))
+    outcomes = store.serve_many([_decision(a, i) for a, i in pairs if a.chosen_action is not None], catalog)
+    by_id = {outcome.decision_id: outcome for outcome in outcomes}
+    return [_with_outcome(answer, i, by_id.get(i)) for answer, i in pairs]
+
+
+def _decision(answer: RankResponse, decision_id: str) -> Decision:
+    """The answer's ranking as the store's decision: its chosen action first, then the others."""
+    assert answer.chosen_action is not None
     ranked = [a.action for a in answer.actions if a.action != answer.chosen_action]
-    candidates = [
+    candidates = (
         Candidate(answer.chosen_action, answer.chosen_probability),
         *(Candidate(action) for action in ranked),
-    ]
-    at = datetime.fromisoformat(answer.as_of)
-    outcome = store.serve(answer.customer_id, at, decision_id, candidates, catalog)
+    )
+    return Decision(answer.customer_id, datetime.fromisoformat(answer.as_of), decision_id, candidates)
+
+
+def _with_outcome(answer: RankResponse, decision_id: str, outcome: Served | None) -> RankResponse:
     update: dict[str, object] = {"decision_id": decision_id}
-    if outcome.action != answer.chosen_action:
+    if outcome is not None and outcome.action != answer.chosen_action:
         contact = outcome.contact
         update["chosen_action"] = outcome.action
         update["chosen_probability"] = None if contact is None else contact.probability

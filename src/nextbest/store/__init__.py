@@ -35,7 +35,7 @@ from nextbest.store.base import (
     StoreUnavailableError,
     UpsertResult,
 )
-from nextbest.store.contacts import Candidate, Contact, Served, UnknownActionError
+from nextbest.store.contacts import Candidate, Contact, Decision, Served, UnknownActionError
 from nextbest.store.rows import Rejection, event_keys
 
 SCHEMES = ("sqlite", "redis", "rediss", "redis+cluster", "rediss+cluster")
@@ -48,6 +48,7 @@ __all__ = [
     "Contact",
     "CustomerRecord",
     "CustomerStore",
+    "Decision",
     "Erased",
     "Histories",
     "Rejection",

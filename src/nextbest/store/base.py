@@ -26,7 +26,7 @@ from nextbest.data.schema import MICROS_PER_DAY, MICROS_PER_SECOND, UTC_US
 from nextbest.decisioning.catalog import ActionCatalog
 from nextbest.errors import NextbestError
 from nextbest.journeys.requests import EPOCH
-from nextbest.store.contacts import Candidate, Contact, Served
+from nextbest.store.contacts import Candidate, Contact, Decision, Served
 from nextbest.store.rows import (
     CheckedEvents,
     CheckedProfiles,
@@ -197,7 +197,6 @@ class CustomerStore(ABC):
         served up to it (inclusive) and the profiles of `customer_ids`. A customer listed twice gets the
         history before the later as_of."""
 
-    @abstractmethod
     def serve(
         self,
         customer_id: str,
@@ -206,10 +205,17 @@ class CustomerStore(ABC):
         candidates: Sequence[Candidate],
         catalog: ActionCatalog,
     ) -> Served:
-        """Serves the first of the ranked `candidates` whose contact policy in `catalog` (limits,
-        cool-down, caps) holds against the customer's stored events and contacts up to `at`, and records
-        it as a contact, in one atomic step: concurrent calls, from any thread, process or machine, never
-        serve past a limit. A `decision_id` served before gets its earlier answer again.
+        """One decision's `serve_many`."""
+        return self.serve_many([Decision(customer_id, at, decision_id, tuple(candidates))], catalog)[0]
+
+    @abstractmethod
+    def serve_many(self, decisions: Sequence[Decision], catalog: ActionCatalog) -> list[Served]:
+        """Serves, per decision, the first of its ranked candidates whose contact policy in `catalog`
+        (limits, cool-down, caps) holds against the customer's stored events and contacts up to the
+        decision's instant, and records it as a contact, in one atomic step per decision: concurrent
+        calls, from any thread, process or machine, never serve past a limit, and a customer decided
+        twice in `decisions` has its first contact counted against its second. A `decision_id` served
+        before gets its earlier answer again.
 
         Raises:
             UnknownActionError: a candidate that the catalog does not list.

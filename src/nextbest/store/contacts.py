@@ -1,8 +1,8 @@
 """Which of a decision's ranked candidates the contact policy lets the store serve, given what it holds.
 
-The backends call `choose` inside their atomic step, on the customer's stored events and contacts. What
+The backends call `choose` inside their atomic step, on the customers' stored events and contacts. What
 counts against a limit, a cool-down or a cap is the decisioning module's rule (`contact_suppressions`
-over `history_values`), read on a one-customer log where every served contact is an event of the type
+over `history_values`), read on a log of the customers where every served contact is an event of type
 `SERVED`, counted as a contact. An event that carries a stored contact's `decision_id` is the caller's
 own report of that contact, so the contact stands for it and it is not counted again.
 """
@@ -10,7 +10,7 @@ own report of that contact, so the contact stands for it and it is not counted a
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -24,6 +24,7 @@ from nextbest.decisioning.catalog import ActionCatalog, CatalogAction
 from nextbest.decisioning.history import history_values
 from nextbest.decisioning.policy import contact_queries, contact_suppressions
 from nextbest.errors import NextbestError
+from nextbest.journeys.requests import epoch_micros
 
 # The event type of a served contact in the history that limits are read on.
 SERVED = "nextbest:served"
@@ -88,71 +89,94 @@ def catalog_actions(catalog: ActionCatalog, candidates: Sequence[Candidate]) -> 
     return [by_id[c.action] for c in candidates]
 
 
+@dataclass(frozen=True)
+class Decision:
+    """A decision for the store to serve: its customer, instant, id and ranked candidates, best first."""
+
+    customer_id: str
+    at: datetime
+    decision_id: str
+    candidates: tuple[Candidate, ...]
+
+
 def choose(
     events: pa.Table,
-    contacts: Sequence[Contact],
-    at: int,
-    candidates: Sequence[Candidate],
+    contacts: Mapping[str, Sequence[Contact]],
+    decisions: Sequence[Decision],
     catalog: ActionCatalog,
-) -> tuple[int | None, tuple[tuple[str, str], ...]]:
-    """The index of the first candidate whose contact policy holds at `at` (µs since the epoch), or
-    None, and the (action, reason) of each candidate passed over.
+) -> list[tuple[int | None, tuple[tuple[str, str], ...]]]:
+    """Per decision, the index of its first candidate whose contact policy holds at its instant, or None,
+    and the (action, reason) of each candidate passed over. One call reads every decision's customer at
+    once; a customer decided twice must be decided again after the first is recorded.
 
     Args:
-        events: the customer's stored events (`timestamp`, `event_type`, `channel`, `action`,
-            `decision_id`).
-        contacts: the customer's stored contacts. Contacts and events at `at` itself count: a contact
-            served in the same instant is a contact already made.
+        events: the customers' stored events (`customer_id`, `timestamp`, `event_type`, `channel`,
+            `action`, `decision_id`).
+        contacts: the customers' stored contacts. Contacts and events at a decision's instant itself
+            count: a contact served in the same instant is a contact already made.
+
+    Raises:
+        UnknownActionError: a candidate that the catalog does not list.
     """
-    actions = catalog_actions(catalog, candidates)
-    passed_over: list[tuple[str, str]] = []
-    reasons = contact_reasons(events, contacts, at, actions, catalog)
-    for i, (action, reason) in enumerate(zip(actions, reasons, strict=True)):
-        if reason is None:
-            return i, tuple(passed_over)
-        passed_over.append((action.id, reason))
-    return None, tuple(passed_over)
+    at = np.array([epoch_micros(d.at) for d in decisions], dtype=np.int64)
+    reasons = contact_reasons(events, contacts, [d.customer_id for d in decisions], at, catalog)
+    column = {action.id: k for k, action in enumerate(catalog.actions)}
+    chosen = []
+    for decision, held in zip(decisions, reasons, strict=True):
+        passed_over: list[tuple[str, str]] = []
+        first = None
+        for i, action in enumerate(catalog_actions(catalog, decision.candidates)):
+            reason = held[column[action.id]]
+            if reason is None:
+                first = i
+                break
+            passed_over.append((action.id, reason))
+        chosen.append((first, tuple(passed_over)))
+    return chosen
 
 
 def contact_reasons(
     events: pa.Table,
-    contacts: Sequence[Contact],
-    at: int,
-    actions: Sequence[CatalogAction],
+    contacts: Mapping[str, Sequence[Contact]],
+    customer_ids: Sequence[str],
+    at: np.ndarray,
     catalog: ActionCatalog,
-) -> list[str | None]:
-    """Per action of `actions`, the first rule of its contact policy that the customer's stored `events`
-    and `contacts` up to `at` (µs since the epoch, inclusive; see `choose`) break, or None."""
+) -> np.ndarray:
+    """[N, K] objects: per request (`customer_ids`, `at` in µs since the epoch) and catalog action, the
+    first rule of the action's contact policy that the customer's stored `events` and `contacts` up to
+    `at` (inclusive; see `choose`) break, or None."""
     counted = dataclasses.replace(catalog, contact_events=(*catalog.contact_events, SERVED))
-    queries = set().union(*(contact_queries(counted, action) for action in actions))
+    queries = set().union(*(contact_queries(counted, action) for action in catalog.actions))
     log = _limit_log(events, contacts)
-    customer = np.array([0 if log.num_customers else -1])
-    history = history_values(log, customer, np.array([at + 1]), queries)
-    return [
-        next(
-            (reason for blocked, reason in contact_suppressions(counted, action, history) if blocked[0]), None
-        )
-        for action in actions
-    ]
+    customers = log.index_of(pa.array(customer_ids, pa.string()))
+    history = history_values(log, customers, np.asarray(at, dtype=np.int64) + 1, queries)
+    held = np.full((len(customer_ids), len(catalog.actions)), None, dtype=object)
+    for k, action in enumerate(catalog.actions):
+        unblocked = np.ones(len(customer_ids), dtype=bool)  # by the action's earlier rules
+        for blocked, reason in contact_suppressions(counted, action, history):
+            held[blocked & unblocked, k] = reason
+            unblocked &= ~blocked
+    return held
 
 
-def _limit_log(events: pa.Table, contacts: Sequence[Contact]) -> EventLog:
-    """One customer's events and served contacts as the log that limits are read on."""
-    served = {c.decision_id for c in contacts}
-    decisions = events.column("decision_id").to_pylist()
-    reported = np.array([d is not None and d in served for d in decisions], dtype=bool)
-    events = events.filter(pa.array(~reported)) if reported.any() else events
+def _limit_log(events: pa.Table, contacts: Mapping[str, Sequence[Contact]]) -> EventLog:
+    """The customers' events and served contacts as the log that limits are read on."""
+    served = [c for customer_contacts in contacts.values() for c in customer_contacts]
+    decisions = {c.decision_id for c in served}
+    reported = np.array([d is not None and d in decisions for d in events.column("decision_id").to_pylist()])
+    events = events.filter(pa.array(~reported, pa.bool_())) if reported.any() else events
+    owners = [customer for customer, customer_contacts in contacts.items() for _ in customer_contacts]
     times = [
         *np.asarray(events.column("timestamp").cast(pa.int64())).tolist(),
-        *(_micros(c) for c in contacts),
+        *(epoch_micros(c.timestamp) for c in served),
     ]
     table = pa.table(
         {
-            "customer_id": pa.array(["customer"] * len(times), pa.string()),
+            "customer_id": [*events.column("customer_id").to_pylist(), *owners],
             "timestamp": pa.array(times, pa.int64()).cast(UTC_US),
-            "event_type": [*events.column("event_type").to_pylist(), *([SERVED] * len(contacts))],
-            "channel": [*events.column("channel").to_pylist(), *(c.channel for c in contacts)],
-            "action": [*events.column("action").to_pylist(), *(c.action for c in contacts)],
+            "event_type": [*events.column("event_type").to_pylist(), *([SERVED] * len(served))],
+            "channel": [*events.column("channel").to_pylist(), *(c.channel for c in served)],
+            "action": [*events.column("action").to_pylist(), *(c.action for c in served)],
             # Every row is one contact or event: none may pass for another's duplicate.
             "row": np.arange(len(times)),
         }
@@ -170,7 +194,3 @@ _LOG_SCHEMA = pa.schema(
         ("row", pa.int64()),
     ]
 )
-
-
-def _micros(contact: Contact) -> int:
-    return int(pa.scalar(contact.timestamp, UTC_US).cast(pa.int64()).as_py())

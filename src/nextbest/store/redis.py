@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
 from typing import Any, TypeVar, cast
 
 import numpy as np
@@ -48,7 +47,7 @@ from nextbest.store.base import (
     profiles_table,
     reconcile_kinds,
 )
-from nextbest.store.contacts import Candidate, Contact, Served, catalog_actions, choose
+from nextbest.store.contacts import Contact, Decision, Served, catalog_actions, choose
 from nextbest.store.rows import (
     CheckedEvents,
     CheckedProfiles,
@@ -238,42 +237,41 @@ class RedisStore(CustomerStore):
             found += pipe.execute()
         return found
 
-    def serve(
-        self,
-        customer_id: str,
-        at: datetime,
-        decision_id: str,
-        candidates: Sequence[Candidate],
-        catalog: ActionCatalog,
-    ) -> Served:
-        actions = catalog_actions(catalog, candidates)
-        at_us = epoch_micros(at)
-        keys = _keys(customer_id, "events", "times", "contacts", "contact_times")
+    def serve_many(self, decisions: Sequence[Decision], catalog: ActionCatalog) -> list[Served]:
+        for decision in decisions:
+            catalog_actions(catalog, decision.candidates)  # an unknown action is refused before any write
         with _available(self.uri):
-            self._client.sadd(CUSTOMERS, customer_id)
-            with self._client.pipeline(transaction=True) as pipe:
-                while True:
-                    try:
-                        pipe.watch(*keys)
-                        earlier = _done(pipe.hget(keys[2], decision_id))
-                        if earlier is not None:
-                            return Served(decision_id, _contact(decision_id, earlier), repeated=True)
-                        events = self._events([customer_id], [_done(pipe.hgetall(keys[0]))], [at_us + 1])
-                        contacts = self._contacts(_done(pipe.hgetall(keys[2])))
-                        chosen, passed_over = choose(events, contacts, at_us, candidates, catalog)
-                        if chosen is None:
-                            return Served(decision_id, None, passed_over)
-                        action = actions[chosen]
-                        contact = Contact(
-                            decision_id, at, action.id, action.channel, candidates[chosen].probability
-                        )
-                        pipe.multi()
-                        value = json.dumps([at_us, contact.action, contact.channel, contact.probability])
-                        _append_and_trim(pipe, keys[2:], [*self._retained(), decision_id, at_us, value])
-                        pipe.execute()
-                        return Served(decision_id, _contact(decision_id, value), passed_over)
-                    except redis.WatchError:
-                        continue  # another client wrote this customer's state first: decide again
+            return [self._serve(decision, catalog) for decision in decisions]
+
+    def _serve(self, decision: Decision, catalog: ActionCatalog) -> Served:
+        """One decision, optimistically: its customer's keys are watched while it is decided, and a write
+        to them meanwhile (from any client) makes it decide again. A cluster keeps one customer's keys in
+        one hash slot, so this works there too; several customers at once would not."""
+        customer_id, decision_id = decision.customer_id, decision.decision_id
+        at_us = epoch_micros(decision.at)
+        keys = _keys(customer_id, "events", "times", "contacts", "contact_times")
+        self._client.sadd(CUSTOMERS, customer_id)
+        with self._client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(*keys)
+                    earlier = _done(pipe.hget(keys[2], decision_id))
+                    if earlier is not None:
+                        return Served(decision_id, _contact(decision_id, earlier), repeated=True)
+                    events = self._events([customer_id], [_done(pipe.hgetall(keys[0]))], [at_us + 1])
+                    contacts = {customer_id: self._contacts(_done(pipe.hgetall(keys[2])))}
+                    [(chosen, passed_over)] = choose(events, contacts, [decision], catalog)
+                    if chosen is None:
+                        return Served(decision_id, None, passed_over)
+                    action = catalog_actions(catalog, decision.candidates[chosen : chosen + 1])[0]
+                    probability = decision.candidates[chosen].probability
+                    pipe.multi()
+                    value = json.dumps([at_us, action.id, action.channel, probability])
+                    _append_and_trim(pipe, keys[2:], [*self._retained(), decision_id, at_us, value])
+                    pipe.execute()
+                    return Served(decision_id, _contact(decision_id, value), passed_over)
+                except redis.WatchError:
+                    continue  # another client wrote this customer's state first: decide again
 
     def erase(self, customer_id: str) -> Erased:
         keys = _keys(customer_id, "events", "times", "contacts", "contact_times", "profile")

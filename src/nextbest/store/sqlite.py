@@ -17,7 +17,6 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +42,7 @@ from nextbest.store.base import (
     profiles_table,
     reconcile_kinds,
 )
-from nextbest.store.contacts import Candidate, Contact, Served, catalog_actions, choose
+from nextbest.store.contacts import Contact, Decision, Served, catalog_actions, choose
 from nextbest.store.rows import (
     CheckedEvents,
     CheckedProfiles,
@@ -262,13 +261,13 @@ class SQLiteStore(CustomerStore):
             customer_id, json.loads(profile) if profile else {}, events.to_pylist(), contacts
         )
 
-    def _events_of(self, db: sqlite3.Connection, cust: int, until: int | None = None) -> pa.Table:
-        """One customer's events (up to `until` µs, inclusive), in time order."""
+    def _events_of(self, db: sqlite3.Connection, cust: int) -> pa.Table:
+        """One customer's events, in time order."""
         oldest = self.retention.oldest()
         rows = db.execute(
             f"SELECT c.customer_id, {_EVENT_FIELDS} FROM events e JOIN customers c ON c.id = e.cust "
-            "WHERE e.cust = ? AND e.ts >= ? AND e.ts <= ?",
-            (cust, _MIN if oldest is None else oldest, _MAX if until is None else until),
+            "WHERE e.cust = ? AND e.ts >= ?",
+            (cust, _MIN if oldest is None else oldest),
         ).fetchall()
         return by_customer_and_time(*_events_and_keys(rows))
 
@@ -283,73 +282,93 @@ class SQLiteStore(CustomerStore):
 
     def histories(self, customer_ids: Sequence[str], as_of: Sequence[int] | np.ndarray) -> Histories:
         latest = latest_as_of(customer_ids, as_of)
-        oldest = self.retention.oldest()
         with self._reading() as db:
-            rows = db.execute(
-                f"SELECT c.customer_id, {_EVENT_FIELDS} FROM json_each(:wanted) j "
-                "JOIN customers c ON c.customer_id = j.value ->> 0 JOIN events e ON e.cust = c.id "
-                "WHERE e.ts < j.value ->> 1 AND e.ts >= :oldest",
-                {"wanted": json.dumps(list(latest.items())), "oldest": _MIN if oldest is None else oldest},
-            ).fetchall()
+            events, contacts = self._events_and_contacts(db, latest)
             profiles = db.execute(
                 "SELECT c.customer_id, c.profile FROM json_each(?) j JOIN customers c "
                 "ON c.customer_id = j.value WHERE c.profile IS NOT NULL",
                 (json.dumps(list(latest)),),
             ).fetchall()
             kinds = dict(db.execute("SELECT name, kind FROM attributes").fetchall())
-            contacts = db.execute(
-                "SELECT c.customer_id, k.decision_id, k.ts, k.action, k.channel, k.probability "
-                "FROM json_each(:wanted) j JOIN customers c ON c.customer_id = j.value ->> 0 "
-                "JOIN contacts k ON k.cust = c.id WHERE k.ts <= j.value ->> 1 AND k.ts >= :oldest "
-                "ORDER BY c.customer_id, k.ts, k.decision_id",
-                {"wanted": json.dumps(list(latest.items())), "oldest": _MIN if oldest is None else oldest},
-            ).fetchall()
-        events, keys = _events_and_keys(rows)
+        stored = profiles_table([r[0] for r in profiles], [json.loads(r[1]) for r in profiles], kinds)
+        return Histories(events, stored, contacts)
+
+    def _events_and_contacts(
+        self, db: sqlite3.Connection, latest: dict[str, int]
+    ) -> tuple[pa.Table, dict[str, list[Contact]]]:
+        """The customers' events before `latest[customer]` µs, in customer and time order, and their
+        contacts up to it (inclusive), in time order."""
+        oldest = self.retention.oldest()
+        wanted = {"wanted": json.dumps(list(latest.items())), "oldest": _MIN if oldest is None else oldest}
+        rows = db.execute(
+            f"SELECT c.customer_id, {_EVENT_FIELDS} FROM json_each(:wanted) j "
+            "JOIN customers c ON c.customer_id = j.value ->> 0 JOIN events e ON e.cust = c.id "
+            "WHERE e.ts < j.value ->> 1 AND e.ts >= :oldest",
+            wanted,
+        ).fetchall()
+        contacts = db.execute(
+            "SELECT c.customer_id, k.decision_id, k.ts, k.action, k.channel, k.probability "
+            "FROM json_each(:wanted) j JOIN customers c ON c.customer_id = j.value ->> 0 "
+            "JOIN contacts k ON k.cust = c.id WHERE k.ts <= j.value ->> 1 AND k.ts >= :oldest "
+            "ORDER BY c.customer_id, k.ts, k.decision_id",
+            wanted,
+        ).fetchall()
         served: dict[str, list[Contact]] = {}
         for customer_id, *contact in contacts:
             served.setdefault(customer_id, []).append(_contact(*contact))
-        return Histories(
-            by_customer_and_time(events, keys),
-            profiles_table([r[0] for r in profiles], [json.loads(r[1]) for r in profiles], kinds),
-            served,
-        )
+        return by_customer_and_time(*_events_and_keys(rows)), served
 
-    def serve(
-        self,
-        customer_id: str,
-        at: datetime,
-        decision_id: str,
-        candidates: Sequence[Candidate],
-        catalog: ActionCatalog,
-    ) -> Served:
-        actions = catalog_actions(catalog, candidates)
-        at_us = epoch_micros(at)
+    def serve_many(self, decisions: Sequence[Decision], catalog: ActionCatalog) -> list[Served]:
+        for decision in decisions:
+            catalog_actions(catalog, decision.candidates)  # an unknown action is refused before any write
+        answers: dict[int, Served] = {}
         with self._writing() as db:
-            cust = _customer_rows(db, [customer_id], create=True)[customer_id]
-            earlier = db.execute(
-                "SELECT decision_id, ts, action, channel, probability FROM contacts "
-                "WHERE cust = ? AND decision_id = ?",
-                (cust, decision_id),
-            ).fetchone()
-            if earlier is not None:
-                return Served(decision_id, _contact(*earlier), repeated=True)
-            events = self._events_of(db, cust, until=at_us)
-            chosen, passed_over = choose(events, self._contacts_of(db, cust), at_us, candidates, catalog)
-            if chosen is None:
-                return Served(decision_id, None, passed_over)
-            contact = Contact(
-                decision_id,
-                instant(at_us),
-                actions[chosen].id,
-                actions[chosen].channel,
-                candidates[chosen].probability,
+            custs = _customer_rows(db, sorted({d.customer_id for d in decisions}), create=True)
+            for turn in _turns(decisions):
+                answers |= self._serve_turn(db, custs, {i: decisions[i] for i in turn}, catalog)
+        return [answers[i] for i in range(len(decisions))]
+
+    def _serve_turn(
+        self,
+        db: sqlite3.Connection,
+        custs: dict[str, int],
+        decisions: dict[int, Decision],
+        catalog: ActionCatalog,
+    ) -> dict[int, Served]:
+        """Serves decisions of distinct customers inside the write transaction `db`."""
+        earlier = dict(
+            (decision_id, _contact(decision_id, *contact))
+            for decision_id, *contact in db.execute(
+                "SELECT k.decision_id, k.ts, k.action, k.channel, k.probability FROM json_each(?) j "
+                "JOIN contacts k ON k.cust = j.value ->> 0 AND k.decision_id = j.value ->> 1",
+                (json.dumps([[custs[d.customer_id], d.decision_id] for d in decisions.values()]),),
             )
-            db.execute(
-                "INSERT INTO contacts VALUES (?, ?, ?, ?, ?, ?)",
-                (cust, decision_id, at_us, contact.action, contact.channel, contact.probability),
-            )
-            self._trim(db, "contacts", "decision_id", [cust])
-        return Served(decision_id, contact, passed_over)
+        )
+        answers = {
+            i: Served(d.decision_id, earlier[d.decision_id], repeated=True)
+            for i, d in decisions.items()
+            if d.decision_id in earlier
+        }
+        new = {i: d for i, d in decisions.items() if i not in answers}
+        latest = {d.customer_id: epoch_micros(d.at) + 1 for d in new.values()}
+        events, contacts = self._events_and_contacts(db, latest)
+        for (i, decision), (chosen, passed_over) in zip(
+            new.items(), choose(events, contacts, list(new.values()), catalog), strict=True
+        ):
+            contact = None
+            if chosen is not None:
+                action = catalog_actions(catalog, decision.candidates[chosen : chosen + 1])[0]
+                at = instant(epoch_micros(decision.at))
+                probability = decision.candidates[chosen].probability
+                contact = Contact(decision.decision_id, at, action.id, action.channel, probability)
+                db.execute(
+                    "INSERT INTO contacts VALUES (?, ?, ?, ?, ?, ?)",
+                    (custs[decision.customer_id], contact.decision_id, epoch_micros(at), action.id,
+                     action.channel, probability),
+                )  # fmt: skip
+            answers[i] = Served(decision.decision_id, contact, passed_over)
+        self._trim(db, "contacts", "decision_id", sorted({custs[d.customer_id] for d in new.values()}))
+        return answers
 
     def erase(self, customer_id: str) -> Erased:
         with self._writing() as db:
@@ -413,6 +432,20 @@ def _available(uri: str) -> Iterator[None]:
         yield
     except sqlite3.OperationalError as exc:
         raise StoreUnavailableError(f"the store {uri} is unavailable: {exc}") from exc
+
+
+def _turns(decisions: Sequence[Decision]) -> list[list[int]]:
+    """The decisions' indices in turns of distinct customers: a customer's second decision comes in the
+    turn after its first, so that it sees the first's contact."""
+    seen: dict[str, int] = {}
+    turns: list[list[int]] = []
+    for i, decision in enumerate(decisions):
+        turn = seen.get(decision.customer_id, -1) + 1
+        seen[decision.customer_id] = turn
+        if turn == len(turns):
+            turns.append([])
+        turns[turn].append(i)
+    return turns
 
 
 def _customer_rows(db: sqlite3.Connection, customer_ids: list[str], create: bool) -> dict[str, int]:
