@@ -172,3 +172,20 @@ def test_monitor_benchmark_prints_its_run_and_summary() -> None:
     assert run["seconds"] > 0
     assert run["peak_rss_mb"] > 0
     assert summary["meets_target"] is False  # a target for a million decisions, not twenty thousand
+
+
+@pytest.mark.slow
+def test_store_serving_benchmark_prints_ingestion_ranks_and_targets() -> None:
+    lines = run_benchmark("store_serving.py", "--requests", "5", "--clients", "2", "--backends", "sqlite")
+    measured = {line["measurement"]: line for line in lines}
+    assert measured["ingest_sqlite"]["events"] > 0
+    assert measured["ingest_sqlite"]["events_per_s"] > 0
+    assert measured["validate"]["events_per_s"] > 0
+    for name in ("rank_body", "rank_by_id_sqlite"):
+        assert measured[name]["p50_ms_one_client"] > 0
+        assert measured[name]["requests_per_s"] > 0
+    assert set(measured["targets"]["met"]) == {
+        "ingest_sqlite_100k",
+        "rank_by_id_sqlite_throughput",
+        "rank_by_id_sqlite_p50_plus_1ms",
+    }
