@@ -189,3 +189,13 @@ def test_store_serving_benchmark_prints_ingestion_ranks_and_targets() -> None:
         "rank_by_id_sqlite_throughput",
         "rank_by_id_sqlite_p50_plus_1ms",
     }
+
+
+@pytest.mark.slow
+def test_store_memory_benchmark_prints_readings_and_summary() -> None:
+    lines = run_benchmark("store_memory.py", "--customers", "100", "--events", "20000")
+    readings, summary = lines[:-1], lines[-1]["summary"]
+    assert [r["events"] for r in readings] == [2000 * (i + 1) for i in range(10)]
+    assert all(r["rss_mb"] > 0 and r["events_per_s"] > 0 for r in readings)
+    assert isinstance(summary["rss_growth_after_cap"], float)
+    assert isinstance(summary["meets_target"], bool)
