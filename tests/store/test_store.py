@@ -18,6 +18,7 @@ from nextbest.journeys.requests import epoch_micros
 from nextbest.store import (
     Candidate,
     CustomerStore,
+    Decision,
     StoreError,
     StoreUnavailableError,
     UnknownActionError,
@@ -145,6 +146,25 @@ def test_serving_records_the_contact_and_the_limit_holds(store: CustomerStore) -
         ("d-3", "call_back"),
         ("d-4", "email_offer"),
     ]
+
+
+def test_a_batch_serves_each_customer_in_order_counting_its_earlier_decisions(store: CustomerStore) -> None:
+    """One serve_many with two decisions for c1 and one for c2 (and c1's first again, repeated): c1's
+    second decision sees its first contact, as two separate calls would."""
+    ranked = tuple(RANKED)
+    decisions = [
+        Decision("c1", NOW, "d-1", ranked),
+        Decision("c2", NOW, "d-2", ranked),
+        Decision("c1", NOW + timedelta(hours=1), "d-3", ranked),
+        Decision("c1", NOW, "d-1", ranked),
+    ]
+    served = store.serve_many(decisions, CATALOG)
+    assert [s.decision_id for s in served] == ["d-1", "d-2", "d-3", "d-1"]
+    assert [s.action for s in served] == ["email_offer", "email_offer", "sms_offer", "email_offer"]
+    assert [s.repeated for s in served] == [False, False, False, True]
+    record = store.customer("c1")
+    assert record is not None
+    assert [c.decision_id for c in record.contacts] == ["d-1", "d-3"]
 
 
 def test_a_send_event_carrying_the_decision_id_is_not_counted_twice(store: CustomerStore) -> None:
