@@ -1,4 +1,5 @@
-"""ASGI middleware in front of every endpoint: the API key, and the request body size cap.
+"""ASGI middleware in front of every endpoint: the API key, the request body size cap, and paths that
+BentoML's router cannot route.
 
 Both answer before the request reaches BentoML, so a refused request costs no parsing and no model work.
 The probes stay open: an orchestrator checks health without the key.
@@ -140,3 +141,18 @@ def _content_length(scope: Scope) -> int | None:
             except ValueError:
                 return None
     return None
+
+
+class LineBreakPathGuard:
+    """A path with a line break in it (`%0A`, as in a customer id) gets the JSON 404 of any unknown
+    resource. BentoML mounts the service's GET routes at `/` with a pattern whose `.` stops at a line
+    break, so its router would answer such a path itself, in plain text."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and "\n" in scope["path"]:
+            await send_error(send, 404, "no such resource: the path holds a line break")
+            return
+        await self.app(scope, receive, send)

@@ -56,7 +56,7 @@ from nextbest.scoring.stored import StoredRequests, new_decision_id, served
 from nextbest.store import CustomerStore, StoreError, open_store
 from nextbest_serving import metrics, openapi, refusals
 from nextbest_serving.batching import MicroBatcher
-from nextbest_serving.guards import ApiKeyGuard, BodySizeGuard
+from nextbest_serving.guards import ApiKeyGuard, BodySizeGuard, LineBreakPathGuard
 from nextbest_serving.schemas import (
     CustomerAnswer,
     CustomersRequest,
@@ -491,3 +491,4 @@ _SERVICE.mount_asgi_app(
 # the body limit included, and costs no body read.
 _SERVICE.add_asgi_middleware(ApiKeyGuard, api_key=_settings.api_key)
 _SERVICE.add_asgi_middleware(BodySizeGuard, max_bytes=_settings.max_body_bytes)
+_SERVICE.add_asgi_middleware(LineBreakPathGuard)

@@ -207,6 +207,9 @@ def test_every_answer_is_the_documented_one(server: str) -> None:
                 case.call_and_validate(checks=checks, timeout=30)
 
             answers_as_documented()
+    # Found by the above: a line break in a path, which BentoML's own router would answer in plain text.
+    broken = httpx.get(f"{server}/customers/a%0Ab", timeout=30)
+    assert (broken.status_code, broken.headers["content-type"]) == (404, "application/json")
 
 
 def test_a_refused_request_is_one_warning_without_its_values_and_a_metric(trained: Path, server: str) -> None:

@@ -7,7 +7,7 @@ import asyncio
 import gc
 from typing import Any
 
-from nextbest_serving.guards import BodySizeGuard
+from nextbest_serving.guards import BodySizeGuard, LineBreakPathGuard
 
 
 class KeepingApp:
@@ -63,3 +63,26 @@ def test_a_body_over_the_limit_is_refused_with_413() -> None:
     assert sent[0]["status"] == 413
     assert b"150,000" in sent[1]["body"]
     assert app.kept == []  # the app never saw the request
+
+
+def test_a_path_with_a_line_break_is_a_json_404_and_others_pass() -> None:
+    reached: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        reached.append(scope["path"])
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    guard = LineBreakPathGuard(app)
+    asyncio.run(guard({"type": "http", "path": "/customers/a\nb", "method": "GET"}, receive, send))
+    asyncio.run(guard({"type": "http", "path": "/customers/ab", "method": "GET"}, receive, send))
+    assert reached == ["/customers/ab"]
+    assert sent[0]["status"] == 404
+    assert (b"content-type", b"application/json") in sent[0]["headers"]
+    assert b"line break" in sent[1]["body"]
