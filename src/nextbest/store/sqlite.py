@@ -283,21 +283,26 @@ class SQLiteStore(CustomerStore):
     def histories(self, customer_ids: Sequence[str], as_of: Sequence[int] | np.ndarray) -> Histories:
         latest = latest_as_of(customer_ids, as_of)
         with self._reading() as db:
-            events, contacts = self._events_and_contacts(db, latest)
+            events, every_contact = self._events_and_contacts(db, latest)
             profiles = db.execute(
                 "SELECT c.customer_id, c.profile FROM json_each(?) j JOIN customers c "
                 "ON c.customer_id = j.value WHERE c.profile IS NOT NULL",
                 (json.dumps(list(latest)),),
             ).fetchall()
             kinds = dict(db.execute("SELECT name, kind FROM attributes").fetchall())
+        contacts = {
+            customer_id: kept
+            for customer_id, served in every_contact.items()
+            if (kept := [c for c in served if epoch_micros(c.timestamp) <= latest[customer_id]])
+        }
         stored = profiles_table([r[0] for r in profiles], [json.loads(r[1]) for r in profiles], kinds)
         return Histories(events, stored, contacts)
 
     def _events_and_contacts(
         self, db: sqlite3.Connection, latest: dict[str, int]
     ) -> tuple[pa.Table, dict[str, list[Contact]]]:
-        """The customers' events before `latest[customer]` µs, in customer and time order, and their
-        contacts up to it (inclusive), in time order."""
+        """The customers' events before `latest[customer]` µs, in customer and time order, and all their
+        contacts, in time order: a contact after it still stands for the event that reports it."""
         oldest = self.retention.oldest()
         wanted = {"wanted": json.dumps(list(latest.items())), "oldest": _MIN if oldest is None else oldest}
         rows = db.execute(
@@ -309,7 +314,7 @@ class SQLiteStore(CustomerStore):
         contacts = db.execute(
             "SELECT c.customer_id, k.decision_id, k.ts, k.action, k.channel, k.probability "
             "FROM json_each(:wanted) j JOIN customers c ON c.customer_id = j.value ->> 0 "
-            "JOIN contacts k ON k.cust = c.id WHERE k.ts <= j.value ->> 1 AND k.ts >= :oldest "
+            "JOIN contacts k ON k.cust = c.id WHERE k.ts >= :oldest "
             "ORDER BY c.customer_id, k.ts, k.decision_id",
             wanted,
         ).fetchall()
