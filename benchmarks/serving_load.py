@@ -27,7 +27,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -85,6 +85,17 @@ def running(command: list[str], env: dict[str, str], cwd: Path, log: Path) -> It
             process.wait(timeout=30)
 
 
+def concurrently(client: Callable[[Any], None], arguments: list[Any]) -> float:
+    """Runs `client(argument)` in one thread per argument, all at once; the seconds until all are done."""
+    threads = [threading.Thread(target=client, args=(argument,)) for argument in arguments]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started
+
+
 def load(base: str, bodies: list[bytes], clients: int, per_client: int) -> dict[str, float]:
     """`clients` threads each sending `per_client` /rank requests back to back; latency quantiles in ms."""
     latencies: list[float] = []
@@ -102,13 +113,7 @@ def load(base: str, bodies: list[bytes], clients: int, per_client: int) -> dict[
         with lock:
             latencies.extend(mine)
 
-    threads = [threading.Thread(target=client, args=(c * per_client,)) for c in range(clients)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - started
+    elapsed = concurrently(client, [c * per_client for c in range(clients)])
     ms = np.array(latencies) * 1000
     return {
         "p50_ms": float(np.percentile(ms, 50)),

@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from nextbest.data import validate_tables
-from serving_load import load, register_demo_model, running
+from serving_load import concurrently, load, register_demo_model, running
 from store_load import start_redis
 
 BATCH_EVENTS = 1000
@@ -61,16 +61,11 @@ def ingest(base: str, batches: list[bytes], clients: int) -> dict[str, float]:
                 answer = http.post("/events", content=body)
                 if answer.status_code != 200:
                     raise SystemExit(f"{base}/events answered {answer.status_code}: {answer.text[:300]}")
+                counts = answer.json()
                 with lock:
-                    accepted.append(answer.json()["accepted"] + answer.json()["duplicates"])
+                    accepted.append(counts["accepted"] + counts["duplicates"])
 
-    threads = [threading.Thread(target=client, args=(batches[c::clients],)) for c in range(clients)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - started
+    elapsed = concurrently(client, [batches[c::clients] for c in range(clients)])
     return {"events": sum(accepted), "events_per_s": sum(accepted) / elapsed}
 
 
