@@ -31,12 +31,13 @@ import functools
 import gc
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
 import bentoml
 import torch
+from pydantic import BaseModel
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -53,7 +54,7 @@ from nextbest.scoring.records import fallback_answer, probability_records, score
 from nextbest.scoring.schemas import RankResponse, ScoreResponse, ServedScoringRequest
 from nextbest.scoring.scorer import JourneyScorer
 from nextbest.scoring.stored import StoredRequests, new_decision_id, served
-from nextbest.store import CustomerStore, StoreError, open_store
+from nextbest.store import AppendResult, CustomerStore, StoreError, UpsertResult, open_store
 from nextbest_serving import metrics, openapi, refusals
 from nextbest_serving.batching import MicroBatcher
 from nextbest_serving.guards import ApiKeyGuard, BodySizeGuard, LineBreakPathGuard
@@ -203,34 +204,17 @@ class NextbestService:
         and field while the good ones are stored; an event stored before is a duplicate, stored once."""
         if self.store is None:
             return _no_store()  # type: ignore[return-value]
-        if len(batch.events) > self.settings.max_events:
-            return _error(  # type: ignore[return-value]
-                413,
-                f"events: {len(batch.events):,} in one call, more than the limit of "
-                f"{self.settings.max_events:,}",
-            )
-        try:
-            result = await asyncio.to_thread(self.store.append_events, batch.events)
-        except StoreError as exc:
-            return _unavailable(exc)  # type: ignore[return-value]
-        return EventsResponse.model_validate(result.to_dict())
+        return await _stored(
+            "events", batch.events, self.settings.max_events, self.store.append_events, EventsResponse
+        )
 
     @bentoml.api(route="/customers")
     async def customers(self, batch: CustomersRequest, /) -> CustomersResponse:
         """Sets customers' profile attributes (null removes one); bad rows are named by index and field."""
         if self.store is None:
             return _no_store()  # type: ignore[return-value]
-        if len(batch.customers) > self.settings.max_batch:
-            return _error(  # type: ignore[return-value]
-                413,
-                f"customers: {len(batch.customers):,} in one call, more than the limit of "
-                f"{self.settings.max_batch:,}",
-            )
-        try:
-            result = await asyncio.to_thread(self.store.upsert_profiles, batch.customers)
-        except StoreError as exc:
-            return _unavailable(exc)  # type: ignore[return-value]
-        return CustomersResponse.model_validate(result.to_dict())
+        write = self.store.upsert_profiles
+        return await _stored("customers", batch.customers, self.settings.max_batch, write, CustomersResponse)
 
     def metadata(self) -> MetadataResponse:
         """What `GET /metadata` answers."""
@@ -427,6 +411,24 @@ def _error(status: int, message: str) -> JSONResponse:
 def _unavailable(exc: StoreError) -> JSONResponse:
     """503: the store is away; the request did nothing and may be sent again."""
     return _error(503, str(exc))
+
+
+async def _stored(
+    field: str,
+    rows: list[dict[str, Any]],
+    limit: int,
+    write: Callable[[list[dict[str, Any]]], AppendResult | UpsertResult],
+    answer: type[BaseModel],
+) -> Any:
+    """`write(rows)` off the event loop, answered as `answer`: 413 past `limit` rows (naming `field`),
+    503 when the store cannot be reached."""
+    if len(rows) > limit:
+        return _error(413, f"{field}: {len(rows):,} in one call, more than the limit of {limit:,}")
+    try:
+        result = await asyncio.to_thread(write, rows)
+    except StoreError as exc:
+        return _unavailable(exc)
+    return answer.model_validate(result.to_dict())
 
 
 def _no_store() -> JSONResponse:
