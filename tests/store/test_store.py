@@ -148,6 +148,18 @@ def test_serving_records_the_contact_and_the_limit_holds(store: CustomerStore) -
     ]
 
 
+def test_a_contact_served_for_a_later_instant_counts_against_an_earlier_decision(
+    store: CustomerStore,
+) -> None:
+    """Two concurrent calls read the clock before ranking; the later-stamped one serves first. The
+    earlier-stamped one must still see that contact as made, or both would serve past the limit."""
+    later = store.serve("c1", NOW + timedelta(seconds=1), "d-late", RANKED, CATALOG)
+    earlier = store.serve("c1", NOW, "d-early", RANKED, CATALOG)
+    assert later.action == "email_offer"
+    assert earlier.action == "sms_offer"
+    assert [r[0] for r in earlier.suppressed] == ["email_offer"]
+
+
 def test_a_batch_serves_each_customer_in_order_counting_its_earlier_decisions(store: CustomerStore) -> None:
     """One serve_many with two decisions for c1 and one for c2 (and c1's first again, repeated): c1's
     second decision sees its first contact, as two separate calls would."""

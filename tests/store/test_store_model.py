@@ -129,9 +129,10 @@ class StoreModel(RuleBasedStateMachine):
 
     @staticmethod
     def _emails(customer: Customer, at: datetime) -> int:
-        """Contacts on email in the two days up to `at`: served ones, and sends not reporting one."""
+        """Contacts on email in the two days up to `at`: served ones (every one is made: a later one
+        counts at `at`), and sends not reporting one."""
         window = (at - 2 * DAY, at)
-        served = [t for t, action in customer.contacts.values() if action == "email_offer"]
+        served = [min(t, at) for t, action in customer.contacts.values() if action == "email_offer"]
         sends = [
             e["timestamp"]
             for e in customer.events.values()

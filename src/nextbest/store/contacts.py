@@ -5,6 +5,11 @@ counts against a limit, a cool-down or a cap is the decisioning module's rule (`
 over `history_values`), read on a log of the customers where every served contact is an event of type
 `SERVED`, counted as a contact. An event that carries a stored contact's `decision_id` is the caller's
 own report of that contact, so the contact stands for it and it is not counted again.
+
+At the atomic serve, every stored contact is a contact made, even one stamped after the decision's
+instant: concurrent calls read the clock before they rank, so a call can reach the serve after another
+that read the clock later and served first. Counting that contact at the decision's instant keeps any
+number of concurrent calls within a limit. Ranking reads the history as of its instant.
 """
 
 from __future__ import annotations
@@ -112,14 +117,19 @@ def choose(
     Args:
         events: the customers' stored events (`customer_id`, `timestamp`, `event_type`, `channel`,
             `action`, `decision_id`).
-        contacts: the customers' stored contacts. Contacts and events at a decision's instant itself
-            count: a contact served in the same instant is a contact already made.
+        contacts: the customers' stored contacts, all of them: one stamped after a decision's instant
+            counts as made at that instant. Contacts and events at a decision's instant itself count.
+        decisions: of distinct customers.
 
     Raises:
         UnknownActionError: a candidate that the catalog does not list.
+        ValueError: two decisions for one customer.
     """
+    customer_ids = [d.customer_id for d in decisions]
+    if len(set(customer_ids)) < len(customer_ids):
+        raise ValueError("choose decides each customer once per call; serve a customer's decisions in turns")
     at = np.array([epoch_micros(d.at) for d in decisions], dtype=np.int64)
-    reasons = contact_reasons(events, contacts, [d.customer_id for d in decisions], at, catalog)
+    reasons = contact_reasons(events, contacts, customer_ids, at, catalog, every_contact_made=True)
     column = {action.id: k for k, action in enumerate(catalog.actions)}
     chosen = []
     for decision, held in zip(decisions, reasons, strict=True):
@@ -141,13 +151,17 @@ def contact_reasons(
     customer_ids: Sequence[str],
     at: np.ndarray,
     catalog: ActionCatalog,
+    *,
+    every_contact_made: bool = False,
 ) -> np.ndarray:
     """[N, K] objects: per request (`customer_ids`, `at` in µs since the epoch) and catalog action, the
     first rule of the action's contact policy that the customer's stored `events` and `contacts` up to
-    `at` (inclusive; see `choose`) break, or None."""
+    `at` (inclusive) break, or None. With `every_contact_made` (the atomic serve; one request per
+    customer), a contact after `at` counts as made at `at`."""
     counted = dataclasses.replace(catalog, contact_events=(*catalog.contact_events, SERVED))
     queries = set().union(*(contact_queries(counted, action) for action in catalog.actions))
-    log = _limit_log(events, contacts)
+    made_by = dict(zip(customer_ids, np.asarray(at).tolist(), strict=True)) if every_contact_made else {}
+    log = _limit_log(events, contacts, made_by)
     customers = log.index_of(pa.array(customer_ids, pa.string()))
     history = history_values(log, customers, np.asarray(at, dtype=np.int64) + 1, queries)
     held = np.full((len(customer_ids), len(catalog.actions)), None, dtype=object)
@@ -159,8 +173,11 @@ def contact_reasons(
     return held
 
 
-def _limit_log(events: pa.Table, contacts: Mapping[str, Sequence[Contact]]) -> EventLog:
-    """The customers' events and served contacts as the log that limits are read on."""
+def _limit_log(
+    events: pa.Table, contacts: Mapping[str, Sequence[Contact]], made_by: Mapping[str, int]
+) -> EventLog:
+    """The customers' events and served contacts as the log that limits are read on; a customer's
+    contacts after its `made_by` instant (µs) are moved to it."""
     served = [c for customer_contacts in contacts.values() for c in customer_contacts]
     decisions = {c.decision_id for c in served}
     reported = np.array([d is not None and d in decisions for d in events.column("decision_id").to_pylist()])
@@ -168,7 +185,11 @@ def _limit_log(events: pa.Table, contacts: Mapping[str, Sequence[Contact]]) -> E
     owners = [customer for customer, customer_contacts in contacts.items() for _ in customer_contacts]
     times = [
         *np.asarray(events.column("timestamp").cast(pa.int64())).tolist(),
-        *(epoch_micros(c.timestamp) for c in served),
+        *(
+            min(epoch_micros(c.timestamp), made_by.get(customer, _NEVER))
+            for customer, customer_contacts in contacts.items()
+            for c in customer_contacts
+        ),
     ]
     table = pa.table(
         {
@@ -183,6 +204,8 @@ def _limit_log(events: pa.Table, contacts: Mapping[str, Sequence[Contact]]) -> E
     )
     return EventLog.from_normalised(table.cast(_LOG_SCHEMA))
 
+
+_NEVER = np.iinfo(np.int64).max
 
 _LOG_SCHEMA = pa.schema(
     [
