@@ -72,16 +72,10 @@ CREATE TABLE IF NOT EXISTS attributes (name TEXT PRIMARY KEY, kind TEXT NOT NULL
 # The smallest and largest times SQLite's integers hold: no bound.
 _MIN, _MAX = -(2**63), 2**63 - 1
 _EVENT_FIELDS = "e.data, e.key"
-# Keeps the last `max` rows of each touched customer (`:custs`, a JSON array of row ids) by time, and
-# drops rows older than `:oldest`.
+# Keeps a customer's (`:cust`) last `:max` rows by time and drops its rows older than `:oldest`.
 _TRIM = """
-DELETE FROM {table} WHERE (cust, {key}) IN (
-    SELECT cust, {key} FROM (
-        SELECT cust, {key}, ts, row_number() OVER (PARTITION BY cust ORDER BY ts DESC, {key} DESC) AS r
-        FROM {table} WHERE cust IN (
-            SELECT cust FROM {table} WHERE cust IN (SELECT value FROM json_each(:custs))
-            GROUP BY cust HAVING count(*) > :max OR min(ts) < :oldest))
-    WHERE r > :max OR ts < :oldest)
+DELETE FROM {table} WHERE cust = :cust AND (ts < :oldest OR {key} IN (
+    SELECT {key} FROM {table} WHERE cust = :cust ORDER BY ts DESC, {key} DESC LIMIT -1 OFFSET :max))
 """
 
 
@@ -189,8 +183,8 @@ class SQLiteStore(CustomerStore):
         """Trims the customers (row ids `cust`, one per event offered) to the retention.
 
         `customers.events` bounds a customer's stored events from above (it counts events offered, the
-        duplicates too), so only customers whose bound passes `max_events` are counted and trimmed;
-        with a TTL every customer touched is, since its events age.
+        duplicates too), so only customers whose bound passes `max_events` are trimmed, after which
+        `max_events` bounds them again; with a TTL every customer touched is, since its events age.
         """
         touched, offered = np.unique(cust, return_counts=True)
         bounds = db.execute(
@@ -206,21 +200,14 @@ class SQLiteStore(CustomerStore):
         if over:
             self._trim(db, "events", "key", over)
             db.execute(
-                "UPDATE customers SET events = (SELECT count(*) FROM events WHERE cust = customers.id) "
-                "WHERE id IN (SELECT value FROM json_each(?))",
-                (json.dumps(over),),
+                "UPDATE customers SET events = min(events, ?) WHERE id IN (SELECT value FROM json_each(?))",
+                (self.retention.max_events, json.dumps(over)),
             )
 
     def _trim(self, db: sqlite3.Connection, table: str, key: str, custs: list[int]) -> None:
         oldest = self.retention.oldest()
-        db.execute(
-            _TRIM.format(table=table, key=key),
-            {
-                "custs": json.dumps(custs),
-                "max": self.retention.max_events,
-                "oldest": _MIN if oldest is None else oldest,
-            },
-        )
+        bounds = {"max": self.retention.max_events, "oldest": _MIN if oldest is None else oldest}
+        db.executemany(_TRIM.format(table=table, key=key), ({"cust": cust, **bounds} for cust in custs))
 
     def _upsert(self, checked: CheckedProfiles) -> tuple[int, tuple[Rejection, ...]]:
         with self._writing() as db:
