@@ -28,6 +28,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = subparsers.add_parser(
         "simulate",
         help=HELP,
+        # argparse would show the optional mode as required, and --out as optional.
+        usage="%(prog)s [-h] [--customers N] [--seed S] --out DIR [--start ISO]\n"
+        "       %(prog)s live --url URL [--customers N] [--days D] [--seed S] [--json FILE]",
         description=(
             "Simulate customers with latent traits, their multi-channel journeys and marketing history, and "
             "randomised decisions with known propensities. Writes events.parquet, customers.parquet, "
