@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
@@ -146,10 +147,20 @@ class TestPlayer:
         assert config.second_decision_rate == 0.0
 
 
+@dataclass
+class Stub:
+    url: str
+    authorizations: list[str | None]
+
+
 @pytest.fixture
-def answering_404() -> Iterator[str]:
+def answering_404() -> Iterator[Stub]:
+    """A server that answers every GET 404, keeping each request's Authorization header."""
+    authorizations: list[str | None] = []
+
     class NotFound(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            authorizations.append(self.headers.get("Authorization"))
             body = json.dumps({"error": "no such route"}).encode()
             self.send_response(404)
             self.send_header("Content-Type", "application/json")
@@ -164,7 +175,7 @@ def answering_404() -> Iterator[str]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_port}"
+        yield Stub(f"http://127.0.0.1:{server.server_port}", authorizations)
     finally:
         server.shutdown()
         server.server_close()
@@ -178,10 +189,18 @@ class TestErrors:
         assert "Traceback" not in err
 
     def test_an_answer_that_is_not_2xx_names_route_and_status(
-        self, answering_404: str, capsys: pytest.CaptureFixture[str]
+        self, answering_404: Stub, capsys: pytest.CaptureFixture[str]
     ) -> None:
-        assert main(["simulate", "live", "--url", answering_404]) == 1
-        assert f"GET /metadata at {answering_404} answered 404: no such route" in capsys.readouterr().err
+        url = answering_404.url
+        assert main(["simulate", "live", "--url", url]) == 1
+        assert f"GET /metadata at {url} answered 404: no such route" in capsys.readouterr().err
+
+    def test_the_api_key_is_sent_as_a_bearer_token(
+        self, answering_404: Stub, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("NEXTBEST_API_KEY", "a-key-of-sixteen-chars")
+        assert main(["simulate", "live", "--url", answering_404.url]) == 1
+        assert answering_404.authorizations == ["Bearer a-key-of-sixteen-chars"]
 
     @pytest.mark.parametrize(
         ("extra", "message"),

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import numpy as np
@@ -143,7 +143,7 @@ class _Player:
 
     def _post_customers(self, customers: pa.Table) -> None:
         rows = [
-            {k: v.isoformat() if hasattr(v, "isoformat") else v for k, v in row.items() if v is not None}
+            {k: v.isoformat() if isinstance(v, date) else v for k, v in row.items() if v is not None}
             for row in customers.to_pylist()
         ]
         for chunk in _chunks(rows, self._max_batch):
@@ -163,6 +163,7 @@ class _Player:
             if answer.get("rejected"):
                 raise NextbestError(f"POST /events rejected simulated events: {answer['rejected'][:3]}")
             self.events_posted += len(chunk)
+            self._bar.set_postfix(events=f"{self.events_posted:,}")  # the outcomes' events come last
 
     def _ask(self, customer: IntArray, as_of: IntArray) -> tuple[IntArray, FloatArray]:
         """The service's served action at each decision (the no-action baseline when it served none)."""
