@@ -69,6 +69,8 @@ def test_every_decision_is_answered_and_valued(
     assert list(result["model_versions"]) == ["1"]
     assert result["random_value_per_decision"] < result["oracle_value_per_decision"]
     assert result["value_per_decision"] <= result["oracle_value_per_decision"]
+    assert sum(day["decisions"] for day in result["days"]) == CUSTOMERS
+    assert {day["day"] for day in result["days"]} <= set(range(1, DAYS + 1))
 
 
 def test_the_store_holds_the_posted_events_and_each_served_contact(

@@ -101,10 +101,15 @@ class TestPlayer:
     def test_events_reach_the_service_before_each_decision_in_day_order(self) -> None:
         service = FakeService()
         result = play(service, live_config(150, 10, seed=3), progress=False)
-        assert result.decisions == 150
-        assert result.model_versions == {"7": 150}
-        assert result.random_value_per_decision <= result.oracle_value_per_decision
-        assert result.value_per_decision <= result.oracle_value_per_decision
+        total = result.total
+        assert total.decisions == 150
+        assert total.model_versions == {"7": 150}
+        assert total.random_value_per_decision <= total.oracle_value_per_decision
+        assert total.value_per_decision <= total.oracle_value_per_decision
+        assert set(result.per_day) == set(range(1, 11))
+        assert sum(day.decisions for day in result.per_day.values()) == 150
+        mean = sum(d.value_per_decision * d.decisions for d in result.per_day.values()) / 150
+        assert mean == pytest.approx(total.value_per_decision)
         routes = [route for route, _ in service.calls]
         assert routes[:2] == ["/metadata", "/customers"]
         posted: dict[str, list[str]] = {}

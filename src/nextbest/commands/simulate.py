@@ -98,13 +98,14 @@ def run_live(args: argparse.Namespace) -> int:
 
 
 def _live_summary(result: LiveResult, args: argparse.Namespace, seconds: float) -> str:
-    versions = ", ".join(f"{v} ({n:,})" for v, n in result.model_versions.items())
+    total = result.total
+    versions = ", ".join(f"{v} ({n:,})" for v, n in total.model_versions.items())
     return (
         f"Played {args.customers:,} customers over {args.days} days (seed {args.seed}) against {args.url}: "
-        f"{result.decisions:,} decisions answered by model version(s) {versions}, "
+        f"{total.decisions:,} decisions answered by model version(s) {versions}, "
         f"{result.events_posted:,} events posted, in {seconds:.1f} s.\n"
-        f"True value per decision: served {result.value_per_decision:.4f}, "
-        f"random {result.random_value_per_decision:.4f}, oracle {result.oracle_value_per_decision:.4f}."
+        f"True value per decision: served {total.value_per_decision:.4f}, "
+        f"random {total.random_value_per_decision:.4f}, oracle {total.oracle_value_per_decision:.4f}."
     )
 
 

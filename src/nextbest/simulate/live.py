@@ -10,7 +10,8 @@ with the `decision_id` that served them, purchases, returns, silence) are posted
 
 Each decision is valued by its true expected value under the service's catalog (the definition of
 `nextbest.evaluation.policies.true_action_values`), beside what a uniformly random choice among the
-actions and the best action (the oracle) would have earned; both ignore the catalog's rules and limits.
+actions and the best action (the oracle) would have earned, in all and per day; both ignore the catalog's
+rules and limits.
 The world and its figures depend only on the seed and the answers, so equal answers give equal results.
 """
 
@@ -18,8 +19,8 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,7 @@ from nextbest.simulate._arrays import DAY, FloatArray, IntArray
 from nextbest.simulate.actions import Served
 from nextbest.simulate.client import ServiceClient
 from nextbest.simulate.config import SimulationConfig
+from nextbest.simulate.output import SimulatedWorld
 from nextbest.simulate.population import customer_ids
 from nextbest.simulate.world import DecisionRound, simulate
 
@@ -41,25 +43,44 @@ _TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
 @dataclass(frozen=True)
-class LiveResult:
-    """What a live run earned: true value per decision of the served actions, of a uniformly random
-    choice and of the oracle, in the catalog's units, and which model versions answered how often."""
+class Figures:
+    """The true value per decision of the served actions, of a uniformly random choice among the actions
+    and of the best one (the oracle), in the catalog's units, and which model versions answered how often.
+    """
 
     decisions: int
     value_per_decision: float
     random_value_per_decision: float
     oracle_value_per_decision: float
     model_versions: dict[str, int]
+
+    @staticmethod
+    def of(values: FloatArray, served: IntArray, versions: list[str]) -> Figures:
+        """The figures of decisions with true values `values` [N, K], served actions `served` [N] (catalog
+        indices) answered by model `versions`."""
+        return Figures(
+            decisions=len(served),
+            value_per_decision=float(values[np.arange(len(served)), served].mean()),
+            random_value_per_decision=float(values.mean(axis=1).mean()),
+            oracle_value_per_decision=float(values.max(axis=1).mean()),
+            model_versions=dict(sorted(Counter(versions).items())),
+        )
+
+
+@dataclass(frozen=True)
+class LiveResult:
+    """What a live run earned, in all and per day of the live period (days without decisions left out),
+    and how many events it posted."""
+
+    total: Figures
+    per_day: dict[int, Figures]
     events_posted: int
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "decisions": self.decisions,
-            "value_per_decision": self.value_per_decision,
-            "random_value_per_decision": self.random_value_per_decision,
-            "oracle_value_per_decision": self.oracle_value_per_decision,
-            "model_versions": self.model_versions,
+            **asdict(self.total),
             "events_posted": self.events_posted,
+            "days": [{"day": day, **asdict(figures)} for day, figures in self.per_day.items()],
         }
 
 
@@ -82,18 +103,29 @@ def play(service: ServiceClient, config: SimulationConfig, *, progress: bool = T
         player = _Player(service, config, limits["max_events"], limits["max_batch"], bar)
         world = simulate(config, player)
         player.post_rest(world.events)
-    truth = truth_matrices(world.truth, world.decisions, catalog.ids)
-    values = true_action_values(truth, catalog)
+    total, per_day = _valued(world, catalog, player.versions)
+    return LiveResult(total, per_day, player.events_posted)
+
+
+def _valued(
+    world: SimulatedWorld, catalog: ActionCatalog, versions: dict[tuple[str, str], str]
+) -> tuple[Figures, dict[int, Figures]]:
+    """The figures of the world's decisions, in all and per live day; `versions` names the model version
+    that answered each (customer id, decision time)."""
+    decisions = world.decisions
+    values = true_action_values(truth_matrices(world.truth, decisions, catalog.ids), catalog)
     index = {a: i for i, a in enumerate(catalog.ids)}
-    served = np.array([index[a] for a in world.decisions.column("action").to_pylist()], dtype=np.int64)
-    return LiveResult(
-        decisions=len(served),
-        value_per_decision=float(values[np.arange(len(served)), served].mean()),
-        random_value_per_decision=float(values.mean(axis=1).mean()),
-        oracle_value_per_decision=float(values.max(axis=1).mean()),
-        model_versions=dict(sorted(player.versions.items())),
-        events_posted=player.events_posted,
-    )
+    served = np.array([index[a] for a in decisions.column("action").to_pylist()], dtype=np.int64)
+    stamps = decisions.column("timestamp").to_pylist()
+    ids, times = decisions.column("customer_id").to_pylist(), [t.strftime(_TIME_FORMAT) for t in stamps]
+    answered = np.array([versions[key] for key in zip(ids, times, strict=True)], dtype=object)
+    first_day = world.config.start + timedelta(days=world.config.decision_window[0])
+    day = np.array([(t - first_day).days + 1 for t in stamps], dtype=np.int64)
+    per_day = {
+        int(d): Figures.of(values[day == d], served[day == d], list(answered[day == d]))
+        for d in np.unique(day)
+    }
+    return Figures.of(values, served, list(answered)), per_day
 
 
 class _Player:
@@ -118,7 +150,8 @@ class _Player:
         self._posted_until = np.zeros(config.n_customers, dtype=np.int64)
         # (customer id, time, action) of each served contact -> the decision_id that served it.
         self._decision_ids: dict[tuple[str, str, str], str] = {}
-        self.versions: Counter[str] = Counter()
+        # (customer id, decision time) -> the model version that answered.
+        self.versions: dict[tuple[str, str], str] = {}
         self.events_posted = 0
 
     def __call__(self, moment: DecisionRound) -> Served:
@@ -177,7 +210,7 @@ class _Player:
         chosen = [self._served(answer) for answer in answers]
         for request, answer, (action, _) in zip(requests, answers, chosen, strict=True):
             self._decision_ids[(request["customer_id"], request["as_of"], action)] = answer["decision_id"]
-            self.versions[str(answer["model_version"])] += 1
+            self.versions[(request["customer_id"], request["as_of"])] = str(answer["model_version"])
         self._bar.update(len(answers))
         indices = np.array([self._actions[action] for action, _ in chosen], dtype=np.int64)
         return indices, np.array([probability for _, probability in chosen])
