@@ -183,20 +183,23 @@ class _Player:
             self._service.post("/customers", {"customers": chunk})
 
     def _post_events(self, table: pa.Table) -> None:
-        rows = []
-        for row in table.to_pylist():
-            event = {k: v for k, v in row.items() if v is not None}
-            event["timestamp"] = row["timestamp"].strftime(_TIME_FORMAT)
-            key = (row["customer_id"], event["timestamp"], row["action"])
-            if key in self._decision_ids:  # the touchpoint of a served action: the contact already stored
-                event["decision_id"] = self._decision_ids[key]
-            rows.append(event)
-        for chunk in _chunks(rows, self._max_events):
+        """Posts `table`'s events in order, `max_events` a call (made into JSON a call at a time, so a
+        world's worth of outcome events never sits in memory as Python objects)."""
+        for begin in range(0, table.num_rows, self._max_events):
+            chunk = [self._event(row) for row in table.slice(begin, self._max_events).to_pylist()]
             answer = self._service.post("/events", {"events": chunk})
             if answer.get("rejected"):
                 raise NextbestError(f"POST /events rejected simulated events: {answer['rejected'][:3]}")
             self.events_posted += len(chunk)
             self._bar.set_postfix(events=f"{self.events_posted:,}")  # the outcomes' events come last
+
+    def _event(self, row: dict[str, Any]) -> dict[str, Any]:
+        event = {k: v for k, v in row.items() if v is not None}
+        event["timestamp"] = row["timestamp"].strftime(_TIME_FORMAT)
+        key = (row["customer_id"], event["timestamp"], row["action"])
+        if key in self._decision_ids:  # the touchpoint of a served action: the contact already stored
+            event["decision_id"] = self._decision_ids[key]
+        return event
 
     def _ask(self, customer: IntArray, as_of: IntArray) -> tuple[IntArray, FloatArray]:
         """The service's served action at each decision (the no-action baseline when it served none)."""
