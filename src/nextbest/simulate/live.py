@@ -11,8 +11,8 @@ with the `decision_id` that served them, purchases, returns, silence) are posted
 Each decision is valued by its true expected value under the service's catalog (the definition of
 `nextbest.evaluation.policies.true_action_values`), beside what a uniformly random choice among the
 actions and the best action (the oracle) would have earned, in all and per day; both ignore the catalog's
-rules and limits.
-The world and its figures depend only on the seed and the answers, so equal answers give equal results.
+rules and limits. The world and its figures depend only on the seed and the answers: equal answers give
+equal results.
 """
 
 from __future__ import annotations
