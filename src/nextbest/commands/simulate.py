@@ -82,7 +82,7 @@ def run_live(args: argparse.Namespace) -> int:
     """Plays a world against the service at --url and prints what it earned; returns the exit status."""
     from nextbest.simulate.live import play  # the scoring stack: loaded by the command that needs it
 
-    _check_size(args)
+    _check_world_arguments(args)
     if args.days < 1:
         raise NextbestError(f"--days must be at least 1, got {args.days}")
     service = ServiceClient(args.url, os.environ.get("NEXTBEST_API_KEY") or None)
@@ -109,7 +109,7 @@ def _live_summary(result: LiveResult, args: argparse.Namespace, seconds: float) 
     )
 
 
-def _check_size(args: argparse.Namespace) -> None:
+def _check_world_arguments(args: argparse.Namespace) -> None:
     if args.customers < 1:
         raise NextbestError(f"--customers must be at least 1, got {args.customers}")
     if args.seed < 0:
@@ -118,7 +118,7 @@ def _check_size(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Simulates, writes the world and prints a summary; returns the exit status."""
-    _check_size(args)
+    _check_world_arguments(args)
     if args.out is None:
         raise NextbestError("--out is required (or play a world against a service: `nextbest simulate live`)")
     config = SimulationConfig(n_customers=args.customers, seed=args.seed, start=_parse_start(args.start))
