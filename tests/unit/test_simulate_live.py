@@ -228,6 +228,12 @@ class TestErrors:
         with pytest.raises(NextbestError, match="the service's catalog has actions"):
             play(service, live_config(5, 2, seed=0), progress=False)
 
+    def test_an_answer_without_what_a_service_says_is_named(self) -> None:
+        service = FakeService()
+        service._call = lambda method, route, data: {"status": "ok"}  # type: ignore[method-assign]
+        with pytest.raises(NextbestError, match="GET /metadata: the answer has no 'catalog'"):
+            play(service, live_config(5, 2, seed=0), progress=False)
+
     def test_simulate_without_out_says_what_is_missing(self, capsys: pytest.CaptureFixture[str]) -> None:
         assert main(["simulate", "--customers", "5"]) == 1
         assert "--out is required" in capsys.readouterr().err

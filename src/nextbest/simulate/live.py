@@ -92,15 +92,16 @@ def play(service: ServiceClient, config: SimulationConfig, *, progress: bool = T
             are not the world's.
     """
     metadata = service.get("/metadata")
-    catalog = ActionCatalog.from_dict(metadata.get("catalog"), "the service's catalog")
+    catalog = ActionCatalog.from_dict(_field(metadata, "catalog", "GET /metadata"), "the service's catalog")
     if set(catalog.ids) != set(config.action_ids):
         raise NextbestError(
             f"the service's catalog has actions {sorted(catalog.ids)}, the simulated world "
             f"{sorted(config.action_ids)}: serve a model trained on simulated worlds with their catalog"
         )
-    limits = metadata["limits"]
+    limits = _field(metadata, "limits", "GET /metadata")
     with tqdm(total=config.n_customers, unit="decision", desc="playing", disable=not progress) as bar:
-        player = _Player(service, config, limits["max_events"], limits["max_batch"], bar)
+        max_events, max_batch = (_field(limits, k, "GET /metadata") for k in ("max_events", "max_batch"))
+        player = _Player(service, config, max_events, max_batch, bar)
         world = simulate(config, player)
         player.post_rest(world.events)
     total, per_day = _valued(world, catalog, player.versions)
@@ -209,11 +210,17 @@ class _Player:
         requests = [{"customer_id": c, "as_of": t} for c, t in zip(ids, times, strict=True)]
         answers = []
         for chunk in _chunks(requests, self._max_batch):
-            answers += self._service.post("/rank_batch", {"requests": chunk})["results"]
+            answers += _field(
+                self._service.post("/rank_batch", {"requests": chunk}), "results", "POST /rank_batch"
+            )
+        if len(answers) != len(requests):
+            raise NextbestError(f"POST /rank_batch answered {len(answers):,} of {len(requests):,} requests")
         chosen = [self._served(answer) for answer in answers]
         for request, answer, (action, _) in zip(requests, answers, chosen, strict=True):
-            self._decision_ids[(request["customer_id"], request["as_of"], action)] = answer["decision_id"]
-            self.versions[(request["customer_id"], request["as_of"])] = str(answer["model_version"])
+            decision_id = _field(answer, "decision_id", "POST /rank_batch")
+            self._decision_ids[(request["customer_id"], request["as_of"], action)] = decision_id
+            version = _field(answer, "model_version", "POST /rank_batch")
+            self.versions[(request["customer_id"], request["as_of"])] = str(version)
         self._bar.update(len(answers))
         indices = np.array([self._actions[action] for action, _ in chosen], dtype=np.int64)
         return indices, np.array([probability for _, probability in chosen])
@@ -256,6 +263,13 @@ def _rounds(moment: DecisionRound, posted_until: IntArray) -> tuple[list[IntArra
 def _split(rows: IntArray, groups: IntArray, count: int) -> list[IntArray]:
     """`rows` cut where `groups` (sorted, aligned with `rows`) changes, one part per group 0..count-1."""
     return np.split(rows, np.searchsorted(groups, np.arange(1, count)))
+
+
+def _field(answer: Any, name: str, route: str) -> Any:
+    """`answer[name]`, or an error naming the route: the address answers JSON, but not as nextbest does."""
+    if not isinstance(answer, dict) or answer.get(name) is None:
+        raise NextbestError(f"{route}: the answer has no {name!r}; is the address a nextbest service's?")
+    return answer[name]
 
 
 def _chunks(rows: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
