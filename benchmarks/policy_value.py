@@ -38,7 +38,14 @@ from nextbest.cli import main as nextbest
 from nextbest.data import CUSTOMERS, DECISIONS, load_events, load_table
 from nextbest.data.events import EventLog
 from nextbest.decisioning.catalog import ActionCatalog
-from nextbest.evaluation.policies import ORACLE, RANDOM, evaluate_policies, gap_closed, truth_matrices
+from nextbest.evaluation.policies import (
+    ORACLE,
+    RANDOM,
+    evaluate_policies,
+    gap_closed,
+    true_action_values,
+    truth_matrices,
+)
 from nextbest.journeys.aggregates import AggregateFeaturizer
 from nextbest.scoring.decide import Decisions, decide
 from nextbest.scoring.pyfunc import load_scorer
@@ -222,7 +229,7 @@ def evaluate(folder: Path, args: argparse.Namespace) -> list[dict[str, object]]:
     expected = trees.expected_values(log, customers, decisions, catalog)
     eligible = decided.ranking.eligible
     choice = np.argmax(np.where(eligible, expected, -np.inf), axis=1)
-    true_value = catalog.values * truth[0] - catalog.churn_cost * truth[1] - catalog.costs
+    true_value = true_action_values(truth, catalog)
     trees_value = float(true_value[np.arange(len(choice)), choice].mean())
 
     def gap(value: float) -> float:

@@ -143,7 +143,7 @@ def evaluate_policies(
     singles = [name for name in policies if name.startswith("always ")]
     report.best_single_action = max(singles, key=lambda s: report.estimates[s]["dr"].value)
     if truth is not None:
-        true_value = _true_values(truth, catalog, usable)
+        true_value = true_action_values(truth, catalog)[usable]
         report.true_values = {
             name: float((policy * true_value).sum(axis=1).mean()) for name, policy in policies.items()
         }
@@ -189,11 +189,13 @@ def _best(true_value: np.ndarray, eligible: np.ndarray) -> np.ndarray:
     return np.where(eligible.any(axis=1), np.where(eligible, true_value, -np.inf).max(axis=1), 0.0)
 
 
-def _true_values(
-    truth: tuple[np.ndarray, np.ndarray], catalog: ActionCatalog, rows: np.ndarray
-) -> np.ndarray:
+def true_action_values(truth: tuple[np.ndarray, np.ndarray], catalog: ActionCatalog) -> np.ndarray:
+    """[N, K] the true expected value of each catalog action at each decision, in the catalog's units:
+    value · P(conversion) - churn_cost · P(churn) - cost, from the true probabilities `truth` ([N, K] each).
+    """
     conversion, churn = truth
-    return (catalog.values * conversion - catalog.churn_cost * churn - catalog.costs)[rows]
+    result: np.ndarray = catalog.values * conversion - catalog.churn_cost * churn - catalog.costs
+    return result
 
 
 def _floats(table: pa.Table, name: str) -> np.ndarray:

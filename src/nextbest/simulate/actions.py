@@ -244,6 +244,19 @@ class Decisions:
         return Decisions(*(np.concatenate(list(c)) for c in columns))
 
 
+@dataclass(frozen=True)
+class Served:
+    """The actions a decider other than the logging policy chose (e.g. a running service).
+
+    Attributes:
+        action: Index of each decision's action into the config's actions.
+        propensity: Probability with which each action was chosen.
+    """
+
+    action: IntArray
+    propensity: FloatArray
+
+
 def decide(
     rng: np.random.Generator,
     customer: IntArray,
@@ -252,8 +265,10 @@ def decide(
     policy: FloatArray,
     basket_value: FloatArray,
     price_discount: FloatArray,
+    served: Served | None = None,
 ) -> Decisions:
-    """Draws the logged action from `policy`, then churn and conversion from the truth of that action.
+    """Draws the logged action from `policy` (or takes `served`), then churn and conversion from the truth
+    of that action.
 
     Args:
         rng: Random generator.
@@ -263,14 +278,20 @@ def decide(
         policy: Logging-policy probabilities, aligned with the truth's columns.
         basket_value: What each customer would spend on a converting purchase at full price.
         price_discount: Share of the basket each action gives away, per action.
+        served: The actions taken instead of the logging policy's, with their probabilities.
     """
     p_conversion, p_churn = truth
+    # The logging policy draws even when its action is not taken, so that the outcome draws below use the
+    # same random numbers whoever decides: a world played live differs from the logged one only through
+    # the actions taken.
     action = sample_rows(rng, policy)
     rows = np.arange(customer.size)
+    propensity = policy[rows, action]
+    if served is not None:
+        action, propensity = served.action, served.propensity
     churn_p = p_churn[rows, action]
     buy_given_stay = p_conversion[rows, action] / np.maximum(1.0 - churn_p, 1e-12)
     churned = rng.random(customer.size) < churn_p
     converted = ~churned & (rng.random(customer.size) < buy_given_stay)
     revenue = np.where(converted, np.round(basket_value * (1.0 - price_discount[action]), 2), 0.0)
-    propensity = policy[rows, action]
     return Decisions(customer, as_of, action, propensity, p_conversion, p_churn, churned, converted, revenue)

@@ -165,3 +165,31 @@ class SimulationConfig:
         if not 0.0 <= self.second_decision_rate <= 1.0:
             problems.append("second_decision_rate must be in [0, 1]")
         return problems
+
+
+# Days of history before the first live day: the default world's first decisions come this late too, so
+# the service sees histories as long as those its model was trained on.
+LIVE_LEAD_DAYS = 75
+
+
+def live_config(customers: int, days: int, seed: int) -> SimulationConfig:
+    """A world whose customers are each decided once, within `days` days after `LIVE_LEAD_DAYS` of history.
+
+    Second decisions come at least a conversion horizon after the first, which would take them past a
+    short live period; the world runs on after the last decision until every outcome is known.
+    """
+    if days < 1:
+        raise NextbestError(f"a live world needs at least 1 day, got {days}")
+    horizon, churn_days = SimulationConfig.horizon_days, SimulationConfig.churn_inactivity_days
+    # Unused without second decisions, but part of the span's bound: the narrowest valid gap keeps the
+    # world (and the events posted after the last decision) short.
+    gap = horizon + 1
+    span = LIVE_LEAD_DAYS + days + gap + max(horizon, churn_days) + 1
+    return SimulationConfig(
+        n_customers=customers,
+        seed=seed,
+        decision_window=(float(LIVE_LEAD_DAYS), float(LIVE_LEAD_DAYS + days)),
+        second_decision_rate=0.0,
+        second_decision_gap=(float(gap), float(gap)),
+        span_days=span,
+    )

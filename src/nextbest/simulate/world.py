@@ -9,14 +9,17 @@ nobody else buys in it), so the label rules H and D reproduce every logged outco
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
 
 from nextbest.simulate._arrays import DAY, HOUR, BoolArray, FloatArray, IntArray, uniform_days
 from nextbest.simulate.actions import (
     Decisions,
+    Served,
     decide,
     logging_policy_probabilities,
     true_outcome_probabilities,
@@ -52,6 +55,31 @@ _EMAIL_ACTIONS = ("email_offer", "discount_10")
 
 
 @dataclass(frozen=True)
+class DecisionRound:
+    """A pass of decisions (every first decision, then every second one) as a decider sees it.
+
+    Attributes:
+        config: The world's configuration.
+        customers: The `customers` table of every customer (ids and profiles, no latent traits).
+        customer: Customer index (row of `customers`) of each decision.
+        as_of: Decision times, seconds after `config.start`.
+        history: Every event generated so far, of every customer, unsorted. Campaigns are planned ahead
+            and other customers' journeys run on, so it holds events after some decisions: a decider
+            reads each customer's events before that customer's own `as_of` only.
+    """
+
+    config: SimulationConfig
+    customers: pa.Table
+    customer: IntArray
+    as_of: IntArray
+    history: EventArrays
+
+
+# Chooses the action of each decision of a round, in place of the logging policy.
+Decider = Callable[[DecisionRound], Served]
+
+
+@dataclass(frozen=True)
 class _Timeline:
     first_seen: IntArray
     first_decision: IntArray
@@ -61,11 +89,13 @@ class _Timeline:
     weekday: int
 
 
-def simulate(config: SimulationConfig) -> SimulatedWorld:
+def simulate(config: SimulationConfig, decider: Decider | None = None) -> SimulatedWorld:
     """Simulates a world; identical configs (seed included) give identical tables.
 
     Args:
         config: Size, seed, timeline, actions, effect sizes and behaviour rates.
+        decider: Chooses the actions in place of the logging policy (e.g. a running service); the world
+            is then identical for identical configs and identical choices.
 
     Returns:
         The world's tables and metadata.
@@ -80,17 +110,14 @@ def simulate(config: SimulationConfig) -> SimulatedWorld:
     journeys = _Journeys(rngs[3], population, config, timeline.weekday)
     stage = journeys.run(_opening_phase(rngs[4], population, timeline))
     everyone = np.arange(population.size, dtype=np.int64)
-    first = _decide(
-        rngs[5], population, config, [marketing, *journeys.events], everyone, timeline.first_decision
-    )
+    deciding = _Deciding(rngs[5], population, config, decider)
+    first = deciding.decide([marketing, *journeys.events], everyone, timeline.first_decision)
     second_at = first.as_of + timeline.second_gap
     phase_end = np.where(timeline.wants_second, second_at, timeline.end)
     stage = journeys.run(_phase_after(rngs[6], population, config, first, stage, phase_end))
     again = first.customer[~first.churned & timeline.wants_second]
     touched = _touchpoints(config, first)
-    second = _decide(
-        rngs[5], population, config, [marketing, touched, *journeys.events], again, second_at[again]
-    )
+    second = deciding.decide([marketing, touched, *journeys.events], again, second_at[again])
     journeys.run(_phase_after(rngs[6], population, config, second, stage, np.full_like(stage, timeline.end)))
     decisions = Decisions.concat([first, second])
     events = EventArrays.concat([marketing, touched, _touchpoints(config, second), *journeys.events])
@@ -165,23 +192,39 @@ def _opening_phase(rng: np.random.Generator, population: Population, timeline: _
     )
 
 
-def _decide(
-    rng: np.random.Generator,
-    population: Population,
-    config: SimulationConfig,
-    history_parts: list[EventArrays],
-    customer: IntArray,
-    as_of: IntArray,
-) -> Decisions:
-    """Decisions of `customer` at `as_of`, from the history generated so far."""
-    traits, profiles = population.traits.take(customer), population.profiles.take(customer)
-    history = history_aggregates(EventArrays.concat(history_parts), customer, as_of)
-    actions = config.action_ids
-    truth = true_outcome_probabilities(traits, profiles, history, actions, config.effects)
-    policy = logging_policy_probabilities(profiles, actions, config.logging_floor, config.logging_temperature)
-    basket = purchase_values(rng, profiles.segment)
-    discounts = np.array([a.price_discount for a in config.actions])
-    return decide(rng, customer, as_of, truth, policy, basket, discounts)
+class _Deciding:
+    """Makes each pass of decisions: truth, actions (the logging policy's or the decider's), outcomes."""
+
+    def __init__(
+        self,
+        rng: np.random.Generator,
+        population: Population,
+        config: SimulationConfig,
+        decider: Decider | None,
+    ) -> None:
+        self._rng = rng
+        self._population = population
+        self._config = config
+        self._decider = decider
+
+    def decide(self, history_parts: list[EventArrays], customer: IntArray, as_of: IntArray) -> Decisions:
+        """Decisions of `customer` at `as_of`, from the history generated so far."""
+        population, config = self._population, self._config
+        traits, profiles = population.traits.take(customer), population.profiles.take(customer)
+        events = EventArrays.concat(history_parts)
+        history = history_aggregates(events, customer, as_of)
+        actions = config.action_ids
+        truth = true_outcome_probabilities(traits, profiles, history, actions, config.effects)
+        policy = logging_policy_probabilities(
+            profiles, actions, config.logging_floor, config.logging_temperature
+        )
+        basket = purchase_values(self._rng, profiles.segment)
+        discounts = np.array([a.price_discount for a in config.actions])
+        served = None
+        if self._decider is not None:
+            customers = population.profiles.to_table(population.customer_ids, config.start)
+            served = self._decider(DecisionRound(config, customers, customer, as_of, events))
+        return decide(self._rng, customer, as_of, truth, policy, basket, discounts, served)
 
 
 def _phase_after(
