@@ -7,6 +7,7 @@ import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import date
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
@@ -150,6 +151,24 @@ class TestPlayer:
         config = live_config(10, 20, seed=0)
         assert config.decision_window == (LIVE_LEAD_DAYS, LIVE_LEAD_DAYS + 20)
         assert config.second_decision_rate == 0.0
+
+    def test_a_later_world_with_its_own_prefix_shares_no_customer_and_starts_on_its_first_day(self) -> None:
+        """The second period of a loop: new customers, decided from its first day on, served as truly as
+        the first's (the served actions' true rates are those of the truth table)."""
+        first, later = FakeService(), FakeService()
+        play(first, live_config(30, 5, seed=1), progress=False)
+        result = play(
+            later, live_config(30, 5, seed=1, first_day=date(2026, 6, 1), customer_prefix="p"), progress=False
+        )
+        earlier = [r for route, body in first.calls if route == "/rank_batch" for r in body["requests"]]
+        decided = [r for route, body in later.calls if route == "/rank_batch" for r in body["requests"]]
+        assert all(r["customer_id"].startswith("c") for r in earlier)
+        assert all(r["customer_id"].startswith("p") for r in decided)
+        assert min(r["as_of"] for r in decided) >= "2026-06-01"
+        assert max(r["as_of"] for r in decided) < "2026-06-06"
+        truth = result.total.served_truth
+        assert sum(t["decisions"] for t in truth.values()) == 30
+        assert all(0 <= t["p_conversion"] <= 1 and 0 <= t["p_churn"] <= 1 for t in truth.values())
 
 
 @dataclass

@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 import time
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help=HELP,
         # argparse would show the optional mode as required, and --out as optional.
         usage="%(prog)s [-h] [--customers N] [--seed S] --out DIR [--start ISO]\n"
-        "       %(prog)s live --url URL [--customers N] [--days D] [--seed S] [--json FILE]",
+        "       %(prog)s live --url URL [--customers N] [--days D] [--seed S] [--first-day DATE]\n"
+        "                     [--id-prefix P] [--json FILE]",
         description=(
             "Simulate customers with latent traits, their multi-channel journeys and marketing history, and "
             "randomised decisions with known propensities. Writes events.parquet, customers.parquet, "
@@ -74,6 +75,20 @@ def _register_live(modes: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "--days", type=int, default=30, metavar="D", help="days the decisions span (default 30)"
     )
     live.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
+    live.add_argument(
+        "--first-day",
+        type=_parse_day,
+        metavar="DATE",
+        help="the first day decisions may fall on, ISO 8601 (default "
+        f"{(DEFAULT_START + timedelta(days=LIVE_LEAD_DAYS)).date().isoformat()})",
+    )
+    live.add_argument(
+        "--id-prefix",
+        default="c",
+        metavar="P",
+        help="what the customer ids start with (default c): worlds with distinct prefixes can be played "
+        "one after another against one store",
+    )
     live.add_argument("--json", type=Path, metavar="FILE", help="also write the figures to FILE as JSON")
     live.set_defaults(handler=run_live)
 
@@ -87,7 +102,10 @@ def run_live(args: argparse.Namespace) -> int:
         raise NextbestError(f"--days must be at least 1, got {args.days}")
     service = ServiceClient(args.url, os.environ.get("NEXTBEST_API_KEY") or None)
     began = time.perf_counter()
-    result = play(service, live_config(args.customers, args.days, args.seed))
+    config = live_config(
+        args.customers, args.days, args.seed, first_day=args.first_day, customer_prefix=args.id_prefix
+    )
+    result = play(service, config)
     if args.json is not None:
         try:
             args.json.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
@@ -135,6 +153,13 @@ def _parse_start(text: str) -> datetime:
     except ValueError as exc:
         raise NextbestError(f"--start must be an ISO 8601 date or time, got {text!r}") from exc
     return start if start.tzinfo is not None else start.replace(tzinfo=UTC)
+
+
+def _parse_day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 date: {text!r}") from exc
 
 
 def _summary(world: SimulatedWorld, folder: Path, seconds: float) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time, timedelta
 
 from nextbest.errors import NextbestError
 
@@ -90,6 +90,7 @@ class SimulationConfig:
     Attributes:
         n_customers: Number of customers.
         seed: Seed of every random draw; equal seeds give equal worlds.
+        customer_prefix: What each customer id starts with, before its zero-padded number.
         start: First instant of the world (timezone-aware).
         span_days: Length of the observation window; events end before `start + span_days`.
         horizon_days: Conversion label window H after a decision.
@@ -109,6 +110,7 @@ class SimulationConfig:
 
     n_customers: int = 10_000
     seed: int = 0
+    customer_prefix: str = "c"
     start: datetime = DEFAULT_START
     span_days: int = 273
     horizon_days: int = 30
@@ -172,8 +174,12 @@ class SimulationConfig:
 LIVE_LEAD_DAYS = 75
 
 
-def live_config(customers: int, days: int, seed: int) -> SimulationConfig:
-    """A world whose customers are each decided once, within `days` days after `LIVE_LEAD_DAYS` of history.
+def live_config(
+    customers: int, days: int, seed: int, *, first_day: date | None = None, customer_prefix: str = "c"
+) -> SimulationConfig:
+    """A world whose customers are each decided once, within `days` days after `LIVE_LEAD_DAYS` of history:
+    from `first_day` (default `LIVE_LEAD_DAYS` after the default start) on. Worlds with distinct
+    `customer_prefix`es share no customer, so they can be played one after another against one store.
 
     Second decisions come at least a conversion horizon after the first, which would take them past a
     short live period; the world runs on after the last decision until every outcome is known.
@@ -185,9 +191,14 @@ def live_config(customers: int, days: int, seed: int) -> SimulationConfig:
     # world (and the events posted after the last decision) short.
     gap = horizon + 1
     span = LIVE_LEAD_DAYS + days + gap + max(horizon, churn_days) + 1
+    start = DEFAULT_START
+    if first_day is not None:
+        start = datetime.combine(first_day, time(), UTC) - timedelta(days=LIVE_LEAD_DAYS)
     return SimulationConfig(
         n_customers=customers,
         seed=seed,
+        customer_prefix=customer_prefix,
+        start=start,
         decision_window=(float(LIVE_LEAD_DAYS), float(LIVE_LEAD_DAYS + days)),
         second_decision_rate=0.0,
         second_decision_gap=(float(gap), float(gap)),

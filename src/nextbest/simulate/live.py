@@ -45,7 +45,9 @@ _TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 @dataclass(frozen=True)
 class Figures:
     """The true value per decision of the served actions, of a uniformly random choice among the actions
-    and of the best one (the oracle), in the catalog's units, and which model versions answered how often.
+    and of the best one (the oracle), in the catalog's units; which model versions answered how often; and
+    per served action, its decisions and the mean of their true P(conversion) and P(churn) (what a monitor's
+    realised rates estimate).
     """
 
     decisions: int
@@ -53,17 +55,35 @@ class Figures:
     random_value_per_decision: float
     oracle_value_per_decision: float
     model_versions: dict[str, int]
+    served_truth: dict[str, dict[str, float]]
 
     @staticmethod
-    def of(values: FloatArray, served: IntArray, versions: list[str]) -> Figures:
-        """The figures of decisions with true values `values` [N, K], served actions `served` [N] (catalog
-        indices) answered by model `versions`."""
+    def of(
+        values: FloatArray,
+        truth: tuple[FloatArray, FloatArray],
+        served: IntArray,
+        versions: list[str],
+        actions: tuple[str, ...],
+    ) -> Figures:
+        """The figures of decisions with true values `values` and true probabilities `truth` (conversion,
+        churn) [N, K] each, served actions `served` [N] (indices of `actions`) answered by model
+        `versions`."""
+        rows = np.arange(len(served))
+        conversion, churn = (matrix[rows, served] for matrix in truth)
         return Figures(
             decisions=len(served),
-            value_per_decision=float(values[np.arange(len(served)), served].mean()),
+            value_per_decision=float(values[rows, served].mean()),
             random_value_per_decision=float(values.mean(axis=1).mean()),
             oracle_value_per_decision=float(values.max(axis=1).mean()),
             model_versions=dict(sorted(Counter(versions).items())),
+            served_truth={
+                actions[a]: {
+                    "decisions": int((served == a).sum()),
+                    "p_conversion": float(conversion[served == a].mean()),
+                    "p_churn": float(churn[served == a].mean()),
+                }
+                for a in np.unique(served).tolist()
+            },
         )
 
 
@@ -114,7 +134,8 @@ def _valued(
     """The figures of the world's decisions, in all and per live day; `versions` names the model version
     that answered each (customer id, decision time)."""
     decisions = world.decisions
-    values = true_action_values(truth_matrices(world.truth, decisions, catalog.ids), catalog)
+    truth = truth_matrices(world.truth, decisions, catalog.ids)
+    values = true_action_values(truth, catalog)
     index = {a: i for i, a in enumerate(catalog.ids)}
     served = np.array([index[a] for a in decisions.column("action").to_pylist()], dtype=np.int64)
     stamps = decisions.column("timestamp").to_pylist()
@@ -122,11 +143,14 @@ def _valued(
     answered = np.array([versions[key] for key in zip(ids, times, strict=True)], dtype=object)
     first_day = world.config.start + timedelta(days=world.config.decision_window[0])
     day = np.array([(t - first_day).days + 1 for t in stamps], dtype=np.int64)
-    per_day = {
-        int(d): Figures.of(values[day == d], served[day == d], list(answered[day == d]))
-        for d in np.unique(day)
-    }
-    return Figures.of(values, served, list(answered)), per_day
+
+    def figures(rows: np.ndarray) -> Figures:
+        return Figures.of(
+            values[rows], (truth[0][rows], truth[1][rows]), served[rows], list(answered[rows]), catalog.ids
+        )
+
+    per_day = {int(d): figures(day == d) for d in np.unique(day)}
+    return figures(np.ones(len(served), dtype=bool)), per_day
 
 
 class _Player:
@@ -145,7 +169,7 @@ class _Player:
         self._max_events, self._max_batch = max_events, max_batch
         self._bar = bar
         self._actions = {a: i for i, a in enumerate(config.action_ids)}
-        self._ids = customer_ids(config.n_customers)
+        self._ids = customer_ids(config.n_customers, config.customer_prefix)
         self._customers_posted = False
         # Every event of customer c before posted_until[c] (seconds) has been posted, none after it.
         self._posted_until = np.zeros(config.n_customers, dtype=np.int64)

@@ -106,15 +106,16 @@ class Population:
         return len(self.customer_ids)
 
 
-def customer_ids(n: int) -> pa.Array:
-    """ "c000001", "c000002", ...: zero-padded so that string order is numeric order."""
+def customer_ids(n: int, prefix: str = "c") -> pa.Array:
+    """`prefix` + "000001", "000002", ...: zero-padded so that string order is numeric order."""
     width = max(6, len(str(n)))
     digits = np.char.zfill(np.arange(1, n + 1).astype(str), width)
-    return pa.array(np.char.add("c", digits), pa.string())
+    return pa.array(np.char.add(prefix, digits), pa.string())
 
 
-def draw_population(n: int, rng: np.random.Generator) -> Population:
-    """Draws `n` customers: correlated latent traits first, then profiles from them."""
+def draw_population(n: int, rng: np.random.Generator, prefix: str = "c") -> Population:
+    """Draws `n` customers (ids `customer_ids(n, prefix)`): correlated latent traits first, then profiles
+    from them."""
     z_age, z_tenure, *noise = rng.standard_normal((9, n))
     region = rng.choice(len(REGIONS), size=n, p=_REGION_SHARES).astype(np.int64)
     income = _REGION_INCOME[region]
@@ -138,7 +139,7 @@ def draw_population(n: int, rng: np.random.Generator) -> Population:
         email_opt_in=rng.random(n) < sigmoid(0.6 + 1.3 * traits.email_affinity),
         tenure_days=np.clip(np.round(np.exp(6.0 + 1.0 * z_tenure)), 1, 3650).astype(np.int64),
     )
-    return Population(customer_ids(n), traits, profiles)
+    return Population(customer_ids(n, prefix), traits, profiles)
 
 
 def _draw_device(rng: np.random.Generator, app: FloatArray, z_age: FloatArray) -> IntArray:

@@ -101,7 +101,7 @@ def simulate(config: SimulationConfig, decider: Decider | None = None) -> Simula
         The world's tables and metadata.
     """
     rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(7)]
-    population = draw_population(config.n_customers, rngs[0])
+    population = draw_population(config.n_customers, rngs[0], config.customer_prefix)
     timeline = _draw_timeline(rngs[1], config)
     rates = (config.email_rate, config.push_rate, config.sms_rate)
     marketing = marketing_history(
