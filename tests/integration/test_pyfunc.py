@@ -9,16 +9,17 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
 from nextbest.cli import main
 from nextbest.data import load_events
-from nextbest.journeys import requests_at_end
+from nextbest.journeys import LabelRules, requests_at_end
 from nextbest.model import TemperatureScaling
 from nextbest.registry import assign_aliases
 from nextbest.scoring import decide, decisions_table
-from nextbest.scoring.decision_log import DecisionLogWriter
+from nextbest.scoring.decision_log import DecisionLogWriter, with_outcomes
 from nextbest.scoring.pyfunc import load_scorer, load_version, log_model
 from nextbest.scoring.records import score_records
 from nextbest.scoring.tables import records_from_tables
@@ -305,3 +306,41 @@ def test_a_log_without_exploration_is_said_to_value_no_other_policy_and_promotes
     assert f"This log cannot value champion, challenger: {reason}" in out
     assert "Refused: nextbest@champion stays at version 1." in out
     assert str(registry.get_model_version_by_alias("nextbest", "champion").version) == "1"
+
+
+def test_promote_reads_outcomes_off_the_events_when_the_decisions_have_none(
+    registry: mlflow.MlflowClient, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A store's export has no outcome columns: promote reads them off the events by the label rules, and
+    judges as it does on the same decisions with the world's own outcomes (which follow those rules)."""
+    world, log, _ = registered_world(registry, tmp_path, n_customers=150, seed=12)
+    miscalibrated = make_scorer(log, world.customers)
+    miscalibrated.calibrators["action_conversion"] = TemperatureScaling(temperature=1.0, bias=6.0)
+    with mlflow.start_run():
+        info = log_model(
+            miscalibrated, records_from_tables(log, requests_at_end(log).slice(0, 1)), "nextbest"
+        )
+    assign_aliases(registry, "nextbest", str(info.registered_model_version))
+    # The events end 20 days before the last decision: the latest decisions' windows are still open.
+    end = pc.subtract(pc.max(world.decisions["timestamp"]), pa.scalar(20 * 86_400_000_000, pa.duration("us")))
+    events = world.events.filter(pc.less(world.events["timestamp"], end))
+    pq.write_table(events, tmp_path / "events.parquet")
+    bare = world.decisions.drop_columns(["converted", "churned"])
+    known = with_outcomes(bare, load_events(events), LabelRules())
+    closed = pc.and_(pc.is_valid(known["converted"]), pc.is_valid(known["churned"]))
+    decided = known.filter(closed).column("converted").to_pylist()
+    assert decided == world.decisions.filter(closed).column("converted").to_pylist()  # the rules agree
+    pq.write_table(bare, tmp_path / "bare.parquet")
+    pq.write_table(known.filter(closed), tmp_path / "closed.parquet")
+    tables = ["--events", str(tmp_path / "events.parquet")]
+    tables += ["--customers", str(tmp_path / "world" / "customers.parquet"), "--resamples", "50"]
+    printed = {}
+    for name in ("bare", "closed"):
+        assert main(["promote", *tables, "--decisions", str(tmp_path / f"{name}.parquet")]) == 3
+        printed[name] = capsys.readouterr().out
+    still_open = world.decisions.num_rows - known.filter(closed).num_rows
+    assert still_open > 0
+    left_out, *figures = printed["bare"].splitlines()
+    total = world.decisions.num_rows
+    assert left_out == f"decisions: {still_open:,} of {total:,} left out, their outcome window still open"
+    assert figures == printed["closed"].splitlines()

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from nextbest.commands.outcome_rules import add_outcome_rules, outcome_rules
 from nextbest.data import CUSTOMERS, DECISIONS, ValidationReport, load_events, load_table
 from nextbest.data.events import EventLog
 from nextbest.errors import NextbestError
@@ -59,18 +60,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="PATH",
         help="logged decisions with propensities, or the service's decision log directory",
     )
-    outcomes = parser.add_argument_group(
-        "outcomes of a decision log", "how converted and churned are read off the events after each decision"
-    )
-    outcomes.add_argument(
-        "--conversion-event", default="purchase", help="event type of a conversion (purchase)"
-    )
-    outcomes.add_argument(
-        "--horizon-days", type=float, default=30.0, help="conversion window after a decision (30)"
-    )
-    outcomes.add_argument(
-        "--churn-days", type=float, default=60.0, help="silence after a decision that is churn (60)"
-    )
+    add_outcome_rules(parser, "outcomes of a decision log")
     parser.add_argument(
         "--catalog", type=Path, metavar="FILE", help="catalog instead of the model's packaged one"
     )
@@ -113,7 +103,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _logged_decisions(args: argparse.Namespace, log: EventLog, report: ValidationReport) -> pa.Table:
     """The decisions table, or a service's decision log with its outcomes read off the events."""
-    from nextbest.journeys.labels import LabelRules
     from nextbest.scoring.decision_log import is_decision_log, read_decision_log, with_outcomes
 
     if not is_decision_log(args.decisions):
@@ -121,12 +110,7 @@ def _logged_decisions(args: argparse.Namespace, log: EventLog, report: Validatio
     served = read_decision_log(args.decisions)
     if served.unreadable_lines:
         print(f"{args.decisions}: skipped {served.unreadable_lines} unreadable line(s)", file=sys.stderr)
-    rules = LabelRules(
-        conversion_event=args.conversion_event,
-        conversion_horizon_days=args.horizon_days,
-        churn_inactivity_days=args.churn_days,
-    )
-    return with_outcomes(served.decisions, log, rules)
+    return with_outcomes(served.decisions, log, outcome_rules(args))
 
 
 def _render(report: PolicyReport, gap: float | None) -> str:

@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from nextbest.commands.outcome_rules import add_outcome_rules, outcome_rules
 from nextbest.data import CUSTOMERS, DECISIONS, load_events, load_table
 from nextbest.errors import NextbestError
 from nextbest.registry import MODEL_NAME
@@ -16,6 +18,7 @@ from nextbest.registry import MODEL_NAME
 if TYPE_CHECKING:
     from nextbest.data.events import EventLog
     from nextbest.decisioning.catalog import ActionCatalog
+    from nextbest.journeys.labels import LabelRules
     from nextbest.scoring.decide import Decisions
     from nextbest.scoring.scorer import JourneyScorer
 
@@ -33,6 +36,10 @@ together. The champion alias moves to the challenger only when
   - the challenger's expected calibration error of P(conversion | action taken) is not worse than the
     champion's by more than --ece-tolerance.
 Otherwise nothing changes and the exit status is 3. Every figure is printed either way.
+
+Decisions without a converted column (a store's `nextbest store export`) have their outcomes read off
+the events that followed them (a --conversion-event within --horizon-days, no activity for
+--churn-days); those whose window is still open are left out, and counted.
 """
 REFUSED = 3
 
@@ -62,6 +69,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--ece-tolerance", type=_non_negative, default=0.005, metavar="X", help="default 0.005"
     )
     parser.add_argument("--resamples", type=int, default=1000, metavar="N", help="bootstrap resamples (1000)")
+    add_outcome_rules(parser, "outcomes of decisions without them")
     parser.set_defaults(handler=run)
 
 
@@ -86,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     customers = None if args.customers is None else load_table(args.customers, CUSTOMERS)
     logged = load_table(args.decisions, DECISIONS)
     if "converted" not in logged.column_names:
-        raise NextbestError("decisions: promotion needs the converted column (calibration of P(conversion))")
+        logged = _closed(logged, log, outcome_rules(args))
     decided = {alias: _decide(scorer, log, customers, logged, catalog) for alias, scorer in scorers.items()}
     from nextbest.evaluation.policies import compare_models, promotion_verdict
 
@@ -112,6 +120,30 @@ def run(args: argparse.Namespace) -> int:
     move_alias(args.name, CHAMPION, versions["challenger"])
     print(f"Promoted: {args.name}@champion is now version {versions['challenger']}.")
     return 0
+
+
+def _closed(logged: pa.Table, log: EventLog, rules: LabelRules) -> pa.Table:
+    """The decisions with their outcomes read off the events, those still open left out (and counted).
+
+    Raises:
+        NextbestError: no decision's outcome is known yet.
+    """
+    from nextbest.scoring.decision_log import with_outcomes
+
+    derived = with_outcomes(
+        logged.drop_columns([c for c in ("churned",) if c in logged.column_names]), log, rules
+    )
+    closed = derived.filter(pc.and_(pc.is_valid(derived["converted"]), pc.is_valid(derived["churned"])))
+    if not closed.num_rows:
+        raise NextbestError(
+            f"decisions: none of the {logged.num_rows:,} decisions has a closed outcome window yet"
+        )
+    if closed.num_rows < logged.num_rows:
+        print(
+            f"decisions: {logged.num_rows - closed.num_rows:,} of {logged.num_rows:,} left out, their "
+            "outcome window still open"
+        )
+    return closed
 
 
 def _non_negative(text: str) -> float:
