@@ -19,6 +19,7 @@ from nextbest.data import load_events
 from nextbest.decisioning.catalog import ActionCatalog, ControlGroup
 from nextbest.monitoring.monitor import MonitorOptions, monitor
 from nextbest.monitoring.reference import Binning, InputReference, model_inputs, training_reference
+from nextbest.monitoring.sources import ServedDecisions
 from nextbest.monitoring.stats import (
     DriftThresholds,
     calibration_in_the_large,
@@ -151,6 +152,7 @@ def test_history_inputs_are_read_as_the_model_reads_them() -> None:
 # --- on simulated worlds, served by a (small, untrained) scorer -------------------------------------------
 
 WORLD_SIZE = 500
+CONTROL = ControlGroup(share=0.2)  # the control group that `serve` serves
 
 
 @pytest.fixture(scope="module")
@@ -177,11 +179,15 @@ def serve(scorer: JourneyScorer, world: SimulatedWorld, events: pa.Table, folder
     """The decision log of `scorer` serving the world's decision moments, a fifth to a control group."""
     log = load_events(events)
     records = records_from_tables(log, decision_moments(world), world.customers)
-    catalog = dataclasses.replace(scorer.action_catalog, control=ControlGroup(share=0.2))
+    catalog = dataclasses.replace(scorer.action_catalog, control=CONTROL)
     writer = DecisionLogWriter(folder)
     writer.append(records, score_records(scorer, records, "1", catalog))
     writer.close()
     return folder
+
+
+def logged(folder: Path) -> ServedDecisions:
+    return ServedDecisions.from_log(read_decision_log(folder))
 
 
 def web_moved_to_app(events: pa.Table, share: float, seed: int) -> pa.Table:
@@ -207,7 +213,7 @@ def test_a_changed_channel_mix_raises_drift_on_the_channels_alone(
     options = MonitorOptions(resamples=100)
     summaries = {}
     for name, events in (("same", world.events), ("changed", web_moved_to_app(world.events, 0.8, seed))):
-        served = read_decision_log(serve(scorer, world, events, tmp_path / name))
+        served = logged(serve(scorer, world, events, tmp_path / name))
         summaries[name] = monitor(served, load_events(events), scorer.reference, world.customers, options)
     assert drifted_inputs(summaries["same"]) == set()
     assert drifted_inputs(summaries["changed"]) == {"channel"}
@@ -226,7 +232,7 @@ def test_outcomes_lift_and_what_was_skipped(scorer: JourneyScorer, tmp_path: Pat
     as_of = sorted(world.decisions.column("timestamp").to_pylist())
     end = pa.scalar(as_of[len(as_of) // 2] + timedelta(days=10), pa.timestamp("us", tz="UTC"))
     events = world.events.filter(pc.less(world.events.column("timestamp"), end))
-    summary = monitor(read_decision_log(folder), load_events(events), "no model given", None)
+    summary = monitor(logged(folder), load_events(events), "no model given", None)
     decisions, outcomes, lift = summary["decisions"], summary["outcomes"], summary["lift"]
     assert decisions["total"] == world.decisions.num_rows
     assert decisions["skipped"]["unreadable_lines"] == 1
@@ -283,7 +289,7 @@ def test_a_week_on_week_fall_and_a_silence_alert(tmp_path: Path) -> None:
         )
         writer.append([ScoringRequest(customer_id=customer_id, events=[])], [answer])
     writer.close()
-    summary = monitor(read_decision_log(tmp_path), events, "no model", None, MonitorOptions(resamples=50))
+    summary = monitor(logged(tmp_path), events, "no model", None, MonitorOptions(resamples=50))
     fired = {alert["name"]: alert for alert in summary["alerts"]}
     assert set(fired) == {"success_rate_falling", "no_responses"}
     assert "fell 67% week on week" in fired["success_rate_falling"]["message"]
@@ -305,4 +311,4 @@ def test_a_log_without_served_decisions_is_a_message_not_a_traceback(
     writer.append([record], [fallback_answer(record, ActionCatalog.default(("email",)), "1", "deadline")])
     writer.close()
     assert main([*args, "--decisions", str(tmp_path / "log")]) == 1
-    assert "no decision the model served (0 unreadable lines, 1 fallback answers" in capsys.readouterr().err
+    assert "no decision the model served (0 unreadable log lines, 1 fallback" in capsys.readouterr().err
