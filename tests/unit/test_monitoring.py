@@ -222,6 +222,45 @@ def test_a_changed_channel_mix_raises_drift_on_the_channels_alone(
     assert len(statuses) == len(scorer.reference.bins)
 
 
+# What e-mail pressure moves: the e-mails are a share of every history. The profiles stay as they were.
+HISTORY_INPUTS = {"event_type", "channel", "history_length", "gap_hours"}
+
+
+@pytest.mark.parametrize("seed", [2, 3, 4])
+def test_a_changed_email_pressure_raises_drift_on_the_history_inputs_alone(
+    scorer: JourneyScorer, tmp_path: Path, seed: int
+) -> None:
+    """The reference stands for the world before the change (where the model was trained), the served
+    world for the one after: the same world, its e-mail campaigns stopped, or sent ten times as often.
+
+    Measured over seeds 2 to 7: stopping them removes the e-mail events from every history (PSI above 1
+    on the event-type and channel mix) and lengthens the gaps (0.34 to 0.40), while the history length
+    falls by a PSI of 0.20 to 0.33, either side of the drifted threshold. Ten times as many saturate
+    (only opted-in customers are mailed, and heavily mailed ones unsubscribe: the simulator's fatigue):
+    each history input moves by a PSI of 0.18 to 0.48, the number of events most. So every history
+    input is at least shifted, the largest moves alert, and nothing else moves: the profiles are the
+    same customers', and this untrained scorer's score barely reads the e-mails (PSI at most 0.06).
+    """
+    config = SimulationConfig(n_customers=WORLD_SIZE, seed=seed)
+    assert scorer.reference is not None
+    options = MonitorOptions(resamples=100)
+    summaries = {}
+    for name, rate in (("same", config.email_rate), ("stopped", 0.0), ("tenfold", 10 * config.email_rate)):
+        world = simulate(dataclasses.replace(config, email_rate=rate))
+        served = logged(serve(scorer, world, world.events, tmp_path / name))
+        summaries[name] = monitor(
+            served, load_events(world.events), scorer.reference, world.customers, options
+        )
+    assert drifted_inputs(summaries["same"]) == set()
+    for name in ("stopped", "tenfold"):
+        statuses = {n: e["status"] for n, e in summaries[name]["drift"]["inputs"].items()}
+        assert {statuses.pop(n) for n in HISTORY_INPUTS} <= {"shifted", "drifted"}
+        assert set(statuses.values()) == {"stable"}
+        assert drifted_inputs(summaries[name]) <= HISTORY_INPUTS
+    assert {"event_type", "channel", "gap_hours"} <= drifted_inputs(summaries["stopped"])
+    assert "history_length" in drifted_inputs(summaries["tenfold"])
+
+
 def test_outcomes_lift_and_what_was_skipped(scorer: JourneyScorer, tmp_path: Path) -> None:
     world = simulate(SimulationConfig(n_customers=WORLD_SIZE, seed=4))
     folder = serve(scorer, world, world.events, tmp_path / "log")
