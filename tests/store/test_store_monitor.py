@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 
 from nextbest.cli import main
 from nextbest.data import ValidationReport, load_events
+from nextbest.decisioning import ActionCatalog
 from nextbest.monitoring.monitor import MonitorOptions, monitor
 from nextbest.monitoring.sources import CONTROL_NOT_RECORDED, STORE_NOT_RECORDED, read_store
 from nextbest.scoring.decision_log import read_decision_log
@@ -100,6 +102,19 @@ def test_the_command_reads_a_store_and_says_what_it_does_not_record(
     assert not summary["calibration"]["available"]
     assert "calibration_off" not in {alert["name"] for alert in summary["alerts"]}
     assert (tmp_path / "out" / "report.html").read_text().count("Not measured") >= 2
+
+
+def test_a_store_without_contacts_or_events_is_a_message(
+    store_uri: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["monitor", "--store", store_uri, "--out", str(tmp_path / "out")]
+    assert main(args) == 1
+    assert f"the store {store_uri} holds no served contact: nothing to monitor" in capsys.readouterr().err
+    catalog = ActionCatalog.default(("email_offer",))
+    with open_store(store_uri) as store:
+        store.serve("c1", datetime(2026, 3, 1, tzinfo=UTC), "d-1", [Candidate("email_offer")], catalog)
+    assert main(args) == 1
+    assert f"the store {store_uri} holds no event: nothing to monitor" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -148,10 +148,7 @@ def _inputs(
 def _model(model_uri: str | None) -> tuple[InputReference | str, ControlGroup | None]:
     """The model's input reference (or why drift cannot be measured) and its catalog's control group."""
     if model_uri is None:
-        message = (
-            "no model given (--model): drift is measured against the reference a model saved at training."
-        )
-        return message, None
+        return NO_MODEL, None
     from nextbest.scoring.pyfunc import load_version
 
     scorer, version = load_version(model_uri)

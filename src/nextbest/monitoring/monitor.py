@@ -1,7 +1,7 @@
 """`nextbest monitor`'s numbers: from served decisions (a decision log, or a store's contacts) and the
-events that followed, what was served, what
-it did, how the policy compares with the control group, whether the served probabilities hold, how far
-the model's inputs have moved since training, and the alerts that follow.
+events that followed, what was served, what it did, how the policy compares with the control group,
+whether the served probabilities hold, how far the model's inputs have moved since training, and the
+alerts that follow.
 
 Outcomes are delayed: a decision counts towards conversion (churn) only once its whole conversion
 (churn) window lies inside the events. Counting the early ones too would bias the rates upwards, as a
@@ -151,7 +151,7 @@ def monitor(
     options = options or MonitorOptions()
     if served.table.num_rows == 0:
         skipped = ", ".join(f"{n:,} {SKIPPED[kind]}" for kind, n in served.skipped.items())
-        raise NextbestError(f"no decision the model served ({skipped or 'none stored'})")
+        raise NextbestError("no decision the model served" + (f" ({skipped})" if skipped else ""))
     arrays = Served.read(served.table, events, options.rules)
     summary: dict[str, Any] = {
         "decisions": decision_mix(arrays, served),

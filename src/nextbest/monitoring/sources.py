@@ -21,6 +21,7 @@ from nextbest.data import CUSTOMERS, ValidationReport, load_events, load_table
 from nextbest.data.events import EventLog
 from nextbest.decisioning.catalog import ControlGroup
 from nextbest.decisioning.policy import control_members
+from nextbest.errors import DataContractError
 from nextbest.scoring.decision_log import LOG_COLUMNS, DecisionLog
 from nextbest.store import open_store
 from nextbest.store.transfer import export_tables
@@ -115,11 +116,14 @@ def read_store(uri: str, control: ControlGroup | None, report: ValidationReport)
 
     Raises:
         StoreError: the store cannot be opened or read.
-        DataContractError: the store holds no events.
+        DataContractError: the store holds no served contact, or no event.
     """
     with open_store(uri) as store, tempfile.TemporaryDirectory(prefix="nextbest-monitor-") as folder:
         exported = Path(folder)
         rows = export_tables(store, exported)
+        for name, what in (("decisions.parquet", "served contact"), ("events.parquet", "event")):
+            if not rows[name]:
+                raise DataContractError(f"the store {uri} holds no {what}: nothing to monitor")
         events = load_events(exported / "events.parquet", report)
         customers = None
         if rows["customers.parquet"]:
