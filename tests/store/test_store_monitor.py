@@ -4,12 +4,12 @@ it does not record."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 
 from nextbest.cli import main
@@ -36,10 +36,11 @@ def world() -> SimulatedWorld:
     return simulate(SimulationConfig(n_customers=200, seed=6))
 
 
-def served_into_store(store_uri: str, scorer: JourneyScorer, world: SimulatedWorld, log: Path) -> None:
-    """The store of a service that served the log's decisions and was then sent every event and profile."""
+def served_into_store(store_uri: str, log: Path, events: pa.Table, customers: pa.Table) -> None:
+    """The store of a service that served the log's decisions (each a contact: no limit holds one back)
+    and was then sent every event and profile."""
     decisions = read_decision_log(log).decisions.to_pylist()
-    catalog = dataclasses.replace(scorer.action_catalog, control=CONTROL)
+    catalog = ActionCatalog.default(tuple({d["action"] for d in decisions}))
     with open_store(store_uri) as store:
         served = store.serve_many(
             [
@@ -50,16 +51,16 @@ def served_into_store(store_uri: str, scorer: JourneyScorer, world: SimulatedWor
             ],
             catalog,
         )
-        assert [s.action for s in served] == [d["action"] for d in decisions]  # no limit held one back
-        assert store.append_events(world.events).rejected == ()
-        assert store.upsert_profiles(world.customers).rejected == ()
+        assert [s.action for s in served] == [d["action"] for d in decisions]
+        assert store.append_events(events).rejected == ()
+        assert store.upsert_profiles(customers).rejected == ()
 
 
 def test_a_store_gives_the_logs_numbers_where_both_record_them(
     store_uri: str, scorer: JourneyScorer, world: SimulatedWorld, tmp_path: Path
 ) -> None:
     log = serve(scorer, world, world.events, tmp_path / "log")
-    served_into_store(store_uri, scorer, world, log)
+    served_into_store(store_uri, log, world.events, world.customers)
     assert scorer.reference is not None
     from_log = monitor(logged(log), load_events(world.events), scorer.reference, world.customers, OPTIONS)
     stored = read_store(store_uri, CONTROL, ValidationReport())
@@ -90,7 +91,8 @@ def test_the_command_reads_a_store_and_says_what_it_does_not_record(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    served_into_store(store_uri, scorer, world, serve(scorer, world, world.events, tmp_path / "log"))
+    log = serve(scorer, world, world.events, tmp_path / "log")
+    served_into_store(store_uri, log, world.events, world.customers)
     assert main(["monitor", "--store", store_uri, "--out", str(tmp_path / "out")]) == 0
     printed = capsys.readouterr().out
     assert f"{world.decisions.num_rows:,} decisions (unknown control)" in printed
