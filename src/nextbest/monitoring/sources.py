@@ -71,6 +71,7 @@ class ServedDecisions:
 
     @classmethod
     def from_log(cls, log: DecisionLog) -> ServedDecisions:
+        """A decision log's decisions: it records every column, and counts what it skipped."""
         skipped = {
             "unreadable_lines": log.unreadable_lines,
             "fallback_answers": log.fallbacks,
