@@ -4,10 +4,12 @@ in `test-artifacts/`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import mlflow
+import pyarrow.parquet as pq
 import pytest
 
 from nextbest.cli import main
@@ -19,7 +21,8 @@ from nextbest.scoring.scorer import JourneyScorer
 from nextbest.scoring.tables import records_from_tables
 from nextbest.simulate import SimulationConfig, simulate, write_world
 from tests.integration.test_journey_report import ARTIFACTS, render
-from tests.unit.test_monitoring import WORLD_SIZE, scorer_with_reference, serve
+from tests.store.test_store_monitor import served_into_store
+from tests.unit.test_monitoring import CONTROL, WORLD_SIZE, scorer_with_reference, serve
 
 pytestmark = pytest.mark.integration
 
@@ -88,3 +91,27 @@ def test_a_model_without_a_reference_says_so_and_the_rest_is_measured(
     assert not summary["drift"]["available"]
     assert "Retrain it to measure drift" in summary["drift"]["message"]
     assert summary["outcomes"]["overall"]["decisions"] == summary["decisions"]["total"] > 0
+
+
+def test_a_store_and_the_models_control_group_measure_what_the_log_measures(
+    registry: mlflow.MlflowClient, served_world: tuple[Path, Path, JourneyScorer], tmp_path: Path
+) -> None:
+    """The model registered with the catalog that served the log, control group included: `--store`
+    recomputes each customer's membership and measures the log's lift and drift (the score's aside)."""
+    world, log, scorer = served_world
+    scorer.catalog = dataclasses.replace(scorer.action_catalog, control=CONTROL)
+    model = register(scorer, registry)
+    store = f"sqlite:///{tmp_path / 'store.db'}"
+    served_into_store(
+        store, log, pq.read_table(world / "events.parquet"), pq.read_table(world / "customers.parquet")
+    )
+    assert main(monitor_args(world, log, tmp_path / "log", model)) == 0
+    assert main(["monitor", "--store", store, "--model", model, "--out", str(tmp_path / "store")]) == 0
+    from_log = json.loads((tmp_path / "log" / "summary.json").read_text())
+    from_store = json.loads((tmp_path / "store" / "summary.json").read_text())
+    assert from_store["decisions"]["control"] == from_log["decisions"]["control"] > 0
+    assert from_store["lift"] == from_log["lift"]
+    assert from_store["drift"]["inputs"].pop("score")["status"] == "not measured"
+    assert from_store["drift"]["inputs"] == {
+        n: e for n, e in from_log["drift"]["inputs"].items() if n != "score"
+    }

@@ -19,6 +19,7 @@ from nextbest.data import load_events
 from nextbest.decisioning.catalog import ActionCatalog, ControlGroup
 from nextbest.monitoring.monitor import MonitorOptions, monitor
 from nextbest.monitoring.reference import Binning, InputReference, model_inputs, training_reference
+from nextbest.monitoring.sources import ServedDecisions
 from nextbest.monitoring.stats import (
     DriftThresholds,
     calibration_in_the_large,
@@ -151,6 +152,7 @@ def test_history_inputs_are_read_as_the_model_reads_them() -> None:
 # --- on simulated worlds, served by a (small, untrained) scorer -------------------------------------------
 
 WORLD_SIZE = 500
+CONTROL = ControlGroup(share=0.2)  # the control group that `serve` serves
 
 
 @pytest.fixture(scope="module")
@@ -177,11 +179,15 @@ def serve(scorer: JourneyScorer, world: SimulatedWorld, events: pa.Table, folder
     """The decision log of `scorer` serving the world's decision moments, a fifth to a control group."""
     log = load_events(events)
     records = records_from_tables(log, decision_moments(world), world.customers)
-    catalog = dataclasses.replace(scorer.action_catalog, control=ControlGroup(share=0.2))
+    catalog = dataclasses.replace(scorer.action_catalog, control=CONTROL)
     writer = DecisionLogWriter(folder)
     writer.append(records, score_records(scorer, records, "1", catalog))
     writer.close()
     return folder
+
+
+def logged(folder: Path) -> ServedDecisions:
+    return ServedDecisions.from_log(read_decision_log(folder))
 
 
 def web_moved_to_app(events: pa.Table, share: float, seed: int) -> pa.Table:
@@ -207,13 +213,52 @@ def test_a_changed_channel_mix_raises_drift_on_the_channels_alone(
     options = MonitorOptions(resamples=100)
     summaries = {}
     for name, events in (("same", world.events), ("changed", web_moved_to_app(world.events, 0.8, seed))):
-        served = read_decision_log(serve(scorer, world, events, tmp_path / name))
+        served = logged(serve(scorer, world, events, tmp_path / name))
         summaries[name] = monitor(served, load_events(events), scorer.reference, world.customers, options)
     assert drifted_inputs(summaries["same"]) == set()
     assert drifted_inputs(summaries["changed"]) == {"channel"}
     statuses = {n: e["status"] for n, e in summaries["same"]["drift"]["inputs"].items()}
     assert set(statuses.values()) <= {"stable", "shifted"}
     assert len(statuses) == len(scorer.reference.bins)
+
+
+# What e-mail pressure moves: the e-mails are a share of every history. The profiles stay as they were.
+HISTORY_INPUTS = {"event_type", "channel", "history_length", "gap_hours"}
+
+
+@pytest.mark.parametrize("seed", [2, 3, 4])
+def test_a_changed_email_pressure_raises_drift_on_the_history_inputs_alone(
+    scorer: JourneyScorer, tmp_path: Path, seed: int
+) -> None:
+    """The reference stands for the world before the change (where the model was trained), the served
+    world for the one after: the same world, its e-mail campaigns stopped, or sent ten times as often.
+
+    Measured over seeds 2 to 7: stopping them removes the e-mail events from every history (PSI above 1
+    on the event-type and channel mix) and lengthens the gaps (0.34 to 0.40), while the history length
+    falls by a PSI of 0.20 to 0.33, either side of the drifted threshold. Ten times as many saturate
+    (only opted-in customers are mailed, and heavily mailed ones unsubscribe: the simulator's fatigue):
+    each history input moves by a PSI of 0.18 to 0.48, the number of events most. So every history
+    input is at least shifted, the largest moves alert, and nothing else moves: the profiles are the
+    same customers', and this untrained scorer's score barely reads the e-mails (PSI at most 0.06).
+    """
+    config = SimulationConfig(n_customers=WORLD_SIZE, seed=seed)
+    assert scorer.reference is not None
+    options = MonitorOptions(resamples=100)
+    summaries = {}
+    for name, rate in (("same", config.email_rate), ("stopped", 0.0), ("tenfold", 10 * config.email_rate)):
+        world = simulate(dataclasses.replace(config, email_rate=rate))
+        served = logged(serve(scorer, world, world.events, tmp_path / name))
+        summaries[name] = monitor(
+            served, load_events(world.events), scorer.reference, world.customers, options
+        )
+    assert drifted_inputs(summaries["same"]) == set()
+    for name in ("stopped", "tenfold"):
+        statuses = {n: e["status"] for n, e in summaries[name]["drift"]["inputs"].items()}
+        assert {statuses.pop(n) for n in HISTORY_INPUTS} <= {"shifted", "drifted"}
+        assert set(statuses.values()) == {"stable"}
+        assert drifted_inputs(summaries[name]) <= HISTORY_INPUTS
+    assert {"event_type", "channel", "gap_hours"} <= drifted_inputs(summaries["stopped"])
+    assert "history_length" in drifted_inputs(summaries["tenfold"])
 
 
 def test_outcomes_lift_and_what_was_skipped(scorer: JourneyScorer, tmp_path: Path) -> None:
@@ -226,7 +271,7 @@ def test_outcomes_lift_and_what_was_skipped(scorer: JourneyScorer, tmp_path: Pat
     as_of = sorted(world.decisions.column("timestamp").to_pylist())
     end = pa.scalar(as_of[len(as_of) // 2] + timedelta(days=10), pa.timestamp("us", tz="UTC"))
     events = world.events.filter(pc.less(world.events.column("timestamp"), end))
-    summary = monitor(read_decision_log(folder), load_events(events), "no model given", None)
+    summary = monitor(logged(folder), load_events(events), "no model given", None)
     decisions, outcomes, lift = summary["decisions"], summary["outcomes"], summary["lift"]
     assert decisions["total"] == world.decisions.num_rows
     assert decisions["skipped"]["unreadable_lines"] == 1
@@ -283,7 +328,7 @@ def test_a_week_on_week_fall_and_a_silence_alert(tmp_path: Path) -> None:
         )
         writer.append([ScoringRequest(customer_id=customer_id, events=[])], [answer])
     writer.close()
-    summary = monitor(read_decision_log(tmp_path), events, "no model", None, MonitorOptions(resamples=50))
+    summary = monitor(logged(tmp_path), events, "no model", None, MonitorOptions(resamples=50))
     fired = {alert["name"]: alert for alert in summary["alerts"]}
     assert set(fired) == {"success_rate_falling", "no_responses"}
     assert "fell 67% week on week" in fired["success_rate_falling"]["message"]
@@ -305,4 +350,4 @@ def test_a_log_without_served_decisions_is_a_message_not_a_traceback(
     writer.append([record], [fallback_answer(record, ActionCatalog.default(("email",)), "1", "deadline")])
     writer.close()
     assert main([*args, "--decisions", str(tmp_path / "log")]) == 1
-    assert "no decision the model served (0 unreadable lines, 1 fallback answers" in capsys.readouterr().err
+    assert "no decision the model served (0 unreadable log lines, 1 fallback" in capsys.readouterr().err

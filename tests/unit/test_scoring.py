@@ -159,6 +159,31 @@ def test_records_score_exactly_as_the_tables(
         assert answer.top_action == row["top_action"]
 
 
+def test_the_control_group_and_the_exploration_draw_are_the_customers_online_as_in_batch(
+    scorer: JourneyScorer, log: EventLog, world: SimulatedWorld
+) -> None:
+    """Both hash the customer id (and the draw its as_of): a record is served as the same request is in
+    batch, wherever it stands in the call (online, the records are keyed by their position)."""
+    catalog = ActionCatalog.from_dict(
+        {
+            "actions": [{"id": action} for action in scorer.actions],
+            "exploration": {"policy": "epsilon", "epsilon": 0.5},
+            "control": {"share": 0.3},
+        }
+    )
+    decisions = world.decisions.slice(0, 60)
+    requests = pa.table(
+        {"customer_id": decisions.column("customer_id"), "as_of": decisions.column("timestamp")}
+    )
+    batch = decisions_table(decide(scorer, log, requests, world.customers, catalog=catalog), "7").to_pylist()
+    records = records_from_tables(log, requests, world.customers)
+    backwards = score_records(scorer, records[::-1], "7", catalog)[::-1]
+    for answers in (score_records(scorer, records, "7", catalog), backwards):
+        assert [a.control for a in answers] == [row["control"] for row in batch]
+        assert [a.chosen_action for a in answers] == [row["chosen_action"] for row in batch]
+    assert 0 < sum(row["control"] for row in batch) < len(batch)
+
+
 def test_rules_read_a_boolean_attribute_alike_online_and_in_batch(
     log: EventLog, world: SimulatedWorld
 ) -> None:

@@ -11,12 +11,18 @@ from typing import TYPE_CHECKING, Any
 from nextbest.errors import NextbestError
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from nextbest.data import ValidationReport
+    from nextbest.data.events import EventLog
+    from nextbest.decisioning.catalog import ControlGroup
     from nextbest.monitoring.reference import InputReference
+    from nextbest.monitoring.sources import ServedDecisions
 
 DESCRIPTION = """\
 Monitor the decisions a service served (its decision log, --decisions) against the events that
-followed them (--events): the decision mix per day and action; realised conversion and churn per
+followed them (--events), or the contacts a service with a store served against the store's events
+and profiles (--store): the decision mix per day and action; realised conversion and churn per
 action over the decisions whose outcome window has closed (a --conversion-event within --horizon-days,
 no activity for --churn-days; the decisions still open are counted); the policy's lift over the
 catalog's control group with 95% bootstrap intervals over customers; calibration of the served
@@ -30,7 +36,15 @@ conversion rate significantly 10% or more below the week before), calibration_of
 significantly 20% or more off the served probabilities), input_drift (an input's status is "drifted").
 Writes OUT/report.html (self-contained) and OUT/summary.json (decisions, outcomes, lift, calibration,
 drift, alerts). With --fail-on-alert the exit status is 1 when an alert fires, for schedulers.
+
+A store does not record the model version, the served probabilities or the model's score of a
+decision: with --store, calibration and the score's drift are not measured (summary.json says why),
+and the control group is the one of the --model's catalog (a stable hash of the customer id, as the
+service assigns it); without --model, the lift is not measured.
 """
+
+
+NO_MODEL = "no model given (--model): drift is measured against the reference a model saved at training."
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -40,15 +54,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--decisions", type=Path, required=True, metavar="DIR", help="the service's decision log directory"
+    group = parser.add_argument_group("served decisions: --decisions with --events, or --store")
+    sources = group.add_mutually_exclusive_group(required=True)
+    sources.add_argument("--decisions", type=Path, metavar="DIR", help="the service's decision log directory")
+    sources.add_argument(
+        "--store", metavar="URI", help="the service's customer store: its contacts, events and profiles"
     )
-    parser.add_argument("--events", type=Path, required=True, metavar="PATH", help="events table")
+    group.add_argument("--events", type=Path, metavar="PATH", help="events table (with --decisions)")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
     parser.add_argument(
         "--model", metavar="URI", help="MLflow model URI whose training reference drift is measured against"
     )
-    parser.add_argument("--customers", type=Path, metavar="PATH", help="customers table (profile drift)")
+    parser.add_argument(
+        "--customers", type=Path, metavar="PATH", help="customers table (profile drift; with --decisions)"
+    )
     parser.add_argument("--fail-on-alert", action="store_true", help="exit with status 1 when an alert fires")
     outcomes = parser.add_argument_group("outcomes", "how converted and churned are read off the events")
     outcomes.add_argument(
@@ -74,17 +93,16 @@ def run(args: argparse.Namespace) -> int:
     for name in ("resamples", "sample"):
         if getattr(args, name) < 10:
             raise NextbestError(f"--{name} must be at least 10, got {getattr(args, name)}")
-    from nextbest.data import CUSTOMERS, ValidationReport, load_events, load_table
+    _check_sources(args)
+    from nextbest.data import ValidationReport
     from nextbest.journeys.labels import LabelRules
     from nextbest.monitoring.monitor import MonitorOptions, monitor
     from nextbest.monitoring.report import write_report
-    from nextbest.scoring.decision_log import read_decision_log
 
     began = time.perf_counter()
     report = ValidationReport()
-    log = read_decision_log(args.decisions)
-    events = load_events(args.events, report)
-    customers = None if args.customers is None else load_table(args.customers, CUSTOMERS, report)
+    reference, control = _model(args.model)
+    served, events, customers = _inputs(args, control, report)
     rules = LabelRules(
         conversion_event=args.conversion_event,
         conversion_horizon_days=args.horizon_days,
@@ -93,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     options = MonitorOptions(
         rules=rules, quiet_days=args.quiet_days, resamples=args.resamples, sample=args.sample
     )
-    summary = monitor(log, events, _reference(args.model), customers, options)
+    summary = monitor(served, events, reference, customers, options)
     try:
         page, numbers = write_report(summary, args.out)
     except OSError as exc:
@@ -102,34 +120,64 @@ def run(args: argparse.Namespace) -> int:
     return 1 if args.fail_on_alert and summary["alerts"] else 0
 
 
-def _reference(model_uri: str | None) -> InputReference | str:
-    """The model's input reference, or why drift cannot be measured."""
+def _check_sources(args: argparse.Namespace) -> None:
+    """A decision log comes with its events table and, optionally, a customers table; a store holds
+    both (argparse has made sure that exactly one of --decisions and --store is given)."""
+    if args.decisions is not None and args.events is None:
+        raise NextbestError("--decisions needs --events PATH: the events that followed the decisions")
+    if args.store is not None and (args.events, args.customers) != (None, None):
+        raise NextbestError("--events and --customers go with --decisions: --store reads the store's own")
+
+
+def _inputs(
+    args: argparse.Namespace, control: ControlGroup | None, report: ValidationReport
+) -> tuple[ServedDecisions, EventLog, pa.Table | None]:
+    """The served decisions, the events and the customers' profiles, from a decision log or a store."""
+    from nextbest.data import CUSTOMERS, load_events, load_table
+    from nextbest.monitoring.sources import ServedDecisions, read_store
+    from nextbest.scoring.decision_log import read_decision_log
+
+    if args.store is not None:
+        stored = read_store(args.store, control, report)
+        return stored.decisions, stored.events, stored.customers
+    served = ServedDecisions.from_log(read_decision_log(args.decisions))
+    customers = None if args.customers is None else load_table(args.customers, CUSTOMERS, report)
+    return served, load_events(args.events, report), customers
+
+
+def _model(model_uri: str | None) -> tuple[InputReference | str, ControlGroup | None]:
+    """The model's input reference (or why drift cannot be measured) and its catalog's control group."""
     if model_uri is None:
-        return "no model given (--model): drift is measured against the reference a model saved at training."
+        return NO_MODEL, None
     from nextbest.scoring.pyfunc import load_version
 
     scorer, version = load_version(model_uri)
+    control = scorer.action_catalog.control
     if scorer.reference is None:
         message = (
             f"the model {model_uri} (version {version}) carries no input reference: it was trained before "
             "nextbest saved one with the model. Retrain it to measure drift."
         )
         print(f"nextbest monitor: {message}", file=sys.stderr)
-        return message
-    return scorer.reference
+        return message, control
+    return scorer.reference, control
 
 
 def _print_summary(
     summary: dict[str, Any], report: ValidationReport, seconds: float, page: Path, numbers: Path
 ) -> None:
+    from nextbest.monitoring.sources import SKIPPED
+
     decisions, outcomes, lift = summary["decisions"], summary["outcomes"], summary["lift"]
-    skipped = decisions["skipped"]
+    control = "unknown" if decisions["control"] is None else f"{decisions['control']:,}"
+    skipped = ", ".join(f"{n:,} {SKIPPED[kind]}" for kind, n in decisions["skipped"].items())
     print(
-        f"{decisions['total']:,} decisions ({decisions['control']:,} control); outcome windows still open: "
-        f"{outcomes['open']['conversion']:,} (conversion), {outcomes['open']['churn']:,} (churn); not "
-        f"counted: {skipped['unreadable_lines']:,} unreadable lines, {skipped['fallback_answers']:,} "
-        f"fallbacks, {skipped['nothing_served']:,} with nothing served."
+        f"{decisions['total']:,} decisions ({control} control); outcome windows still open: "
+        f"{outcomes['open']['conversion']:,} (conversion), {outcomes['open']['churn']:,} (churn)"
+        + (f"; not counted: {skipped}." if skipped else ".")
     )
+    for reason in decisions["not_recorded"].values():
+        print(f"Not recorded: {reason}.")
     if lift["available"]:
         difference = lift["conversion_rate_difference"]
         print(

@@ -1,6 +1,7 @@
-"""`nextbest monitor`'s numbers: from a decision log and the events that followed, what was served, what
-it did, how the policy compares with the control group, whether the served probabilities hold, how far
-the model's inputs have moved since training, and the alerts that follow.
+"""`nextbest monitor`'s numbers: from served decisions (a decision log, or a store's contacts) and the
+events that followed, what was served, what it did, how the policy compares with the control group,
+whether the served probabilities hold, how far the model's inputs have moved since training, and the
+alerts that follow.
 
 Outcomes are delayed: a decision counts towards conversion (churn) only once its whole conversion
 (churn) window lies inside the events. Counting the early ones too would bias the rates upwards, as a
@@ -9,12 +10,14 @@ conversion is known as soon as it happens but a non-conversion only when the win
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from nextbest.data.events import EventLog
 from nextbest.data.schema import MICROS_PER_DAY
@@ -22,7 +25,15 @@ from nextbest.data.text import equals_mask
 from nextbest.errors import NextbestError
 from nextbest.journeys.labels import LabelRules
 from nextbest.model.calibration import expected_calibration_error
-from nextbest.monitoring.reference import Binning, InputReference, Observations, model_inputs, sample_rows
+from nextbest.monitoring.reference import (
+    SCORE,
+    Binning,
+    InputReference,
+    Observations,
+    model_inputs,
+    sample_rows,
+)
+from nextbest.monitoring.sources import SKIPPED, ServedDecisions
 from nextbest.monitoring.stats import (
     DriftThresholds,
     calibration_in_the_large,
@@ -32,10 +43,11 @@ from nextbest.monitoring.stats import (
     rate_differences,
     reliability_bins,
 )
-from nextbest.scoring.decision_log import DecisionLog, with_outcomes
+from nextbest.scoring.decision_log import with_outcomes
 
 LEVEL = 0.95
 WEEK_DAYS = 7
+NO_PROFILES = "no customer profiles (--customers, or with --store the store's)"
 
 
 @dataclass(frozen=True)
@@ -96,7 +108,7 @@ class Served:
             day=as_of // MICROS_PER_DAY,
             action=action.astype(np.int64),
             actions=[str(a) for a in actions],
-            control=np.asarray(decisions.column("control").combine_chunks(), dtype=bool),
+            control=np.asarray(decisions.column("control").combine_chunks().fill_null(False), dtype=bool),
             converted=_closed(_floats(observed, "converted"), as_of, rules.conversion_horizon_days, until),
             churned=_closed(_floats(observed, "churned"), as_of, rules.churn_inactivity_days, until),
             served_p_conversion=_floats(decisions, "served_p_conversion"),
@@ -118,51 +130,51 @@ def _closed(outcome: np.ndarray, as_of: np.ndarray, days: float, until: int) -> 
 
 
 def monitor(
-    log: DecisionLog,
+    served: ServedDecisions,
     events: EventLog,
     reference: InputReference | str,
     customers: pa.Table | None = None,
     options: MonitorOptions | None = None,
 ) -> dict[str, Any]:
-    """The monitoring summary of a decision log (`summary.json`'s content).
+    """The monitoring summary of served decisions (`summary.json`'s content).
 
     Args:
-        log: the decision log, read back.
+        served: the served decisions, from a decision log or a store.
         events: the events, those after the decisions included (outcomes are read off them).
         reference: the model's training reference, or why there is none (the drift section says it).
         customers: the customers table, for the profile inputs' drift.
         options: how outcomes are read and when alerts fire.
 
     Raises:
-        NextbestError: the log holds no decision the model served.
+        NextbestError: no decision the model served.
     """
     options = options or MonitorOptions()
-    if log.decisions.num_rows == 0:
-        raise NextbestError(
-            f"the decision log holds no decision the model served ({log.unreadable_lines:,} unreadable "
-            f"lines, {log.fallbacks:,} fallback answers, {log.unserved:,} answers that served nothing)"
-        )
-    served = Served.read(log.decisions, events, options.rules)
+    if served.table.num_rows == 0:
+        skipped = ", ".join(f"{n:,} {SKIPPED[kind]}" for kind, n in served.skipped.items())
+        raise NextbestError("no decision the model served" + (f" ({skipped})" if skipped else ""))
+    arrays = Served.read(served.table, events, options.rules)
     summary: dict[str, Any] = {
-        "decisions": decision_mix(served, log),
-        "outcomes": outcomes(served, options),
-        "lift": lift(served, options),
-        "calibration": calibration(served, options.calibration_bins),
-        "drift": drift(log.decisions, events, reference, customers, options),
+        "decisions": decision_mix(arrays, served),
+        "outcomes": outcomes(arrays, options),
+        "lift": lift(arrays, options, served.not_recorded.get("control")),
+        "calibration": calibration(arrays, options.calibration_bins, served.not_recorded),
+        "drift": drift(served, events, reference, customers, options),
     }
-    summary["alerts"] = alerts(summary, served, events, options)
+    summary["alerts"] = alerts(summary, arrays, events, options)
     return summary
 
 
-def decision_mix(served: Served, log: DecisionLog) -> dict[str, Any]:
-    """How many decisions each action got, in all and per day, and what the log could not use."""
+def decision_mix(served: Served, source: ServedDecisions) -> dict[str, Any]:
+    """How many decisions each action got, in all and per day, what the source held that is not a
+    decision of the model, and what it does not record."""
     days, day_index = np.unique(served.day, return_inverse=True)
     width = len(served.actions)
     grid = np.bincount(day_index * width + served.action, minlength=len(days) * width).reshape(-1, width)
-    versions, version_counts = np.unique(_strings(log.decisions, "model_version"), return_counts=True)
+    counted = pc.value_counts(source.table.column("model_version").drop_null())
+    versions = zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist(), strict=True)
     return {
         "total": len(served.day),
-        "control": int(served.control.sum()),
+        "control": None if "control" in source.not_recorded else int(served.control.sum()),
         "by_action": dict(zip(served.actions, grid.sum(axis=0).tolist(), strict=True)),
         "by_day": [
             {
@@ -172,12 +184,9 @@ def decision_mix(served: Served, log: DecisionLog) -> dict[str, Any]:
             }
             for day, row in zip(days, grid, strict=True)
         ],
-        "model_versions": dict(zip(map(str, versions), version_counts.tolist(), strict=True)),
-        "skipped": {
-            "unreadable_lines": log.unreadable_lines,
-            "fallback_answers": log.fallbacks,
-            "nothing_served": log.unserved,
-        },
+        "model_versions": dict(sorted(versions)),
+        "skipped": source.skipped,
+        "not_recorded": source.not_recorded,
     }
 
 
@@ -244,9 +253,12 @@ def _conversion_series(served: Served, period: np.ndarray) -> list[dict[str, Any
     ]
 
 
-def lift(served: Served, options: MonitorOptions) -> dict[str, Any]:
+def lift(served: Served, options: MonitorOptions, unknown: str | None = None) -> dict[str, Any]:
     """The policy's conversion and churn rates minus the control group's, with 95% bootstrap intervals
-    over customers (a customer's decisions move together)."""
+    over customers (a customer's decisions move together); `unknown`: why control-group membership is
+    not known, when it is not."""
+    if unknown is not None:
+        return {"level": LEVEL, "available": False, "reason": unknown}
     groups = {"policy": ~served.control, "control": served.control}
     result: dict[str, Any] = {
         "level": LEVEL,
@@ -282,13 +294,17 @@ def _per_customer(
     return successes, trials
 
 
-def calibration(served: Served, bins: int) -> dict[str, Any]:
-    """The served action's P(conversion) against the closed decisions' conversions."""
+def calibration(served: Served, bins: int, not_recorded: Mapping[str, str]) -> dict[str, Any]:
+    """The served action's P(conversion) against the closed decisions' conversions, where the source
+    records it."""
+    if "served_p_conversion" in not_recorded:
+        return {"available": False, "message": not_recorded["served_p_conversion"]}
     known = ~np.isnan(served.converted)
     with_probability = known & ~np.isnan(served.served_p_conversion)
     p, y = served.served_p_conversion[with_probability], served.converted[with_probability]
     ratio, p_value = calibration_in_the_large(p, y)
     return {
+        "available": True,
         "decisions": int(with_probability.sum()),
         "without_probability": int((known & ~with_probability).sum()),
         "mean_predicted": _mean(p),
@@ -301,7 +317,7 @@ def calibration(served: Served, bins: int) -> dict[str, Any]:
 
 
 def drift(
-    decisions: pa.Table,
+    served: ServedDecisions,
     events: EventLog,
     reference: InputReference | str,
     customers: pa.Table | None,
@@ -310,14 +326,20 @@ def drift(
     """Each model input's PSI against the training reference, its test p-value and status."""
     if isinstance(reference, str):
         return {"available": False, "message": reference, "inputs": {}}
-    requests = decisions.select(["customer_id", "timestamp", "p_conversion"]).rename_columns(
+    requests = served.table.select(["customer_id", "timestamp", "p_conversion"]).rename_columns(
         ["customer_id", "as_of", "p_conversion"]
     )
     sample = sample_rows(requests, options.sample, options.seed)
-    scores = _floats(sample, "p_conversion")
+    score_unknown = served.not_recorded.get("p_conversion")
+    scores = None if score_unknown else _floats(sample, "p_conversion")
     current = model_inputs(events, sample, reference.max_events, customers, scores)
+    # Only the score and profile inputs can be absent: histories are always read.
+    reasons = {SCORE: score_unknown} if score_unknown else {}
+    no_profile = NO_PROFILES if customers is None else "not an attribute of the customers' profiles"
     inputs = {
-        name: _input_drift(binning, reference.counts[name], current.get(name), options.drift)
+        name: _input_drift(
+            binning, reference.counts[name], current.get(name), options.drift, reasons.get(name, no_profile)
+        )
         for name, binning in reference.bins.items()
     }
     return {
@@ -330,10 +352,14 @@ def drift(
 
 
 def _input_drift(
-    binning: Binning, reference: np.ndarray, observed: Observations | None, thresholds: DriftThresholds
+    binning: Binning,
+    reference: np.ndarray,
+    observed: Observations | None,
+    thresholds: DriftThresholds,
+    absent: str,
 ) -> dict[str, Any]:
-    if observed is None:  # only profile inputs can be absent: the score and histories are always read
-        return {"status": "not measured", "reason": "no customers table given (--customers)"}
+    if observed is None:
+        return {"status": "not measured", "reason": absent}
     current = binning.counts(observed)
     value = psi(reference, current) if current.sum() else float("nan")
     p_value = homogeneity_p_value(reference, current)
@@ -415,6 +441,8 @@ def _success_falling(weeks: list[dict[str, Any]], options: MonitorOptions) -> li
 def _calibration_off(entry: dict[str, Any], options: MonitorOptions) -> list[dict[str, Any]]:
     """Observed conversions off the served probabilities' expectation by `calibration_tolerance` or more,
     significantly."""
+    if not entry["available"]:
+        return []
     ratio = entry["observed_over_expected"]
     if entry["decisions"] < options.min_decisions or ratio is None:
         return []

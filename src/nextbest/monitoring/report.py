@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from nextbest.discovery.report import PALETTE, STYLE, section, table
+from nextbest.monitoring.sources import SKIPPED
 
 CHART_WIDTH, CHART_HEIGHT, MARGIN = 900, 220, 48
 
@@ -71,13 +72,14 @@ def _alerts(alerts: list[dict[str, Any]]) -> str:
 
 
 def _skipped_caption(decisions: dict[str, Any]) -> str:
-    skipped = decisions["skipped"]
-    return (
-        f"{decisions['total']:,} decisions served by the model ({decisions['control']:,} to the control "
-        f"group), per day and action. Not counted: {skipped['unreadable_lines']:,} unreadable log lines, "
-        f"{skipped['fallback_answers']:,} fallback answers, {skipped['nothing_served']:,} answers that "
-        "served nothing."
-    )
+    control = "unknown" if decisions["control"] is None else f"{decisions['control']:,}"
+    caption = f"{decisions['total']:,} decisions served ({control} to the control group), per day and action."
+    if decisions["skipped"]:
+        counts = ", ".join(f"{n:,} {SKIPPED[kind]}" for kind, n in decisions["skipped"].items())
+        caption += f" Not counted: {counts}."
+    if decisions["not_recorded"]:
+        caption += " Not recorded: " + "; ".join(decisions["not_recorded"].values()) + "."
+    return caption
 
 
 def _decisions_chart(decisions: dict[str, Any]) -> str:
@@ -138,6 +140,8 @@ def _lift_caption(lift: dict[str, Any]) -> str:
 
 
 def _lift_table(lift: dict[str, Any]) -> str:
+    if "policy" not in lift:  # the groups are not known
+        return ""
     rows: list[Sequence[str]] = [
         (group, f"{lift[group]['decisions']:,}", *_rate_cells(lift[group])) for group in ("policy", "control")
     ]
@@ -157,6 +161,8 @@ def _signed(value: float | None) -> str:
 
 
 def _calibration_caption(calibration: dict[str, Any]) -> str:
+    if not calibration["available"]:
+        return f"Not measured: {calibration['message']}."
     if not calibration["decisions"]:
         return "No closed decision with a served probability yet."
     return (
@@ -168,6 +174,8 @@ def _calibration_caption(calibration: dict[str, Any]) -> str:
 
 
 def _calibration_table(calibration: dict[str, Any]) -> str:
+    if not calibration["available"]:
+        return ""
     rows = [
         (
             f"({b['low']:.1f}, {b['high']:.1f}]",

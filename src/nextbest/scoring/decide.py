@@ -71,6 +71,7 @@ def decide(
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool = False,
     explain: int = 0,
+    customer_ids: pa.Array | None = None,
 ) -> Decisions:
     """Scores `requests` and ranks the actions of `catalog` (default: the model's packaged catalog).
 
@@ -79,7 +80,9 @@ def decide(
     may be served; `held_back` ([N, K] objects) holds actions back for reasons the histories do not
     show (see `nextbest.decisioning.policy.rank`). With `explain` > 0, the `explain` history events that
     weighed most in each served action's value come with the decision (one extra forward pass per
-    event: opt-in).
+    event: opt-in). `customer_ids` are the requests' customers where `requests` keys them otherwise
+    (online, each record is keyed by its position): the control group and the exploration draw hash the
+    customer, so that a customer is served alike online, in batch and on every worker.
     """
     catalog = catalog if catalog is not None else scorer.action_catalog
     catalog.check_context(requests.schema)
@@ -99,12 +102,13 @@ def decide(
         held_back,
     )
     exploration = catalog.exploration
-    control = control_members(scores.customer_ids, catalog.control)
+    customer_ids = scores.customer_ids if customer_ids is None else customer_ids
+    control = control_members(customer_ids, catalog.control)
     probabilities = serving_probabilities(ranking, exploration, control)
     if exploration.policy == "off" and not control.any():  # the best eligible action: nothing to draw
         chosen = ranking.top
     else:
-        uniforms = request_uniforms(scores.customer_ids.to_pylist(), scores.as_of, exploration.seed)
+        uniforms = request_uniforms(customer_ids.to_pylist(), scores.as_of, exploration.seed)
         chosen = draw(probabilities, uniforms)
     evidence = None
     if explain > 0:

@@ -94,6 +94,7 @@ def score_records(
         candidates=candidates,
         held_back=held_back,
         explain=max((r.explain for r in records), default=0),
+        customer_ids=pa.array([r.customer_id for r in records], pa.string()),
     )
     rows = decision_rows(decisions, model_version)
     return [_answer(record, row) for record, row in zip(records, rows, strict=True)]
