@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nextbest.commands.outcome_rules import add_outcome_rules, outcome_rules
 from nextbest.errors import NextbestError
 
 if TYPE_CHECKING:
@@ -69,16 +70,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--customers", type=Path, metavar="PATH", help="customers table (profile drift; with --decisions)"
     )
     parser.add_argument("--fail-on-alert", action="store_true", help="exit with status 1 when an alert fires")
-    outcomes = parser.add_argument_group("outcomes", "how converted and churned are read off the events")
-    outcomes.add_argument(
-        "--conversion-event", default="purchase", help="event type of a conversion (purchase)"
-    )
-    outcomes.add_argument(
-        "--horizon-days", type=float, default=30.0, help="conversion window after a decision (30)"
-    )
-    outcomes.add_argument(
-        "--churn-days", type=float, default=60.0, help="silence after a decision that is churn (60)"
-    )
+    add_outcome_rules(parser, "outcomes")
     parser.add_argument(
         "--quiet-days", type=float, default=7.0, help="days without a conversion that alert (7)"
     )
@@ -95,7 +87,6 @@ def run(args: argparse.Namespace) -> int:
             raise NextbestError(f"--{name} must be at least 10, got {getattr(args, name)}")
     _check_sources(args)
     from nextbest.data import ValidationReport
-    from nextbest.journeys.labels import LabelRules
     from nextbest.monitoring.monitor import MonitorOptions, monitor
     from nextbest.monitoring.report import write_report
 
@@ -103,13 +94,8 @@ def run(args: argparse.Namespace) -> int:
     report = ValidationReport()
     reference, control = _model(args.model)
     served, events, customers = _inputs(args, control, report)
-    rules = LabelRules(
-        conversion_event=args.conversion_event,
-        conversion_horizon_days=args.horizon_days,
-        churn_inactivity_days=args.churn_days,
-    )
     options = MonitorOptions(
-        rules=rules, quiet_days=args.quiet_days, resamples=args.resamples, sample=args.sample
+        rules=outcome_rules(args), quiet_days=args.quiet_days, resamples=args.resamples, sample=args.sample
     )
     summary = monitor(served, events, reference, customers, options)
     try:
