@@ -351,3 +351,30 @@ def test_a_log_without_served_decisions_is_a_message_not_a_traceback(
     writer.close()
     assert main([*args, "--decisions", str(tmp_path / "log")]) == 1
     assert "no decision the model served (0 unreadable log lines, 1 fallback" in capsys.readouterr().err
+
+
+def test_dates_sent_as_text_drift_as_dates_and_a_changed_kind_is_said_not_raised(
+    scorer: JourneyScorer, tmp_path: Path
+) -> None:
+    """A store keeps a profile's sign-up date as the text JSON carried: it is read as the date the model
+    was trained on. An attribute that arrives as another kind than at training is not measured, and says
+    why."""
+    world = simulate(SimulationConfig(n_customers=WORLD_SIZE, seed=5))
+    served, events = logged(serve(scorer, world, world.events, tmp_path / "log")), load_events(world.events)
+    customers = world.customers
+
+    def as_text(name: str) -> pa.Table:
+        index = customers.column_names.index(name)
+        return customers.set_column(index, name, pc.cast(customers.column(name), pa.string()))
+
+    options = MonitorOptions(resamples=20)
+    inputs = [
+        monitor(served, events, scorer.reference, table, options)["drift"]["inputs"]
+        for table in (customers, as_text("signup_date"), as_text("tenure_days"))
+    ]
+    assert inputs[1]["profile.signup_date"] == inputs[0]["profile.signup_date"]
+    assert inputs[0]["profile.signup_date"]["status"] != "not measured"
+    assert inputs[2]["profile.tenure_days"] == {
+        "status": "not measured",
+        "reason": "numbers at training, categories here: its kind changed",
+    }

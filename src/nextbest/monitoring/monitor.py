@@ -32,6 +32,7 @@ from nextbest.monitoring.reference import (
     Observations,
     model_inputs,
     sample_rows,
+    with_trained_kinds,
 )
 from nextbest.monitoring.sources import SKIPPED, ServedDecisions
 from nextbest.monitoring.stats import (
@@ -332,6 +333,8 @@ def drift(
     sample = sample_rows(requests, options.sample, options.seed)
     score_unknown = served.not_recorded.get("p_conversion")
     scores = None if score_unknown else _floats(sample, "p_conversion")
+    if customers is not None:
+        customers = with_trained_kinds(customers, reference)
     current = model_inputs(events, sample, reference.max_events, customers, scores)
     # Only the score and profile inputs can be absent: histories are always read.
     reasons = {SCORE: score_unknown} if score_unknown else {}
@@ -360,6 +363,12 @@ def _input_drift(
 ) -> dict[str, Any]:
     if observed is None:
         return {"status": "not measured", "reason": absent}
+    if (binning.categories is None) == isinstance(observed, dict):
+        kinds = ("numbers", "categories") if binning.categories is None else ("categories", "numbers")
+        return {
+            "status": "not measured",
+            "reason": "{} at training, {} here: its kind changed".format(*kinds),
+        }
     current = binning.counts(observed)
     value = psi(reference, current) if current.sum() else float("nan")
     p_value = homogeneity_p_value(reference, current)

@@ -21,7 +21,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from nextbest.data.events import EventLog
-from nextbest.data.schema import MICROS_PER_DAY
+from nextbest.data.normalize import normalise_column
+from nextbest.data.schema import MICROS_PER_DAY, ColumnSpec, ColumnType
 from nextbest.journeys.profile import profile_rows, take_rows
 from nextbest.journeys.windows import Windows, history_windows, ranges
 
@@ -208,6 +209,22 @@ def _gap_hours(timestamps: np.ndarray, windows: Windows, rows: np.ndarray) -> np
     keep = np.ones(len(gaps), dtype=bool)
     keep[crossing[crossing < len(gaps)]] = False
     return np.asarray(gaps[keep], dtype=np.float64)
+
+
+def with_trained_kinds(customers: pa.Table, reference: InputReference) -> pa.Table:
+    """`customers` with each text attribute that the reference read as a number, and whose every value is
+    an ISO-8601 time, as times: JSON, and so a store, carries a sign-up date as text."""
+    for i, name in enumerate(customers.column_names):
+        binning = reference.bins.get(PROFILE_PREFIX + name)
+        column = customers.column(i)
+        if binning is None or binning.categories is not None or not pa.types.is_string(column.type):
+            continue
+        parsed = normalise_column(
+            column.combine_chunks(), ColumnSpec(name, ColumnType.TIMESTAMP, required=False)
+        )
+        if not parsed.rejections:
+            customers = customers.set_column(i, name, parsed.values)
+    return customers
 
 
 def _profile_inputs(customers: pa.Table, ids: pa.Array, as_of: np.ndarray) -> dict[str, Observations]:
