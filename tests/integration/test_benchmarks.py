@@ -199,3 +199,37 @@ def test_store_memory_benchmark_prints_readings_and_summary() -> None:
     assert all(r["rss_mb"] > 0 and r["events_per_s"] > 0 for r in readings)
     assert isinstance(summary["rss_growth_after_cap"], float)
     assert isinstance(summary["meets_target"], bool)
+
+
+@pytest.mark.slow
+def test_the_learning_loop_benchmark_runs_the_loop_and_prints_its_targets() -> None:
+    """A small loop (real servers, training, promotion, monitor): every step reports, and the targets
+    are judged; at this size the figures say nothing, so only their presence and consistency is checked."""
+    lines = run_benchmark(
+        "learning_loop.py", "--seed-customers", "300", "--customers", "400", "--days", "5", "--epochs", "1"
+    )
+    by_name = {line["measurement"]: line for line in lines}
+    assert {
+        "train_world",
+        "period_1",
+        "train_loop",
+        "promote",
+        "period_2",
+        "period_2_pinned",
+        "monitor",
+    } <= set(by_name)
+    assert by_name["period_1"]["model_versions"] == {"1": 400}
+    assert by_name["period_2_pinned"]["model_versions"] == {"1": 400}
+    expected = "2" if by_name["promote"]["promoted"] else "1"
+    assert by_name["period_2"]["model_versions"] == {expected: 400}
+    targets = by_name["targets"]
+    assert set(targets["met"]) == {
+        "promoted",
+        "value_rises",
+        "lift_excludes_zero",
+        "rates_match_truth",
+        "under_15_minutes",
+    }
+    rise = targets["value_rise_paired_by_day"]
+    assert rise["low"] <= rise["value"] <= rise["high"]
+    assert rise["days"] == 5
