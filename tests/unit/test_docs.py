@@ -89,7 +89,7 @@ def test_the_readme_shows_the_quickstart_and_only_tested_examples() -> None:
     text = README.read_text()
     blocks = re.findall(r"```(?:bash|sh|shell|console)\n(.*?)```", text, re.DOTALL)
     # Run by tests/integration/test_readme_examples.py.
-    tested = {"\n".join(readme_commands(block)) + "\n" for block in ("demo-next", "store")}
+    tested = {"\n".join(readme_commands(block)) + "\n" for block in ("demo-next", "store", "loop", "cron")}
     quickstart = [b for b in blocks if b not in tested]
     assert len(quickstart) == 1, "a README example that no test runs: mark it as a tested block or move it"
     assert [line.split("#")[0].strip() for line in quickstart[0].splitlines()] == list(QUICKSTART)
