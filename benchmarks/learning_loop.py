@@ -273,9 +273,9 @@ def rates_within_truth(by_action: list[dict[str, Any]], periods: list[dict[str, 
         true = truth[row["action"]]
         checks[row["action"]] = {
             outcome: _within(
-                row[f"{outcome}_rate"], row[f"{closed}_closed"], true[f"p_{outcome}"] / true["decisions"]
+                row[f"{outcome}_rate"], row[f"{outcome}_closed"], true[f"p_{outcome}"] / true["decisions"]
             )
-            for outcome, closed in (("conversion", "conversion"), ("churn", "churn"))
+            for outcome in ("conversion", "churn")
         }
     return checks
 

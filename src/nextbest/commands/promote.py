@@ -130,9 +130,9 @@ def _closed(logged: pa.Table, log: EventLog, rules: LabelRules) -> pa.Table:
     """
     from nextbest.scoring.decision_log import with_outcomes
 
-    derived = with_outcomes(
-        logged.drop_columns([c for c in ("churned",) if c in logged.column_names]), log, rules
-    )
+    if "churned" in logged.column_names:  # read off the events together with `converted`
+        logged = logged.drop_columns(["churned"])
+    derived = with_outcomes(logged, log, rules)
     closed = derived.filter(pc.and_(pc.is_valid(derived["converted"]), pc.is_valid(derived["churned"])))
     if not closed.num_rows:
         raise NextbestError(

@@ -178,18 +178,14 @@ def _limit_log(
 ) -> EventLog:
     """The customers' events and served contacts as the log that limits are read on; a customer's
     contacts after its `made_by` instant (µs) are moved to it."""
-    served = [c for customer_contacts in contacts.values() for c in customer_contacts]
+    owned = [(customer, c) for customer, customer_contacts in contacts.items() for c in customer_contacts]
+    owners, served = [customer for customer, _ in owned], [c for _, c in owned]
     decisions = {c.decision_id for c in served}
     reported = np.array([d is not None and d in decisions for d in events.column("decision_id").to_pylist()])
     events = events.filter(pa.array(~reported, pa.bool_())) if reported.any() else events
-    owners = [customer for customer, customer_contacts in contacts.items() for _ in customer_contacts]
     times = [
         *np.asarray(events.column("timestamp").cast(pa.int64())).tolist(),
-        *(
-            min(epoch_micros(c.timestamp), made_by.get(customer, _NEVER))
-            for customer, customer_contacts in contacts.items()
-            for c in customer_contacts
-        ),
+        *(min(epoch_micros(c.timestamp), made_by.get(customer, _NEVER)) for customer, c in owned),
     ]
     table = pa.table(
         {
